@@ -1,0 +1,248 @@
+"""Turn a `Snapshot` into Prometheus metric families; no AWS call happens here."""
+
+from __future__ import annotations
+
+import platform
+import re
+import threading
+from importlib.metadata import version
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.model import JOB_STATUSES, JOB_TYPES, Job, Snapshot
+
+NAMESPACE = "macie"
+JOB_LABELS = ("account_id", "region", "job_id", "job_name")
+TARGET_LABELS = ("account_id", "region")
+
+_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def tag_label_name(key: str) -> str:
+    """`tag_<key>` with every character that a label name cannot hold replaced by `_`."""
+    return "tag_" + _INVALID_LABEL_CHARS.sub("_", key)
+
+
+def _gauge(name: str, documentation: str, labels: Sequence[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{NAMESPACE}_{name}", documentation, labels=list(labels))
+
+
+# Per-job numeric series: (metric suffix, HELP text, Job attribute).
+_JOB_VALUES: tuple[tuple[str, str, Callable[[Job], float | bool | None]], ...] = (
+    (
+        "classification_job_runs",
+        "Number of times the job has run (statistics.numberOfRuns).",
+        lambda j: j.runs,
+    ),
+    (
+        "classification_job_objects_to_process",
+        "Approximate number of objects the job has yet to process during its current run "
+        "(statistics.approximateNumberOfObjectsToProcess).",
+        lambda j: j.objects_to_process,
+    ),
+    (
+        "classification_job_last_run_error",
+        "1 if account- or bucket-level errors occurred during the job's most recent run "
+        "(lastRunErrorStatus.code is ERROR), 0 otherwise.",
+        lambda j: j.last_run_error,
+    ),
+    (
+        "classification_job_created_timestamp_seconds",
+        "When the job was created, in seconds since the Unix epoch.",
+        lambda j: j.created_at,
+    ),
+    (
+        "classification_job_last_run_timestamp_seconds",
+        "When the job's most recent run started, in seconds since the Unix epoch.",
+        lambda j: j.last_run_at,
+    ),
+    (
+        "classification_job_paused_timestamp_seconds",
+        "When a user paused the job (userPausedDetails.jobPausedAt), in seconds since the "
+        "Unix epoch.",
+        lambda j: j.paused_at,
+    ),
+    (
+        "classification_job_pause_expiry_timestamp_seconds",
+        "When Macie cancels the user-paused job or job run unless it is resumed "
+        "(userPausedDetails.jobExpiresAt), in seconds since the Unix epoch.",
+        lambda j: j.pause_expires_at,
+    ),
+)
+
+
+class SnapshotCollector(Collector):
+    """Metric families for the current snapshot; `snapshot` is read once per collection."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], tag_keys: Sequence[str] = ()) -> None:
+        self._snapshot = snapshot
+        self._tag_keys = tuple(tag_keys)
+        self._tag_labels = tuple(tag_label_name(k) for k in self._tag_keys)
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._snapshot()
+        yield from self._job_families(snapshot)
+        yield from self._target_families(snapshot)
+
+    def _job_families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        info = _gauge(
+            "classification_job_info",
+            "Information about a classification job; the value is always 1.",
+            (*JOB_LABELS, "job_type", "schedule", "managed_data_identifier_selector"),
+        )
+        status = _gauge(
+            "classification_job_status",
+            "Current status of the job: 1 for the current status, 0 for the others.",
+            (*JOB_LABELS, "status"),
+        )
+        values = [(_gauge(name, doc, JOB_LABELS), get) for name, doc, get in _JOB_VALUES]
+        tags = _gauge(
+            "classification_job_tags",
+            "Allow-listed tags of the job as labels; the value is always 1.",
+            (*JOB_LABELS, *self._tag_labels),
+        )
+        jobs = _gauge(
+            "classification_jobs",
+            "Number of classification jobs listed, by status and type.",
+            (*TARGET_LABELS, "status", "job_type"),
+        )
+        for target in snapshot.targets:
+            region = target.key.region
+            for job in target.jobs:
+                ids = [job.account_id, region, job.job_id, job.name]
+                info.add_metric(
+                    [*ids, job.job_type, job.schedule, job.managed_data_identifier_selector], 1
+                )
+                for state in JOB_STATUSES:
+                    status.add_metric([*ids, state], 1 if job.status == state else 0)
+                if job.status not in JOB_STATUSES:
+                    status.add_metric([*ids, job.status], 1)
+                for family, get in values:
+                    value = get(job)
+                    if value is not None:
+                        family.add_metric(ids, float(value))
+                if self._tag_keys and job.tags is not None:
+                    present = dict(job.tags)
+                    tags.add_metric([*ids, *(present.get(k, "") for k in self._tag_keys)], 1)
+            for (account, state, job_type), count in target.counts:
+                jobs.add_metric([account, region, state, job_type], count)
+        yield info
+        yield status
+        for family, _ in values:
+            yield family
+        if self._tag_keys:
+            yield tags
+        yield jobs
+
+    def _target_families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        success = _gauge(
+            "exporter_refresh_success",
+            "1 if the last refresh of this target succeeded, 0 if it failed.",
+            TARGET_LABELS,
+        )
+        last_success = _gauge(
+            "exporter_last_refresh_success_timestamp_seconds",
+            "When this target last refreshed successfully, in seconds since the Unix epoch.",
+            TARGET_LABELS,
+        )
+        duration = _gauge(
+            "exporter_refresh_duration_seconds",
+            "How long the last refresh of this target took.",
+            TARGET_LABELS,
+        )
+        failures = _gauge(
+            "exporter_describe_failures",
+            "Jobs whose DescribeClassificationJob call failed in the last refresh; they keep "
+            "their last known values.",
+            TARGET_LABELS,
+        )
+        for target in snapshot.targets:
+            labels = [target.key.account_id, target.key.region]
+            if target.completed:
+                success.add_metric(labels, 1 if target.success else 0)
+                failures.add_metric(labels, target.describe_failures)
+            if target.last_success_at is not None:
+                last_success.add_metric(labels, target.last_success_at)
+            if target.duration_seconds is not None:
+                duration.add_metric(labels, target.duration_seconds)
+        yield from (success, last_success, duration, failures)
+
+
+def zero_filled_counts(
+    counted: dict[tuple[str, str, str], int], accounts: Iterable[str]
+) -> tuple[tuple[tuple[str, str, str], int], ...]:
+    """Counts with every documented status × type present (0 when none), sorted."""
+    full = dict(counted)
+    for account in accounts:
+        for state in JOB_STATUSES:
+            for job_type in JOB_TYPES:
+                full.setdefault((account, state, job_type), 0)
+    return tuple(sorted(full.items()))
+
+
+class Labelled(Protocol):
+    """Anything with the target labels; read when rendering, so a late-learned account shows."""
+
+    account_id: str
+    region: str
+
+
+class ApiRequestCounter:
+    """Counts every HTTP attempt to AWS by target, operation and outcome (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[Labelled, str, str], int] = {}
+
+    def inc(self, target: Labelled, operation: str, outcome: str) -> None:
+        key = (target, operation, outcome)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def items(self) -> list[tuple[tuple[str, str, str, str], int]]:
+        """((account_id, region, operation, outcome), count), merged and sorted."""
+        merged: dict[tuple[str, str, str, str], int] = {}
+        with self._lock:
+            for (target, operation, outcome), count in self._counts.items():
+                key = (target.account_id, target.region, operation, outcome)
+                merged[key] = merged.get(key, 0) + count
+        return sorted(merged.items())
+
+    def value(self, account_id: str, region: str, operation: str, outcome: str) -> int:
+        return dict(self.items()).get((account_id, region, operation, outcome), 0)
+
+
+class SelfCollector(Collector):
+    """Live self-metrics: API request counts and build information."""
+
+    def __init__(self, requests: ApiRequestCounter) -> None:
+        self._requests = requests
+        self._build = [__version__, platform.python_version(), version("boto3")]
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            f"{NAMESPACE}_exporter_api_requests",
+            "HTTP requests sent to AWS, retried attempts included, by operation and outcome "
+            "(success or the AWS error code).",
+            labels=[*TARGET_LABELS, "operation", "outcome"],
+        )
+        for labels, count in self._requests.items():
+            requests.add_metric(list(labels), count)
+        yield requests
+        build = _gauge(
+            "exporter_build_info",
+            "Build information of the exporter; the value is always 1.",
+            ("version", "python_version", "boto3_version"),
+        )
+        build.add_metric(self._build, 1)
+        yield build

@@ -1,0 +1,453 @@
+"""Configuration: defaults in one table, then the YAML file, then env vars, then flags.
+
+Every option is a flag `--group.name`, an env var `MACIE_EXPORTER_GROUP_NAME` and a YAML key
+`group: {name: ...}` (dashes become underscores). Parsing validates everything, so nothing
+downstream re-checks; every error names the flag, env var or YAML key that was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import yaml
+
+from exporter.collect import tag_label_name
+
+DEFAULT_PORT = 9729
+ENV_PREFIX = "MACIE_EXPORTER_"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the flag, env var or key at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """One account × region to poll. `None` region: the SDK's default region."""
+
+    region: str | None
+    role_arn: str | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen_host: str
+    listen_port: int
+    telemetry_path: str
+    targets: tuple[TargetConfig, ...]
+    endpoint_url: str | None
+    retry_mode: str
+    max_attempts: int
+    connect_timeout: float
+    read_timeout: float
+    refresh_interval: float
+    concurrency: int
+    full_redescribe_interval: float
+    tag_keys: tuple[str, ...]
+    log_level: str
+    log_format: str
+    demo: bool
+    once: bool
+
+
+# ---------------------------------------------------------------- value parsers
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def parse_duration(text: str) -> float:
+    """Prometheus-style durations: `500ms`, `30s`, `5m`, `1h30m`, `1d`."""
+    text = text.strip()
+    if not text or _DURATION_PART.sub("", text):
+        raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)")
+    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def _interval(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds < 1:
+        raise ValueError(f"{text!r} is shorter than the minimum of 1s")
+    return seconds
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than 0s")
+    return seconds
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`host:port`, `:port` (all interfaces) or `[ipv6]:port` → (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"invalid address {text!r} (use host:port, e.g. :{DEFAULT_PORT})")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid port in address {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid IPv6 host in address {text!r}") from None
+    elif ":" in host or not re.fullmatch(r"[A-Za-z0-9.-]*", host):
+        raise ValueError(f"invalid host in address {text!r}")
+    return host or "0.0.0.0", int(port_text)  # noqa: S104 - the exporter convention for ":port"
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, list):
+        items = [str(v).strip() if isinstance(v, str | int) else "" for v in value]
+        if not all(isinstance(v, str | int) for v in value):
+            raise ValueError("expected a list of strings")
+    else:
+        raise ValueError(f"expected a comma-separated list, got {type(value).__name__}")
+    return tuple(v for v in items if v)
+
+
+def _regions(value: Any) -> tuple[str, ...]:
+    regions = _list(value)
+    for region in regions:
+        if not _REGION.match(region):
+            raise ValueError(f"invalid AWS region {region!r}")
+    if len(set(regions)) != len(regions):
+        raise ValueError("a region is listed twice")
+    return regions
+
+
+def _role_arn(value: Any) -> str | None:
+    text = _string(value)
+    if text and not _ROLE_ARN.match(text):
+        raise ValueError(f"invalid IAM role ARN {text!r} (arn:aws:iam::<account>:role/<name>)")
+    return text or None
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return str(value).strip()
+
+
+def _optional_string(value: Any) -> str | None:
+    return _string(value) or None
+
+
+def _endpoint_url(value: Any) -> str | None:
+    text = _string(value)
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid URL {text!r} (use http(s)://host[:port])")
+    return text
+
+
+def _path(value: Any) -> str:
+    text = _string(value)
+    if not text.startswith("/") or text in ("/", "/healthz", "/readyz") or " " in text:
+        raise ValueError(f"invalid path {text!r} (must start with / and not be /, /healthz or /readyz)")
+    return text
+
+
+def _int_between(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        text = _string(value)
+        if not re.fullmatch(r"[0-9]+", text) or not low <= int(text) <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _string(value).lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _string(value).lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _tag_keys(value: Any) -> tuple[str, ...]:
+    keys = _list(value)
+    seen: dict[str, str] = {}
+    for key in keys:
+        label = tag_label_name(key)
+        if label in seen:
+            raise ValueError(f"tag keys {seen[label]!r} and {key!r} both map to label {label}")
+        seen[label] = key
+    return keys
+
+
+# ---------------------------------------------------------------- the option table
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    flag: str  # without the leading dashes, e.g. "web.listen-address"
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    boolean: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + re.sub(r"[.-]", "_", self.flag).upper()
+
+    @property
+    def yaml_path(self) -> tuple[str, ...]:
+        return tuple(part.replace("-", "_") for part in self.flag.split("."))
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("web.listen-address", f":{DEFAULT_PORT}", parse_address,
+           "Address on which to expose metrics and the web endpoints."),
+    Option("web.telemetry-path", "/metrics", _path, "Path under which to expose metrics."),
+    Option("aws.regions", "", _regions,
+           "Comma-separated AWS regions to poll (default: the SDK's default region)."),
+    Option("aws.role-arn", "", _role_arn,
+           "IAM role to assume for every region (default: the SDK's default credentials)."),
+    Option("aws.external-id", "", _optional_string, "External ID to pass when assuming the role."),
+    Option("aws.endpoint-url", "", _endpoint_url,
+           "Macie API endpoint URL (default: the SDK's endpoint for the region)."),
+    Option("aws.retry-mode", "standard", _choice("standard", "adaptive"),
+           "botocore retry mode."),
+    Option("aws.max-attempts", "5", _int_between(1, 20),
+           "Attempts per API call, the first one included (botocore max_attempts)."),
+    Option("aws.connect-timeout", "5s", _positive_duration,
+           "Connect timeout per HTTP attempt; must be shorter than the refresh interval."),
+    Option("aws.read-timeout", "20s", _positive_duration,
+           "Read timeout per HTTP attempt; must be shorter than the refresh interval."),
+    Option("refresh.interval", "60s", _interval,
+           "How often to poll the Macie API (at least 1s)."),
+    Option("refresh.concurrency", "8", _int_between(1, 64),
+           "Parallel DescribeClassificationJob calls per target."),
+    Option("refresh.full-redescribe-interval", "24h", _positive_duration,
+           "How often COMPLETE and CANCELLED jobs are described again (tag changes)."),
+    Option("jobs.tag-labels", "", _tag_keys,
+           "Comma-separated job tag keys to export as tag_<key> labels."),
+    Option("log.level", "info", _choice(*_LOG_LEVELS), "Log level: debug, info, warn, error."),
+    Option("log.format", "logfmt", _choice("logfmt", "json"), "Log format: logfmt or json."),
+    Option("demo", False, _bool,
+           "Run against a built-in simulated Macie account; needs no AWS account.", True),
+    Option("once", False, _bool,
+           "Refresh once, print the metrics to stdout, exit 0 if every target succeeded.", True),
+)
+_BY_FLAG = {o.flag: o for o in OPTIONS}
+CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"
+_TARGET_KEYS = {"role_arn", "external_id", "regions"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"unrecognized arguments: (\S+)", message)
+        if match:
+            raise ConfigError(f"unknown flag {match.group(1)}")
+        raise ConfigError(message)
+
+
+def _argument_parser(prog: str) -> argparse.ArgumentParser:
+    from exporter import __version__
+
+    parser = _Parser(
+        prog=prog, allow_abbrev=False, description="Prometheus exporter for Amazon Macie jobs."
+    )
+    parser.add_argument("--config.file", dest="config.file", metavar="PATH",
+                        help=f"YAML configuration file (env {CONFIG_FILE_ENV}).")
+    for option in OPTIONS:
+        help_text = f"{option.help} (env {option.env})"
+        if option.boolean:
+            parser.add_argument(f"--{option.flag}", dest=option.flag, action="store_const",
+                                const=True, default=None, help=help_text)
+        else:
+            parser.add_argument(f"--{option.flag}", dest=option.flag, metavar="VALUE",
+                                default=None, help=f"{help_text} (default {option.default!r})")
+    parser.add_argument("--version", action="version", version=f"macie-exporter {__version__}")
+    return parser
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as err:
+        raise ConfigError(f"--config.file: cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def _flatten_yaml(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], Any]:
+    """YAML values by option flag, plus the raw `targets` list; rejects unknown keys."""
+    known = {o.yaml_path: o.flag for o in OPTIONS}
+    groups = {p[0] for p in known if len(p) == 2}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "targets":
+            continue
+        if (key,) in known:
+            values[known[(key,)]] = value
+        elif key in groups:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config file {path}: {key}: expected a mapping")
+            for sub, subvalue in value.items():
+                if (key, sub) not in known:
+                    raise ConfigError(f"config file {path}: unknown key {key}.{sub}")
+                values[known[(key, sub)]] = subvalue
+        else:
+            raise ConfigError(f"config file {path}: unknown key {key}")
+    return values, data.get("targets")
+
+
+def _yaml_targets(raw: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"config file {path}: targets: expected a non-empty list")
+    targets = []
+    for index, item in enumerate(raw):
+        where = f"config file {path}: targets[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        for key in item:
+            if key not in _TARGET_KEYS:
+                raise ConfigError(f"{where}: unknown key {key}")
+        targets.append((where, item))
+    return targets
+
+
+def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
+         prog: str = "macie-exporter") -> Config:
+    """Parse flags, env vars and the config file into a validated `Config`."""
+    environ = os.environ if environ is None else environ
+    args = vars(_argument_parser(prog).parse_args(list(argv)))
+
+    config_path = args.get("config.file") or environ.get(CONFIG_FILE_ENV) or None
+    yaml_values: dict[str, Any] = {}
+    raw_targets = None
+    if config_path:
+        yaml_values, raw_targets = _flatten_yaml(_read_yaml(config_path), config_path)
+
+    values: dict[str, Any] = {}
+    defaulted: set[str] = set()
+    for option in OPTIONS:
+        if args.get(option.flag) is not None:
+            raw, source = args[option.flag], f"--{option.flag}"
+        elif option.env in environ:
+            raw, source = environ[option.env], option.env
+        elif option.flag in yaml_values:
+            raw = yaml_values[option.flag]
+            source = f"config file {config_path}: {'.'.join(option.yaml_path)}"
+        else:
+            raw, source = option.default, f"--{option.flag} default"
+            defaulted.add(option.flag)
+        try:
+            values[option.flag] = option.parse(raw)
+        except ValueError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    interval = values["refresh.interval"]
+    for flag in ("aws.connect-timeout", "aws.read-timeout"):
+        if values[flag] >= interval:
+            if flag not in defaulted:
+                raise ConfigError(
+                    f"--{flag}: must be shorter than --refresh.interval ({interval:g}s)"
+                )
+            values[flag] = interval / 2
+
+    if raw_targets is not None:
+        if values["aws.role-arn"]:
+            raise ConfigError(
+                "--aws.role-arn: cannot be combined with targets in the config file; "
+                "put role_arn on a target instead"
+            )
+        targets = _targets_from_yaml(raw_targets, config_path or "", values["aws.regions"])
+    else:
+        regions = values["aws.regions"] or (None,)
+        targets = tuple(
+            TargetConfig(region, values["aws.role-arn"], values["aws.external-id"])
+            for region in regions
+        )
+    host, port = values["web.listen-address"]
+    return Config(
+        listen_host=host,
+        listen_port=port,
+        telemetry_path=values["web.telemetry-path"],
+        targets=targets,
+        endpoint_url=values["aws.endpoint-url"],
+        retry_mode=values["aws.retry-mode"],
+        max_attempts=values["aws.max-attempts"],
+        connect_timeout=values["aws.connect-timeout"],
+        read_timeout=values["aws.read-timeout"],
+        refresh_interval=interval,
+        concurrency=values["refresh.concurrency"],
+        full_redescribe_interval=values["refresh.full-redescribe-interval"],
+        tag_keys=values["jobs.tag-labels"],
+        log_level=values["log.level"],
+        log_format=values["log.format"],
+        demo=values["demo"],
+        once=values["once"],
+    )
+
+
+def _targets_from_yaml(
+    raw: Any, path: str, default_regions: tuple[str, ...]
+) -> tuple[TargetConfig, ...]:
+    targets: list[TargetConfig] = []
+    for where, item in _yaml_targets(raw, path):
+        try:
+            role = _role_arn(item.get("role_arn", ""))
+        except ValueError as err:
+            raise ConfigError(f"{where}.role_arn: {err}") from None
+        try:
+            external_id = _optional_string(item.get("external_id", ""))
+        except ValueError as err:
+            raise ConfigError(f"{where}.external_id: {err}") from None
+        try:
+            regions = _regions(item["regions"]) if "regions" in item else default_regions
+        except ValueError as err:
+            raise ConfigError(f"{where}.regions: {err}") from None
+        if external_id and not role:
+            raise ConfigError(f"{where}.external_id: set only together with role_arn")
+        for region in regions or (None,):
+            target = TargetConfig(region, role, external_id)
+            if target in targets:
+                raise ConfigError(f"{where}: duplicates an earlier target ({region}, {role})")
+            targets.append(target)
+    return tuple(targets)
+
+
+def option(flag: str) -> Option:
+    """The option for `flag` (without dashes), for docs and tests."""
+    return _BY_FLAG[flag]

@@ -1,0 +1,64 @@
+"""One line per event, as logfmt (`level=warn msg="refresh failed" region=...`) or JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR}
+_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",
+          logging.ERROR: "error", logging.CRITICAL: "error"}
+# Libraries whose debug output carries request headers (and so credentials): never below warn.
+_QUIET = ("botocore", "boto3", "urllib3", "s3transfer", "apscheduler")
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """`extra=` for a log call: `log.warning("refresh failed", extra=fields(region=r))`."""
+    return {"kv": values}
+
+
+def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        "level": _NAMES.get(record.levelno, "info"),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    out.update(getattr(record, "kv", {}))
+    if record.exc_info and record.levelno >= logging.ERROR:
+        out["exception"] = logging.Formatter().formatException(record.exc_info)
+    return out
+
+
+def _logfmt_value(value: Any) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\\n\t') :
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _record_fields(record).items())
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(_record_fields(record), default=str, ensure_ascii=False)
+
+
+def setup(level: str, fmt: str, stream: TextIO = sys.stderr) -> None:
+    """Configure the root logger; third-party loggers stay at warn or above."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, _LEVELS[level]))

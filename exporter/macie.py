@@ -1,0 +1,221 @@
+"""The AWS boundary: the only module that talks to boto3/botocore."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.session
+from botocore.config import Config as BotoConfig
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+from botocore.exceptions import BotoCoreError, ClientError
+
+from exporter import __version__
+from exporter.collect import ApiRequestCounter
+from exporter.config import TargetConfig
+
+if TYPE_CHECKING:
+    from mypy_boto3_macie2 import Macie2Client
+    from mypy_boto3_sts import STSClient
+
+log = logging.getLogger(__name__)
+
+# The largest page the ListClassificationJobs API accepts.
+LIST_PAGE_SIZE = 200
+IAM_ACTIONS = {
+    "ListClassificationJobs": "macie2:ListClassificationJobs",
+    "DescribeClassificationJob": "macie2:DescribeClassificationJob",
+    "GetCallerIdentity": "sts:GetCallerIdentity",
+    "AssumeRole": "sts:AssumeRole",
+}
+UNKNOWN_ACCOUNT = "unknown"
+
+
+class ApiError(Exception):
+    """A failed AWS call, after botocore's retries; `code` is the AWS error code."""
+
+    def __init__(self, operation: str, code: str, message: str = "") -> None:
+        super().__init__(f"{operation}: {code}: {message}" if message else f"{operation}: {code}")
+        self.operation = operation
+        self.code = code
+        self.message = message
+
+    @property
+    def missing_permission(self) -> str | None:
+        """The IAM action to grant when AWS denied access, else None."""
+        if self.code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+            return IAM_ACTIONS.get(self.operation, self.operation)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How every client is built (one botocore Config for all targets)."""
+
+    endpoint_url: str | None
+    retry_mode: str
+    max_attempts: int
+    connect_timeout: float
+    read_timeout: float
+    concurrency: int
+    sts_endpoint_url: str | None = None
+    # Static credentials (demo mode only); None: the SDK's default credential chain.
+    static_credentials: tuple[str, str] | None = None
+
+    def botocore_config(self) -> BotoConfig:
+        return BotoConfig(
+            retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_pool_connections=max(10, self.concurrency + 2),
+            user_agent_extra=f"macie-exporter/{__version__}",
+        )
+
+
+def default_region() -> str | None:
+    """The region the SDK would use with no region given (env, config file)."""
+    return boto3.Session().region_name
+
+
+def _error(operation: str, err: Exception) -> ApiError:
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        return ApiError(operation, error.get("Code") or "Unknown", error.get("Message", ""))
+    return ApiError(operation, type(err).__name__, str(err))
+
+
+class TargetIdentity:
+    """Labels of one target; the account is learned once (role ARN or GetCallerIdentity)."""
+
+    def __init__(self, region: str, account_id: str | None) -> None:
+        self.region = region
+        self.account_id = account_id or UNKNOWN_ACCOUNT
+
+
+class MacieTarget:
+    """One account × region: a Macie client with counted requests and renewing credentials."""
+
+    def __init__(
+        self, target: TargetConfig, region: str, settings: ClientSettings,
+        requests: ApiRequestCounter,
+    ) -> None:
+        self.target = target
+        self.settings = settings
+        # arn:aws:iam::<account>:role/<name>
+        role_account = target.role_arn.split(":")[4] if target.role_arn else None
+        self.identity = TargetIdentity(region, role_account)
+        self._requests = requests
+        self._config = settings.botocore_config()
+        self._lock = threading.Lock()
+        self._client: Macie2Client | None = None
+        self._session: boto3.Session | None = None
+
+    # ------------------------------------------------------------ clients
+
+    def _count(self, event_name: str, response_dict: dict[str, Any] | None = None,
+               parsed_response: dict[str, Any] | None = None,
+               exception: Exception | None = None, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        if exception is not None:
+            outcome = type(exception).__name__
+        elif response_dict is not None and response_dict["status_code"] < 300:
+            outcome = "success"
+        else:
+            error = (parsed_response or {}).get("Error", {})
+            status = response_dict["status_code"] if response_dict else 0
+            outcome = error.get("Code") or f"HTTP{status}"
+        self._requests.inc(self.identity, operation, outcome)
+
+    def _instrument(self, client: Any) -> Any:
+        client.meta.events.register("response-received", self._count)
+        return client
+
+    def _sts_client(self, session: botocore.session.Session, service: str,
+                    **kwargs: Any) -> Any:
+        return self._instrument(session.create_client(
+            service, region_name=self.identity.region, config=self._config,
+            endpoint_url=self.settings.sts_endpoint_url, **kwargs,
+        ))
+
+    def _make_session(self) -> boto3.Session:
+        static = self.settings.static_credentials
+        base = botocore.session.Session()
+        if static:
+            base.set_credentials(*static)
+        if not self.target.role_arn:
+            return boto3.Session(botocore_session=base, region_name=self.identity.region)
+        source = base.get_credentials()
+        if source is None:
+            raise ApiError("AssumeRole", "NoCredentials", "no source credentials found")
+        extra: dict[str, Any] = {"RoleSessionName": f"macie-exporter-{__version__}"}
+        if self.target.external_id:
+            extra["ExternalId"] = self.target.external_id
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=functools.partial(self._sts_client, base),
+            source_credentials=source, role_arn=self.target.role_arn, extra_args=extra,
+        )
+        assumed = botocore.session.Session()
+        # botocore renews DeferredRefreshableCredentials before they expire, on any call.
+        assumed._credentials = DeferredRefreshableCredentials(  # noqa: SLF001
+            refresh_using=fetcher.fetch_credentials, method="assume-role"
+        )
+        return boto3.Session(botocore_session=assumed, region_name=self.identity.region)
+
+    def _get_client(self) -> Macie2Client:
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._session = self._make_session()
+                except BotoCoreError as err:
+                    raise _error("AssumeRole", err) from None
+                self._client = self._instrument(self._session.client(
+                    "macie2", config=self._config, endpoint_url=self.settings.endpoint_url,
+                ))
+            return self._client
+
+    def resolve_account(self) -> str:
+        """The target's account: from the role ARN, else sts:GetCallerIdentity (once)."""
+        if self.identity.account_id != UNKNOWN_ACCOUNT:
+            return self.identity.account_id
+        self._get_client()
+        assert self._session is not None
+        sts: STSClient = self._instrument(self._session.client(
+            "sts", config=self._config, endpoint_url=self.settings.sts_endpoint_url,
+        ))
+        try:
+            account = sts.get_caller_identity()["Account"]
+        except (ClientError, BotoCoreError) as err:
+            raise _error("GetCallerIdentity", err) from None
+        self.identity.account_id = account
+        return account
+
+    # ------------------------------------------------------------ Macie calls
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every JobSummary, through botocore's paginator at the largest page size."""
+        client = self._get_client()
+        paginator = client.get_paginator("list_classification_jobs")
+        items: list[dict[str, Any]] = []
+        try:
+            pages: Iterator[Any] = iter(
+                paginator.paginate(PaginationConfig={"PageSize": LIST_PAGE_SIZE})
+            )
+            for page in pages:
+                items.extend(page.get("items") or [])
+        except (ClientError, BotoCoreError) as err:
+            raise _error("ListClassificationJobs", err) from None
+        return items
+
+    def describe_job(self, job_id: str) -> dict[str, Any]:
+        client = self._get_client()
+        try:
+            answer: dict[str, Any] = dict(client.describe_classification_job(jobId=job_id))
+        except (ClientError, BotoCoreError) as err:
+            raise _error("DescribeClassificationJob", err) from None
+        answer.pop("ResponseMetadata", None)
+        return answer

@@ -1,0 +1,101 @@
+"""HTTP endpoints: metrics, /healthz, /readyz and a landing page. Never calls AWS."""
+
+from __future__ import annotations
+
+import html
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import __version__
+from exporter.model import Snapshot
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+
+
+def make_app(registry: CollectorRegistry, telemetry_path: str,
+             snapshot: Callable[[], Snapshot]) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
+    """The WSGI app; metrics go through prometheus-client (negotiation, gzip, OpenMetrics)."""
+    metrics = make_wsgi_app(registry)
+    landing = (
+        "<!doctype html><html><head><title>Macie exporter</title></head><body>"
+        f"<h1>Macie exporter</h1><p>Version {html.escape(__version__)}</p><ul>"
+        f'<li><a href="{html.escape(telemetry_path)}">Metrics</a></li>'
+        '<li><a href="/healthz">Health</a></li><li><a href="/readyz">Readiness</a></li>'
+        "</ul></body></html>"
+    ).encode()
+
+    def respond(start: StartResponse, status: str, body: bytes,
+                content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
+        start(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def app(environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            return respond(start, "405 Method Not Allowed", b"method not allowed\n")
+        if path == telemetry_path:
+            return metrics(environ, start)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            return respond(start, "200 OK", b"ok\n")
+        if path == "/readyz":
+            current = snapshot()
+            done = sum(1 for t in current.targets if t.completed)
+            if current.ready:
+                return respond(start, "200 OK", b"ready\n")
+            message = f"not ready: {done} of {len(current.targets)} targets refreshed\n"
+            return respond(start, "503 Service Unavailable", message.encode())
+        if path == "/":
+            return respond(start, "200 OK", landing, "text/html; charset=utf-8")
+        return respond(start, "404 Not Found", b"not found\n")
+
+    return app
+
+
+class _Handler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("http request", extra={"kv": {"client": self.address_string(),
+                                                "request": format % args}})
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class HttpServer:
+    """A threaded WSGI server in a background thread."""
+
+    def __init__(self, host: str, port: int,
+                 app: Callable[[Environ, StartResponse], Iterable[bytes]]) -> None:
+        server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+        self._server = make_server(host, port, app, server_class=server_class,
+                                   handler_class=_Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http",
+                                        kwargs={"poll_interval": 0.2}, daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
