@@ -44,10 +44,13 @@ def _regions(targets: Sequence[TargetConfig], fallback: Sequence[str]) -> list[T
         if target.region is not None:
             out.append(target)
             continue
-        regions = list(fallback) or [default_region()]
-        if regions == [None]:
-            raise ConfigError("--aws.regions: no region given and the AWS SDK has no default "
-                              "region (set --aws.regions or AWS_REGION)")
+        regions = list(fallback)
+        if not regions:
+            region = default_region()
+            if region is None:
+                raise ConfigError("--aws.regions: no region given and the AWS SDK has no "
+                                  "default region (set --aws.regions or AWS_REGION)")
+            regions = [region]
         out.extend(replace(target, region=r) for r in regions)
     return out
 

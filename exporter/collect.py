@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform
 import re
 import threading
-from importlib.metadata import version
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib.metadata import version
 from typing import Protocol
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -178,7 +178,7 @@ class SnapshotCollector(Collector):
 def zero_filled_counts(
     counted: dict[tuple[str, str, str], int], accounts: Iterable[str]
 ) -> tuple[tuple[tuple[str, str, str], int], ...]:
-    """Counts with every documented status × type present (0 when none), sorted."""
+    """Counts with every documented status x type present (0 when none), sorted."""
     full = dict(counted)
     for account in accounts:
         for state in JOB_STATUSES:

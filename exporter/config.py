@@ -30,7 +30,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TargetConfig:
-    """One account × region to poll. `None` region: the SDK's default region."""
+    """One account x region to poll. `None` region: the SDK's default region."""
 
     region: str | None
     role_arn: str | None = None
@@ -104,7 +104,7 @@ def parse_address(text: str) -> tuple[str, int]:
             raise ValueError(f"invalid IPv6 host in address {text!r}") from None
     elif ":" in host or not re.fullmatch(r"[A-Za-z0-9.-]*", host):
         raise ValueError(f"invalid host in address {text!r}")
-    return host or "0.0.0.0", int(port_text)  # noqa: S104 - the exporter convention for ":port"
+    return host or "0.0.0.0", int(port_text)
 
 
 def _list(value: Any) -> tuple[str, ...]:
@@ -159,7 +159,9 @@ def _endpoint_url(value: Any) -> str | None:
 def _path(value: Any) -> str:
     text = _string(value)
     if not text.startswith("/") or text in ("/", "/healthz", "/readyz") or " " in text:
-        raise ValueError(f"invalid path {text!r} (must start with / and not be /, /healthz or /readyz)")
+        raise ValueError(
+            f"invalid path {text!r} (must start with / and not be /, /healthz or /readyz)"
+        )
     return text
 
 

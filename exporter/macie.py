@@ -69,7 +69,8 @@ class ClientSettings:
 
     def botocore_config(self) -> BotoConfig:
         return BotoConfig(
-            retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+            retries={"mode": self.retry_mode,  # type: ignore[arg-type]
+                     "max_attempts": self.max_attempts},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=max(10, self.concurrency + 2),
@@ -98,7 +99,7 @@ class TargetIdentity:
 
 
 class MacieTarget:
-    """One account × region: a Macie client with counted requests and renewing credentials."""
+    """One account x region: a Macie client with counted requests and renewing credentials."""
 
     def __init__(
         self, target: TargetConfig, region: str, settings: ClientSettings,
@@ -161,7 +162,7 @@ class MacieTarget:
         )
         assumed = botocore.session.Session()
         # botocore renews DeferredRefreshableCredentials before they expire, on any call.
-        assumed._credentials = DeferredRefreshableCredentials(  # noqa: SLF001
+        assumed._credentials = DeferredRefreshableCredentials(  # type: ignore[attr-defined]
             refresh_using=fetcher.fetch_credentials, method="assume-role"
         )
         return boto3.Session(botocore_session=assumed, region_name=self.identity.region)

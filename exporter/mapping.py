@@ -73,7 +73,7 @@ def _last_run_error(data: Mapping[str, Any]) -> bool | None:
     status = data.get("lastRunErrorStatus")
     if not isinstance(status, Mapping) or status.get("code") is None:
         return None
-    return status["code"] == "ERROR"
+    return bool(status["code"] == "ERROR")
 
 
 def _tags(data: Mapping[str, Any], tag_keys: Iterable[str]) -> tuple[tuple[str, str], ...] | None:

@@ -35,7 +35,7 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class TargetKey:
-    """One account × region pair the exporter polls."""
+    """One account x region pair the exporter polls."""
 
     account_id: str
     region: str

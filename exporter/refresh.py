@@ -84,7 +84,7 @@ class TargetRefresher:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _labels(self) -> dict[str, str]:
+    def labels(self) -> dict[str, str]:
         return {"account_id": self.api.identity.account_id, "region": self.api.identity.region}
 
     def refresh(self) -> bool:
@@ -96,7 +96,7 @@ class TargetRefresher:
             self._log_failure(err)
             result = None
         except Exception:  # a bug must not kill the schedule; the target shows as failing
-            log.exception("refresh crashed", extra=fields(**self._labels()))
+            log.exception("refresh crashed", extra=fields(**self.labels()))
             result = None
         duration = time.monotonic() - started
         previous = self._store.get().targets[self.index]
@@ -110,16 +110,16 @@ class TargetRefresher:
             return False
         self._store.put(self.index, replace(result, key=key, duration_seconds=duration))
         if self._failing:
-            log.info("refresh recovered", extra=fields(**self._labels()))
+            log.info("refresh recovered", extra=fields(**self.labels()))
             self._failing = False
         if duration > self._interval:
             log.warning("refresh took longer than the interval; the next one waits for it",
-                        extra=fields(**self._labels(), duration_seconds=round(duration, 3),
+                        extra=fields(**self.labels(), duration_seconds=round(duration, 3),
                                      interval_seconds=self._interval))
         return True
 
     def _log_failure(self, err: ApiError) -> None:
-        extra = {**self._labels(), "operation": err.operation, "error_code": err.code}
+        extra = {**self.labels(), "operation": err.operation, "error_code": err.code}
         if err.missing_permission:
             log.error("refresh failed: access denied",
                       extra=fields(**extra, missing_permission=err.missing_permission))
@@ -177,7 +177,7 @@ class TargetRefresher:
         if failures:
             job_id, first = failures[0]
             log.warning("describe failed; those jobs keep their last known values",
-                        extra=fields(**self._labels(), failed_jobs=len(failures),
+                        extra=fields(**self.labels(), failed_jobs=len(failures),
                                      job_id=job_id, error_code=first.code,
                                      missing_permission=first.missing_permission or ""))
 
@@ -229,7 +229,7 @@ class Poller:
         refresher = self.refreshers[int(event.job_id.rsplit("-", 1)[1])]
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log.warning("refresh skipped: the previous one is still running",
-                        extra=fields(**refresher._labels()))  # noqa: SLF001
+                        extra=fields(**refresher.labels()))
 
     def start(self) -> None:
         self.scheduler.start()

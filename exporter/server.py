@@ -23,8 +23,11 @@ StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
 
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
 def make_app(registry: CollectorRegistry, telemetry_path: str,
-             snapshot: Callable[[], Snapshot]) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
+             snapshot: Callable[[], Snapshot]) -> WsgiApp:
     """The WSGI app; metrics go through prometheus-client (negotiation, gzip, OpenMetrics)."""
     metrics = make_wsgi_app(registry)
     landing = (
@@ -63,7 +66,7 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
 
 
 class _Handler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http request", extra={"kv": {"client": self.address_string(),
                                                 "request": format % args}})
 
@@ -81,7 +84,7 @@ class HttpServer:
     """A threaded WSGI server in a background thread."""
 
     def __init__(self, host: str, port: int,
-                 app: Callable[[Environ, StartResponse], Iterable[bytes]]) -> None:
+                 app: WsgiApp) -> None:
         server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
         self._server = make_server(host, port, app, server_class=server_class,
                                    handler_class=_Handler)
@@ -91,7 +94,8 @@ class HttpServer:
     @property
     def address(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        text = host.decode() if isinstance(host, bytes) else host
+        return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
     def start(self) -> None:
         self._thread.start()
