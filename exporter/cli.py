@@ -49,7 +49,7 @@ def _regions(targets: Sequence[TargetConfig], fallback: Sequence[str]) -> list[T
             region = default_region()
             if region is None:
                 raise ConfigError("--aws.regions: no region given and the AWS SDK has no "
-                                  "default region (set --aws.regions or AWS_REGION)")
+                                  "default region (set --aws.regions or AWS_DEFAULT_REGION)")
             regions = [region]
         out.extend(replace(target, region=r) for r in regions)
     return out

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -151,6 +153,8 @@ class Simulator:
         self.account_id = account_id
         self.faults = Faults()
         self.requests: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()
         self.lock = threading.RLock()
         self._jobs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._evolve = evolve
@@ -158,7 +162,7 @@ class Simulator:
         # access key → (account, expiry or None)
         self._keys: dict[str, tuple[str, float | None]] = {DEMO_ACCESS_KEY: (account_id, None)}
         self._key_ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _QuietServer | None = None
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ state, for tests and demo
@@ -183,6 +187,7 @@ class Simulator:
     def reset_counts(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.max_in_flight.clear()
 
     # ------------------------------------------------------------ server
 
@@ -193,8 +198,7 @@ class Simulator:
         return f"http://{host!s}:{port}"
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        server = ThreadingHTTPServer((host, port), _handler_for(self))
-        server.daemon_threads = True
+        server = _QuietServer((host, port), _handler_for(self))
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="macie-simulator",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
@@ -205,6 +209,7 @@ class Simulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -222,12 +227,23 @@ class Simulator:
             return _json_error(404, "UnknownOperationException", f"no route for {method} {path}")
         with self.lock:
             self.requests[operation] += 1
+            self.in_flight[operation] += 1
+            self.max_in_flight[operation] = max(self.max_in_flight[operation],
+                                                self.in_flight[operation])
             if self._evolve is not None:
                 self._evolve(self._clock(), self)
             fault = self.faults.pick(operation)
             latency = self.faults.latency
-        if latency:
-            time.sleep(latency)
+        try:
+            if latency:
+                time.sleep(latency)
+            return self._answer(operation, fault, path, headers, body)
+        finally:
+            with self.lock:
+                self.in_flight[operation] -= 1
+
+    def _answer(self, operation: str, fault: tuple[int, str] | None, path: str,
+                headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         if fault:
             return _json_error(fault[0], fault[1], f"simulated {fault[1]}")
         account, region, problem = self._caller(headers)
@@ -325,6 +341,35 @@ class Simulator:
             "</AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>sim</RequestId>"
             "</ResponseMetadata></AssumeRoleResponse>"
         ).encode()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.open_connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self.open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Hang up on kept-alive clients too, as a real outage would."""
+        with self._connections_lock:
+            for connection in list(self.open_connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up (timeouts under test) is not the simulator's problem
 
 
 def _json(status: int, payload: Any) -> tuple[int, dict[str, str], bytes]:
