@@ -222,9 +222,10 @@ class ApiRequestCounter:
 class SelfCollector(Collector):
     """Live self-metrics: API request counts and build information."""
 
-    def __init__(self, requests: ApiRequestCounter) -> None:
+    def __init__(self, requests: ApiRequestCounter,
+                 build: Sequence[str] | None = None) -> None:
         self._requests = requests
-        self._build = [__version__, platform.python_version(), version("boto3")]
+        self._build = list(build or (__version__, platform.python_version(), version("boto3")))
 
     def describe(self) -> Iterable[Metric]:
         return []

@@ -362,6 +362,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         yaml_values, raw_targets = _flatten_yaml(_read_yaml(config_path), config_path)
 
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     defaulted: set[str] = set()
     for option in OPTIONS:
         if args.get(option.flag) is not None:
@@ -374,6 +375,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         else:
             raw, source = option.default, f"--{option.flag} default"
             defaulted.add(option.flag)
+        sources[option.flag] = source
         try:
             values[option.flag] = option.parse(raw)
         except ValueError as err:
@@ -384,7 +386,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         if values[flag] >= interval:
             if flag not in defaulted:
                 raise ConfigError(
-                    f"--{flag}: must be shorter than --refresh.interval ({interval:g}s)"
+                    f"{sources[flag]}: must be shorter than the refresh interval ({interval:g}s)"
                 )
             values[flag] = interval / 2
 

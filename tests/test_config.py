@@ -1,0 +1,157 @@
+"""Configuration: YAML fixtures (each bad one names its expected error), env, flags, CLI exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import OPTIONS, ConfigError, TargetConfig, load, parse_address, parse_duration
+from tests.conftest import FIXTURES, REPO, exporter_env
+
+CONFIGS = FIXTURES / "config"
+
+
+def expected_error(path: Path) -> str:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# error: "), f"{path.name} must start with '# error: <message>'"
+    return first.removeprefix("# error: ")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.bad.yaml")), ids=lambda p: p.stem)
+def test_bad_config_files_name_the_problem(path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load([f"--config.file={path}"], environ={})
+    message = str(caught.value)
+    assert expected_error(path) in message
+    assert str(path) in message
+
+
+def test_full_config_file() -> None:
+    config = load([f"--config.file={CONFIGS / 'full.ok.yaml'}"], environ={})
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 9800)
+    assert config.telemetry_path == "/macie"
+    assert config.endpoint_url == "https://macie2.eu-west-1.amazonaws.com"
+    assert (config.retry_mode, config.max_attempts) == ("adaptive", 8)
+    assert (config.connect_timeout, config.read_timeout) == (2, 10)
+    assert (config.refresh_interval, config.concurrency) == (120, 16)
+    assert config.full_redescribe_interval == 12 * 3600
+    assert config.tag_keys == ("team", "cost-center")
+    assert (config.log_level, config.log_format) == ("debug", "json")
+    role = "arn:aws:iam::210987654321:role/macie-exporter"
+    assert config.targets == (
+        TargetConfig("eu-central-1"),
+        TargetConfig("eu-west-1", role, "shared-secret-id"),
+        TargetConfig("us-east-1", role, "shared-secret-id"),
+    )
+
+
+def test_defaults() -> None:
+    config = load([], environ={})
+    assert (config.listen_host, config.listen_port) == ("0.0.0.0", 9729)  # noqa: S104
+    assert config.telemetry_path == "/metrics"
+    assert config.targets == (TargetConfig(None),)
+    assert (config.refresh_interval, config.concurrency, config.max_attempts) == (60, 8, 5)
+    assert (config.connect_timeout, config.read_timeout) == (5, 20)
+    assert (config.retry_mode, config.log_level, config.log_format) == ("standard", "info",
+                                                                         "logfmt")
+    assert not config.demo and not config.once
+    assert load([f"--config.file={CONFIGS / 'empty.ok.yaml'}"], environ={}) == config
+
+
+def test_precedence_flag_over_env_over_file() -> None:
+    path = str(CONFIGS / "full.ok.yaml")
+    assert load([f"--config.file={path}"], environ={}).concurrency == 16
+    env = {"MACIE_EXPORTER_REFRESH_CONCURRENCY": "4", "MACIE_EXPORTER_CONFIG_FILE": path}
+    assert load([], environ=env).concurrency == 4
+    assert load(["--refresh.concurrency=2"], environ=env).concurrency == 2
+
+
+def test_every_flag_has_an_env_var() -> None:
+    env = {o.env: "x" for o in OPTIONS}
+    assert "MACIE_EXPORTER_WEB_LISTEN_ADDRESS" in env
+    assert "MACIE_EXPORTER_REFRESH_FULL_REDESCRIBE_INTERVAL" in env
+    assert load([], environ={"MACIE_EXPORTER_DEMO": "true", "MACIE_EXPORTER_AWS_REGIONS":
+                             "eu-west-1,us-east-2"}).demo
+    config = load([], environ={"MACIE_EXPORTER_AWS_REGIONS": "eu-west-1, us-east-2"})
+    assert [t.region for t in config.targets] == ["eu-west-1", "us-east-2"]
+
+
+def test_short_interval_shortens_default_timeouts() -> None:
+    config = load(["--refresh.interval=1s"], environ={})
+    assert config.connect_timeout < 1 and config.read_timeout < 1
+    with pytest.raises(ConfigError, match="--aws.connect-timeout: must be shorter"):
+        load(["--refresh.interval=2s", "--aws.connect-timeout=3s"], environ={})
+
+
+def test_role_flag_and_file_targets_conflict() -> None:
+    with pytest.raises(ConfigError, match="--aws.role-arn: cannot be combined with targets"):
+        load([f"--config.file={CONFIGS / 'full.ok.yaml'}",
+              "--aws.role-arn=arn:aws:iam::123456789012:role/x"], environ={})
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("1s", 1), ("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("250ms", 0.25),
+    ("2d", 172800), ("1w", 604800),
+])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "1.5s", "-1s", "1sec", "m5", "1h 30m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    (":9729", ("0.0.0.0", 9729)), ("127.0.0.1:0", ("127.0.0.1", 0)),  # noqa: S104
+    ("localhost:9100", ("localhost", 9100)), ("[::1]:9729", ("::1", 9729)),
+])
+def test_addresses(text: str, parsed: tuple[str, int]) -> None:
+    assert parse_address(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["9729", "host:", "host:99999", "[::1:9729", "a b:1",
+                                  "::1:9729", "[zz]:1"])
+def test_bad_addresses(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        parse_address(text)
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO,
+                          env=exporter_env(**env), capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (["--web.listen-adress=:1"], {}, "unknown flag --web.listen-adress"),
+    (["--refresh.interval=fast"], {}, "--refresh.interval: invalid duration 'fast'"),
+    (["--refresh.interval=0s"], {}, "--refresh.interval: '0s' is shorter than the minimum"),
+    (["--web.listen-address=nowhere"], {}, "--web.listen-address: invalid address"),
+    (["--aws.regions=mars-1"], {}, "--aws.regions: invalid AWS region 'mars-1'"),
+    (["--log.level=loud"], {}, "--log.level: expected one of"),
+    ([], {"MACIE_EXPORTER_REFRESH_CONCURRENCY": "lots"}, "MACIE_EXPORTER_REFRESH_CONCURRENCY:"),
+    ([f"--config.file={CONFIGS / 'invalid-yaml.bad.yaml'}"], {}, "invalid-yaml.bad.yaml"),
+    ([f"--config.file={CONFIGS / 'unknown-top-key.bad.yaml'}"], {},
+     "unknown key refresh_interval"),
+    (["--config.file=/does/not/exist.yaml"], {}, "--config.file: cannot read"),
+    (["--web.listen-address=203.0.113.7:9729"], {}, "--web.listen-address: cannot listen"),
+])
+def test_cli_bad_configuration_exits_2(args: list[str], env: dict[str, str],
+                                       named: str) -> None:
+    result = run_cli(*args, **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
+    assert lines[0].startswith("macie-exporter: error: ")
+    assert "Traceback" not in result.stderr and not result.stdout
+
+
+def test_cli_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("macie-exporter ")
