@@ -154,6 +154,7 @@ class Simulator:
         self.faults = Faults()
         self.requests: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
+        self.page_sizes: Counter[int] = Counter()  # maxResults values asked for
         self.max_in_flight: Counter[str] = Counter()
         self.lock = threading.RLock()
         self._jobs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
@@ -188,6 +189,7 @@ class Simulator:
         with self.lock:
             self.requests.clear()
             self.max_in_flight.clear()
+            self.page_sizes.clear()
 
     # ------------------------------------------------------------ server
 
@@ -271,6 +273,8 @@ class Simulator:
         except ValueError:
             return _json_error(400, "ValidationException", "request body is not valid JSON")
         size = request.get("maxResults", 100)
+        with self.lock:
+            self.page_sizes[size] += 1
         if not isinstance(size, int) or not 1 <= size <= MAX_PAGE_SIZE:
             return _json_error(400, "ValidationException",
                                f"maxResults must be between 1 and {MAX_PAGE_SIZE}")

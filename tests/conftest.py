@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import Simulator
 
+
 class ProcessExited(Exception):
     """The exporter process ended while a test waited on it."""
 

@@ -50,7 +50,7 @@ def test_full_config_file() -> None:
 
 def test_defaults() -> None:
     config = load([], environ={})
-    assert (config.listen_host, config.listen_port) == ("0.0.0.0", 9729)  # noqa: S104
+    assert (config.listen_host, config.listen_port) == ("0.0.0.0", 9729)
     assert config.telemetry_path == "/metrics"
     assert config.targets == (TargetConfig(None),)
     assert (config.refresh_interval, config.concurrency, config.max_attempts) == (60, 8, 5)
@@ -82,12 +82,12 @@ def test_every_flag_has_an_env_var() -> None:
 def test_short_interval_shortens_default_timeouts() -> None:
     config = load(["--refresh.interval=1s"], environ={})
     assert config.connect_timeout < 1 and config.read_timeout < 1
-    with pytest.raises(ConfigError, match="--aws.connect-timeout: must be shorter"):
+    with pytest.raises(ConfigError, match=r"--aws\.connect-timeout: must be shorter"):
         load(["--refresh.interval=2s", "--aws.connect-timeout=3s"], environ={})
 
 
 def test_role_flag_and_file_targets_conflict() -> None:
-    with pytest.raises(ConfigError, match="--aws.role-arn: cannot be combined with targets"):
+    with pytest.raises(ConfigError, match=r"--aws\.role-arn: cannot be combined with targets"):
         load([f"--config.file={CONFIGS / 'full.ok.yaml'}",
               "--aws.role-arn=arn:aws:iam::123456789012:role/x"], environ={})
 
@@ -107,7 +107,7 @@ def test_bad_durations(text: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
-    (":9729", ("0.0.0.0", 9729)), ("127.0.0.1:0", ("127.0.0.1", 0)),  # noqa: S104
+    (":9729", ("0.0.0.0", 9729)), ("127.0.0.1:0", ("127.0.0.1", 0)),
     ("localhost:9100", ("localhost", 9100)), ("[::1]:9729", ("::1", 9729)),
 ])
 def test_addresses(text: str, parsed: tuple[str, int]) -> None:
@@ -123,7 +123,7 @@ def test_bad_addresses(text: str) -> None:
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO,
-                          env=exporter_env(**env), capture_output=True, text=True, timeout=60,
+                          env=exporter_env(None, **env), capture_output=True, text=True, timeout=60,
                           check=False)
 
 

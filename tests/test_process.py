@@ -85,8 +85,10 @@ def test_exports_the_simulated_account(sim: Simulator, start: Start) -> None:
                  job_type="ONE_TIME", **ids) == 2
     assert value(samples, "macie_classification_jobs", status="PAUSED",
                  job_type="ONE_TIME", **ids) == 0
-    assert value(samples, "macie_exporter_api_requests_total", operation="ListClassificationJobs",
-                 outcome="success", **ids) >= 1  # type: ignore[operator]
+    listed = value(samples, "macie_exporter_api_requests_total",
+                   operation="ListClassificationJobs", outcome="success", **ids)
+    assert listed is not None
+    assert listed >= 1
     assert value(samples, "macie_exporter_build_info") == 1
     assert not [labels for (_, ls), _ in samples.items() for labels in [dict(ls)]
                 if "job" in labels or "instance" in labels]
