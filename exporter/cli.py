@@ -71,7 +71,8 @@ class Exporter:
             fallback = DEMO_REGIONS
         targets = _regions(config.targets, fallback)
         self.requests = ApiRequestCounter()
-        apis = [MacieTarget(t, t.region or "", settings, self.requests) for t in targets]
+        apis = [MacieTarget(t, t.region or "", settings, self.requests, config.list_filter)
+                for t in targets]
         self.store = SnapshotStore(
             [TargetKey(a.identity.account_id, a.identity.region) for a in apis]
         )

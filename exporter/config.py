@@ -56,6 +56,8 @@ class Config:
     log_format: str
     demo: bool
     once: bool
+    # ListClassificationJobs filterCriteria ({"includes": [...], "excludes": [...]}), or None.
+    list_filter: dict[str, list[dict[str, Any]]] | None = None
 
 
 # ---------------------------------------------------------------- value parsers
@@ -264,6 +266,9 @@ OPTIONS: tuple[Option, ...] = (
 _BY_FLAG = {o.flag: o for o in OPTIONS}
 CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"
 _TARGET_KEYS = {"role_arn", "external_id", "regions"}
+# ListJobsFilterTerm, as the botocore macie2 model defines it.
+FILTER_KEYS = ("jobType", "jobStatus", "createdAt", "name")
+FILTER_COMPARATORS = ("EQ", "GT", "GTE", "LT", "LTE", "NE", "CONTAINS", "STARTS_WITH")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -318,7 +323,7 @@ def _flatten_yaml(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], A
     groups = {p[0] for p in known if len(p) == 2}
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "targets":
+        if key in ("targets", "filters"):
             continue
         if (key,) in known:
             values[known[(key,)]] = value
@@ -332,6 +337,45 @@ def _flatten_yaml(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], A
         else:
             raise ConfigError(f"config file {path}: unknown key {key}")
     return values, data.get("targets")
+
+
+def _filters(raw: Any, path: str) -> dict[str, list[dict[str, Any]]] | None:
+    """`filters: {includes: [...], excludes: [...]}` → ListClassificationJobs filterCriteria."""
+    if raw is None:
+        return None
+    where = f"config file {path}: filters"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with includes and/or excludes")
+    criteria: dict[str, list[dict[str, Any]]] = {}
+    for side, terms in raw.items():
+        if side not in ("includes", "excludes"):
+            raise ConfigError(f"{where}: unknown key {side}")
+        if not isinstance(terms, list) or not terms:
+            raise ConfigError(f"{where}.{side}: expected a non-empty list of terms")
+        criteria[side] = [_filter_term(term, f"{where}.{side}[{i}]")
+                          for i, term in enumerate(terms)]
+    return criteria or None
+
+
+def _filter_term(term: Any, where: str) -> dict[str, Any]:
+    if not isinstance(term, dict):
+        raise ConfigError(f"{where}: expected a mapping with key, comparator and values")
+    for name in term:
+        if name not in ("key", "comparator", "values"):
+            raise ConfigError(f"{where}: unknown key {name}")
+    key, comparator = term.get("key"), term.get("comparator", "EQ")
+    if key not in FILTER_KEYS:
+        raise ConfigError(f"{where}.key: expected one of {', '.join(FILTER_KEYS)}, got {key!r}")
+    if comparator not in FILTER_COMPARATORS:
+        raise ConfigError(f"{where}.comparator: expected one of "
+                          f"{', '.join(FILTER_COMPARATORS)}, got {comparator!r}")
+    values = term.get("values")
+    if isinstance(values, str):
+        values = [values]
+    if (not isinstance(values, list) or not values
+            or not all(isinstance(v, str) and v for v in values)):
+        raise ConfigError(f"{where}.values: expected a non-empty list of strings")
+    return {"key": key, "comparator": comparator, "values": list(values)}
 
 
 def _yaml_targets(raw: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
@@ -358,8 +402,11 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
     config_path = args.get("config.file") or environ.get(CONFIG_FILE_ENV) or None
     yaml_values: dict[str, Any] = {}
     raw_targets = None
+    list_filter = None
     if config_path:
-        yaml_values, raw_targets = _flatten_yaml(_read_yaml(config_path), config_path)
+        data = _read_yaml(config_path)
+        yaml_values, raw_targets = _flatten_yaml(data, config_path)
+        list_filter = _filters(data.get("filters"), config_path)
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -422,6 +469,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         log_format=values["log.format"],
         demo=values["demo"],
         once=values["once"],
+        list_filter=list_filter,
     )
 
 

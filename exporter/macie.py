@@ -103,9 +103,10 @@ class MacieTarget:
 
     def __init__(
         self, target: TargetConfig, region: str, settings: ClientSettings,
-        requests: ApiRequestCounter,
+        requests: ApiRequestCounter, list_filter: dict[str, Any] | None = None,
     ) -> None:
         self.target = target
+        self._list_filter = list_filter
         self.settings = settings
         # arn:aws:iam::<account>:role/<name>
         role_account = target.role_arn.split(":")[4] if target.role_arn else None
@@ -202,10 +203,11 @@ class MacieTarget:
         client = self._get_client()
         paginator = client.get_paginator("list_classification_jobs")
         items: list[dict[str, Any]] = []
+        arguments: dict[str, Any] = {"PaginationConfig": {"PageSize": LIST_PAGE_SIZE}}
+        if self._list_filter:
+            arguments["filterCriteria"] = self._list_filter
         try:
-            pages: Iterator[Any] = iter(
-                paginator.paginate(PaginationConfig={"PageSize": LIST_PAGE_SIZE})
-            )
+            pages: Iterator[Any] = iter(paginator.paginate(**arguments))
             for page in pages:
                 items.extend(page.get("items") or [])
         except (ClientError, BotoCoreError) as err:

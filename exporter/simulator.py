@@ -284,7 +284,9 @@ class Simulator:
             return _json_error(400, "ValidationException", "invalid nextToken")
         with self.lock:
             cap = self.faults.page_size_cap
-            ordered = sorted(self._jobs.get((account, region), {}).values(),
+            criteria = request.get("filterCriteria") or {}
+            ordered = sorted((j for j in self._jobs.get((account, region), {}).values()
+                              if _matches(j, criteria)),
                              key=lambda j: (j["createdAt"], j["jobId"]))
             page = [summary_of(j) for j in ordered[offset:offset + min(size, cap or size)]]
             more = offset + len(page) < len(ordered)
@@ -345,6 +347,30 @@ class Simulator:
             "</AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>sim</RequestId>"
             "</ResponseMetadata></AssumeRoleResponse>"
         ).encode()
+
+
+def _term_matches(job: dict[str, Any], term: dict[str, Any]) -> bool:
+    field, values = str(job.get(term.get("key", ""), "")), term.get("values") or []
+    comparator = term.get("comparator", "EQ")
+    if comparator == "EQ":
+        return field in values
+    if comparator == "NE":
+        return field not in values
+    if comparator == "CONTAINS":
+        return any(v in field for v in values)
+    if comparator == "STARTS_WITH":
+        return any(field.startswith(v) for v in values)
+    first = values[0] if values else ""
+    return {"GT": field > first, "GTE": field >= first, "LT": field < first,
+            "LTE": field <= first}.get(comparator, False)
+
+
+def _matches(job: dict[str, Any], criteria: dict[str, Any]) -> bool:
+    """ListJobsFilterCriteria: every include term holds, and no exclude term does."""
+    includes = criteria.get("includes") or []
+    excludes = criteria.get("excludes") or []
+    return (all(_term_matches(job, t) for t in includes)
+            and not any(_term_matches(job, t) for t in excludes))
 
 
 class _QuietServer(ThreadingHTTPServer):

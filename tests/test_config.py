@@ -46,6 +46,10 @@ def test_full_config_file() -> None:
         TargetConfig("eu-west-1", role, "shared-secret-id"),
         TargetConfig("us-east-1", role, "shared-secret-id"),
     )
+    assert config.list_filter == {
+        "includes": [{"key": "jobType", "comparator": "EQ", "values": ["ONE_TIME", "SCHEDULED"]}],
+        "excludes": [{"key": "name", "comparator": "STARTS_WITH", "values": ["tmp-"]}],
+    }
 
 
 def test_defaults() -> None:
@@ -58,6 +62,7 @@ def test_defaults() -> None:
     assert (config.retry_mode, config.log_level, config.log_format) == ("standard", "info",
                                                                          "logfmt")
     assert not config.demo and not config.once
+    assert config.list_filter is None
     assert load([f"--config.file={CONFIGS / 'empty.ok.yaml'}"], environ={}) == config
 
 

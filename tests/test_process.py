@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +293,19 @@ def test_json_logs(sim: Simulator, start: Start) -> None:
     records = [json.loads(line) for line in exporter.lines if line]
     assert {r["msg"] for r in records} >= {"listening", "stopped"}
     assert all({"ts", "level", "msg"} <= r.keys() for r in records)
+
+
+def test_filters_from_the_config_file_reach_the_api(sim: Simulator, start: Start,
+                                                    tmp_path: Path) -> None:
+    seed(sim)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "filters:\n"
+        "  includes:\n    - {key: jobType, comparator: EQ, values: [ONE_TIME]}\n"
+        "  excludes:\n    - {key: name, comparator: STARTS_WITH, values: [other-]}\n",
+        encoding="utf-8")
+    exporter = start(f"--config.file={config}")
+    samples = exporter.wait_metric(healthy)
+    exported = {s["job_id"] for s in series(samples, "macie_classification_job_info")}
+    assert exported == {"run1", "paused1", "done1", "gone1", "bare1"}  # not idle1, not run2
+    assert sim.requests["DescribeClassificationJob"] >= 5
