@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -189,4 +190,28 @@ def start(sim: Simulator) -> Iterator[Callable[..., ExporterProcess]]:
 
     yield launch
     for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def demo_exporter() -> Iterator[ExporterProcess]:
+    """The exporter in --demo mode (its own simulator), refreshing every second."""
+    process = ExporterProcess(["--demo", "--web.listen-address=127.0.0.1:0",
+                               "--refresh.interval=1s", "--jobs.tag-labels=team,environment"],
+                              exporter_env())
+    process.wait_listening()
+    yield process
+    process.stop()
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Stoppable]]:
+    """Append started helper processes (Prometheus, Alertmanager); stopped at teardown."""
+    started: list[Stoppable] = []
+    yield started
+    for process in reversed(started):
         process.stop()
