@@ -18,6 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from exporter import __version__, logs
 from exporter.collect import ApiRequestCounter, SelfCollector, SnapshotCollector
 from exporter.config import Config, ConfigError, TargetConfig, load
+from exporter.exposition import CachedExposition
 from exporter.logs import fields
 from exporter.macie import ClientSettings, MacieTarget, default_region
 from exporter.model import TargetKey
@@ -84,9 +85,11 @@ class Exporter:
             )
             for i, api in enumerate(apis)
         ]
+        live = SelfCollector(self.requests)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(self.store.get, config.tag_keys))
-        self.registry.register(SelfCollector(self.requests))
+        self.registry.register(live)
+        self.exposition = CachedExposition(self.store.get, config.tag_keys, [live])
 
     def close(self) -> None:
         for refresher in self.refreshers:
@@ -107,7 +110,7 @@ def _serve(exporter: Exporter) -> int:
     config = exporter.config
     try:
         server = HttpServer(config.listen_host, config.listen_port, make_app(
-            exporter.registry, config.telemetry_path, exporter.store.get))
+            exporter.registry, config.telemetry_path, exporter.store.get, exporter.exposition))
     except OSError as err:
         exporter.close()
         address = f"{config.listen_host}:{config.listen_port}"

@@ -9,12 +9,14 @@ import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
+from exporter.exposition import CachedExposition
 from exporter.model import Snapshot
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,10 @@ WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 def make_app(registry: CollectorRegistry, telemetry_path: str,
-             snapshot: Callable[[], Snapshot]) -> WsgiApp:
-    """The WSGI app; metrics go through prometheus-client (negotiation, gzip, OpenMetrics)."""
-    metrics = make_wsgi_app(registry)
+             snapshot: Callable[[], Snapshot], exposition: CachedExposition) -> WsgiApp:
+    """The WSGI app. Metrics come from the per-snapshot cache; a `name[]` filter (rare) goes
+    through prometheus-client's own app over the full registry."""
+    filtered = make_wsgi_app(registry)
     landing = (
         "<!doctype html><html><head><title>Macie exporter</title></head><body>"
         f"<h1>Macie exporter</h1><p>Version {html.escape(__version__)}</p><ul>"
@@ -48,7 +51,12 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return respond(start, "405 Method Not Allowed", b"method not allowed\n")
         if path == telemetry_path:
-            return metrics(environ, start)  # type: ignore[no-any-return]
+            if "name[]" in parse_qs(environ.get("QUERY_STRING", "")):
+                return filtered(environ, start)  # type: ignore[no-any-return]
+            headers, body = exposition.render(environ.get("HTTP_ACCEPT"),
+                                              environ.get("HTTP_ACCEPT_ENCODING"))
+            start("200 OK", [*headers, ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/healthz":
             return respond(start, "200 OK", b"ok\n")
         if path == "/readyz":

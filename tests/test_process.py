@@ -121,6 +121,9 @@ def test_endpoints_and_readiness(sim: Simulator, start: Start) -> None:
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     status, headers, _ = exporter.get("/custom-metrics", {"Accept-Encoding": "gzip"})
     assert headers.get("Content-Encoding") == "gzip"
+    status, _, body = exporter.get("/custom-metrics?name[]=macie_exporter_build_info")
+    assert status == 200
+    assert {name for name, _ in parse(body.decode())} == {"macie_exporter_build_info"}
 
 
 def test_throttling_and_5xx_are_retried(sim: Simulator, start: Start) -> None:
