@@ -86,7 +86,10 @@ class Exporter:
             for i, api in enumerate(apis)
         ]
         live = SelfCollector(self.requests)
-        self.registry = CollectorRegistry(auto_describe=False)
+        # Our collectors describe nothing (registering does no work), so name[] filters need
+        # support_collectors_without_names to reach them.
+        self.registry = CollectorRegistry(auto_describe=False,
+                                          support_collectors_without_names=True)
         self.registry.register(SnapshotCollector(self.store.get, config.tag_keys))
         self.registry.register(live)
         self.exposition = CachedExposition(self.store.get, config.tag_keys, [live])
