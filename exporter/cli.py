@@ -81,7 +81,7 @@ class Exporter:
             TargetRefresher(
                 i, api, self.store, tag_keys=config.tag_keys, concurrency=config.concurrency,
                 full_redescribe_interval=config.full_redescribe_interval,
-                interval=config.refresh_interval,
+                interval=config.refresh_interval, terminal_max_age=config.terminal_max_age,
             )
             for i, api in enumerate(apis)
         ]

@@ -52,6 +52,7 @@ class Config:
     concurrency: int
     full_redescribe_interval: float
     tag_keys: tuple[str, ...]
+    terminal_max_age: float
     log_level: str
     log_format: str
     demo: bool
@@ -82,6 +83,10 @@ def _interval(text: str) -> float:
     if seconds < 1:
         raise ValueError(f"{text!r} is shorter than the minimum of 1s")
     return seconds
+
+
+def _duration(text: str) -> float:
+    return parse_duration(text)
 
 
 def _positive_duration(text: str) -> float:
@@ -256,6 +261,10 @@ OPTIONS: tuple[Option, ...] = (
            "How often COMPLETE and CANCELLED jobs are described again (tag changes)."),
     Option("jobs.tag-labels", "", _tag_keys,
            "Comma-separated job tag keys to export as tag_<key> labels."),
+    Option("jobs.terminal-max-age", "0s", _duration,
+           "Leave COMPLETE and CANCELLED jobs whose last run (or creation) is older than this "
+           "out of the per-job series; they still count in macie_classification_jobs. "
+           "0s keeps every job."),
     Option("log.level", "info", _choice(*_LOG_LEVELS), "Log level: debug, info, warn, error."),
     Option("log.format", "logfmt", _choice("logfmt", "json"), "Log format: logfmt or json."),
     Option("demo", False, _bool,
@@ -465,6 +474,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         concurrency=values["refresh.concurrency"],
         full_redescribe_interval=values["refresh.full-redescribe-interval"],
         tag_keys=values["jobs.tag-labels"],
+        terminal_max_age=values["jobs.terminal-max-age"],
         log_level=values["log.level"],
         log_format=values["log.format"],
         demo=values["demo"],

@@ -68,7 +68,8 @@ class TargetRefresher:
     def __init__(
         self, index: int, api: MacieApi, store: SnapshotStore, *, tag_keys: Sequence[str] = (),
         concurrency: int = 8, full_redescribe_interval: float = 86400.0,
-        interval: float = 60.0, clock: Callable[[], float] = time.time,
+        interval: float = 60.0, terminal_max_age: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.index = index
         self.api = api
@@ -76,6 +77,7 @@ class TargetRefresher:
         self._tag_keys = tuple(tag_keys)
         self._full_redescribe = full_redescribe_interval
         self._interval = interval
+        self._terminal_max_age = terminal_max_age
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"describe-{index}")
@@ -188,13 +190,21 @@ class TargetRefresher:
                     str(summary.get("jobStatus") or "UNKNOWN"),
                     str(summary.get("jobType") or ""))] += 1
         accounts = {account} | {k[0] for k in counts}
+        exported = [j for j in jobs.values() if not self._too_old(j, now)]
         return TargetResult(
             key=TargetKey(account, self.api.identity.region),
-            jobs=tuple(sorted(jobs.values(), key=lambda j: j.job_id)),
+            jobs=tuple(sorted(exported, key=lambda j: j.job_id)),
             counts=zero_filled_counts(dict(counts), accounts),
             success=True, completed=True, last_success_at=now,
             describe_failures=len(failures),
         )
+
+    def _too_old(self, job: Job, now: float) -> bool:
+        """A terminal job past --jobs.terminal-max-age (counted, but not exported per job)."""
+        if not self._terminal_max_age or job.status not in TERMINAL_STATUSES:
+            return False
+        last = job.last_run_at if job.last_run_at is not None else job.created_at
+        return last is not None and now - last > self._terminal_max_age
 
     def _fallback(self, job_id: str, summary: dict[str, Any], account: str) -> Job | None:
         """Last known values; for a job never described, what the list said."""

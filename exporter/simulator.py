@@ -542,6 +542,28 @@ class DemoAccount:
         ))
 
 
+def add_synthetic_jobs(sim: Simulator, region: str, total: int, active: int) -> None:
+    """`total` jobs, `active` of them non-terminal, the rest a COMPLETE/CANCELLED history."""
+    now = time.time()
+    for i in range(total):
+        if i < active:
+            status = ("RUNNING", "IDLE", "USER_PAUSED", "PAUSED")[i % 4]
+            job = make_job(f"active{i:026d}", f"active-job-{i}", status,
+                           job_type="SCHEDULED" if status == "IDLE" else "ONE_TIME",
+                           schedule="daily", created_at=now - 3600 - i, objects_to_process=i,
+                           last_run_time=now - 600,
+                           paused_at=now - DAY if status == "USER_PAUSED" else None,
+                           expires_at=now + 29 * DAY if status == "USER_PAUSED" else None,
+                           tags={"team": f"team-{i % 7}"})
+        else:
+            job = make_job(f"hist{i:028d}", f"history-job-{i}",
+                           "COMPLETE" if i % 5 else "CANCELLED",
+                           created_at=now - DAY * (1 + i % 700),
+                           last_run_time=now - DAY * (i % 700),
+                           tags={"team": f"team-{i % 7}"})
+        sim.put_job(region, job)
+
+
 def demo_simulator(start: float | None = None) -> Simulator:
     """A simulator holding the demo account."""
     demo = DemoAccount(start)
@@ -551,12 +573,25 @@ def demo_simulator(start: float | None = None) -> Simulator:
 
 
 def main() -> None:
-    """`python -m exporter.simulator --port 9999`: run the demo simulator on its own."""
-    parser = argparse.ArgumentParser(description="Simulated Macie API (demo account).")
+    """`python -m exporter.simulator --port 9999`: run the simulator on its own.
+
+    Without `--jobs` it holds the demo account; with `--jobs N` a synthetic account of N jobs in
+    `--region` (benchmarks), `--active` of them non-terminal, every call delayed by `--latency`.
+    """
+    parser = argparse.ArgumentParser(description="Simulated Macie API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=0, help="synthetic jobs instead of the demo")
+    parser.add_argument("--active", type=int, default=300, help="non-terminal synthetic jobs")
+    parser.add_argument("--region", default="eu-west-1")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per call")
     args = parser.parse_args()
-    sim = demo_simulator()
+    if args.jobs:
+        sim = Simulator()
+        add_synthetic_jobs(sim, args.region, args.jobs, min(args.active, args.jobs))
+    else:
+        sim = demo_simulator()
+    sim.faults.latency = args.latency
     print(sim.start(args.host, args.port), flush=True)
     try:
         while True:

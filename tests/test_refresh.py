@@ -139,3 +139,21 @@ def test_snapshots_are_swapped_not_mutated(sim: Simulator, refresher: TargetRefr
     assert after is not before and after.ready
     assert before.targets[0].jobs == ()
     assert after.targets[0].key == TargetKey(sim.account_id, REGION)
+
+
+def test_old_terminal_jobs_are_counted_but_not_exported(sim: Simulator,
+                                                        refresher: TargetRefresher,
+                                                        clock: Clock) -> None:
+    day = 86400.0
+    sim.put_job(REGION, make_job("old", status="COMPLETE", created_at=clock.now - 90 * day,
+                                 last_run_time=clock.now - 89 * day))
+    sim.put_job(REGION, make_job("recent", status="CANCELLED", created_at=clock.now - 2 * day))
+    sim.put_job(REGION, make_job("ancient-running", status="RUNNING",
+                                 created_at=clock.now - 400 * day))
+    refresher._terminal_max_age = 30 * day
+    refresher.refresh()
+    target = snapshot(refresher).targets[0]
+    assert {j.job_id for j in target.jobs} == {"recent", "ancient-running"}
+    counts = dict(target.counts)
+    assert counts[(sim.account_id, "COMPLETE", "ONE_TIME")] == 1
+    assert counts[(sim.account_id, "CANCELLED", "ONE_TIME")] == 1

@@ -1,0 +1,277 @@
+"""Scale benchmark: first refresh, steady-state API economy, scrape cost and memory.
+
+    python benchmarks/bench.py                   # 10,000 jobs, 5 ms per API call, 500 refreshes
+    python benchmarks/bench.py --refreshes 50    # a quicker memory check
+    python benchmarks/bench.py --profile         # pyinstrument profiles of refresh and render
+
+The simulator runs in its own process (so it does not share the GIL with what is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.collect import ApiRequestCounter, SelfCollector, SnapshotCollector
+from exporter.config import TargetConfig
+from exporter.exposition import CachedExposition
+from exporter.macie import LIST_PAGE_SIZE, ClientSettings, MacieTarget
+from exporter.model import TargetKey
+from exporter.refresh import SnapshotStore, TargetRefresher
+from exporter.server import HttpServer, make_app
+
+REGION = "eu-west-1"
+REPO = Path(__file__).resolve().parent.parent
+TEXT = "text/plain;version=0.0.4"
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+                     "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+
+
+def env(sim_url: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MACIE_EXPORTER_"))}
+    out.update(AWS_ACCESS_KEY_ID="AKIABENCHMARK000001", AWS_SECRET_ACCESS_KEY="bench",
+               AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL_STS=sim_url,
+               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
+               AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+    return out
+
+
+@contextmanager
+def simulator(jobs: int, active: int, latency: float) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter.simulator", f"--jobs={jobs}", f"--active={active}",
+         f"--latency={latency}", f"--region={REGION}"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def reference_refresh(url: str, threads: int = 16) -> float:
+    """A plain concurrent boto3 loop: every list page, then every describe on 16 threads."""
+    client = boto3.client("macie2", region_name=REGION, endpoint_url=url,
+                          config=Config(max_pool_connections=threads + 2))
+    began = time.perf_counter()
+    ids = [item["jobId"]
+           for page in client.get_paginator("list_classification_jobs").paginate(
+               PaginationConfig={"PageSize": LIST_PAGE_SIZE})
+           for item in page["items"]]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda job_id: client.describe_classification_job(jobId=job_id), ids))
+    return time.perf_counter() - began
+
+
+def exporter_refresher(url: str, concurrency: int = 16) -> tuple[TargetRefresher,
+                                                                  ApiRequestCounter]:
+    counter = ApiRequestCounter()
+    settings = ClientSettings(endpoint_url=url, retry_mode="standard", max_attempts=3,
+                              connect_timeout=5, read_timeout=20, concurrency=concurrency)
+    api = MacieTarget(TargetConfig(REGION), REGION, settings, counter)
+    store = SnapshotStore([TargetKey("unknown", REGION)])
+    return TargetRefresher(0, api, store, concurrency=concurrency), counter
+
+
+def count(counter: ApiRequestCounter, operation: str) -> int:
+    return sum(n for (_, _, op, _), n in counter.items() if op == operation)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed(action: Callable[[], Any], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        action()
+        out.append(time.perf_counter() - began)
+    return out
+
+
+def scrape_costs(refresher: TargetRefresher, counter: ApiRequestCounter,
+                 scrapes: int) -> dict[str, float]:
+    store = refresher._store
+    live = SelfCollector(counter)
+    full = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
+    full.register(SnapshotCollector(store.get))
+    full.register(live)
+    exposition = CachedExposition(store.get, (), [live])
+    server = HttpServer("127.0.0.1", 0, make_app(full, "/metrics", store.get, exposition))
+    server.start()
+
+    def scrape(accept: str) -> bytes:
+        request = urllib.request.Request(f"http://{server.address}/metrics",
+                                         headers={"Accept": accept, "Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return bytes(response.read())
+
+    try:
+        plain = gzip.decompress(scrape(TEXT))
+        assert plain == generate_latest(full), "cached bytes differ from prometheus-client's"
+        text = timed(lambda: scrape(TEXT), scrapes)
+        openmetrics = timed(lambda: scrape(PROMETHEUS_ACCEPT), scrapes)
+        reference = timed(lambda: gzip.compress(generate_latest(full)), max(5, scrapes // 20))
+    finally:
+        server.stop()
+    series = sum(1 for line in plain.splitlines() if line and not line.startswith(b"#"))
+    return {"scrape_p50_ms": statistics.median(text) * 1000,
+            "scrape_p99_ms": percentile(text, 0.99) * 1000,
+            "scrape_openmetrics_p50_ms": statistics.median(openmetrics) * 1000,
+            "generate_latest_gzip_p50_ms": statistics.median(reference) * 1000,
+            "exposition_bytes": len(plain), "series": series}
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match
+    return int(match.group(1)) / 1024
+
+
+def process_memory(url: str, refreshes: int, pages: int) -> dict[str, float]:
+    """RSS of the real exporter process after the first refresh and after `refreshes`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", f"--aws.endpoint-url={url}", f"--aws.regions={REGION}",
+         "--refresh.interval=1s", "--refresh.concurrency=16", "--aws.read-timeout=900ms",
+         "--web.listen-address=127.0.0.1:0"],
+        env=env(url), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    address = ""
+    while not address:
+        line = proc.stderr.readline()
+        if not line:
+            raise RuntimeError("exporter exited")
+        match = re.search(r"msg=listening address=(\S+)", line)
+        address = match.group(1) if match else ""
+
+    def lists_done() -> int:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
+            body = response.read().decode()
+        return sum(int(float(m)) for m in re.findall(
+            r'api_requests_total\{[^}]*operation="ListClassificationJobs"[^}]*'
+            r'outcome="success"[^}]*\} (\S+)', body))
+
+    try:
+        while urllib.request.urlopen(f"http://{address}/readyz", timeout=5).status != 200:
+            time.sleep(0.5)
+    except urllib.error.HTTPError:
+        pass
+    samples: list[tuple[int, float]] = []
+    try:
+        while True:
+            done = lists_done() // pages
+            samples.append((done, rss_mb(proc.pid)))
+            if done >= refreshes:
+                break
+            time.sleep(2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    warm = next((rss for done, rss in samples if done >= min(10, refreshes)), samples[0][1])
+    return {"rss_first_mb": samples[0][1], "rss_warm_mb": warm, "rss_end_mb": samples[-1][1],
+            "rss_peak_mb": max(r for _, r in samples), "refreshes": samples[-1][0],
+            "rss_growth_pct": (samples[-1][1] - warm) / warm * 100}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--active", type=int, default=300)
+    parser.add_argument("--latency", type=float, default=0.005)
+    parser.add_argument("--refreshes", type=int, default=500)
+    parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    with simulator(args.jobs, args.active, args.latency) as url:
+        os.environ.update(env(url))
+        if args.profile:
+            from pyinstrument import Profiler
+
+            refresher, counter = exporter_refresher(url)
+            with Profiler() as profiler:
+                refresher.refresh()
+            print(profiler.output_text(color=False, show_all=False))
+            full = CollectorRegistry(auto_describe=False)
+            full.register(SnapshotCollector(refresher._store.get))
+            with Profiler() as profiler:
+                gzip.compress(generate_latest(full))
+            print(profiler.output_text(color=False, show_all=False))
+            return
+
+        references, firsts = [], []
+        for _ in range(2):  # interleaved, best of two each
+            references.append(reference_refresh(url))
+            refresher, counter = exporter_refresher(url)
+            began = time.perf_counter()
+            assert refresher.refresh()
+            firsts.append(time.perf_counter() - began)
+        describes, lists = [], []
+        for _ in range(3):
+            before_d = count(counter, "DescribeClassificationJob")
+            before_l = count(counter, "ListClassificationJobs")
+            assert refresher.refresh()
+            describes.append(count(counter, "DescribeClassificationJob") - before_d)
+            lists.append(count(counter, "ListClassificationJobs") - before_l)
+        scrape = scrape_costs(refresher, counter, args.scrapes)
+        refresher.close()
+        pages = max(1, -(-args.jobs // LIST_PAGE_SIZE))
+        memory = process_memory(url, args.refreshes, pages)
+
+    first, reference = min(firsts), min(references)
+    rows = [
+        ("jobs", f"{args.jobs}"),
+        ("non-terminal jobs", f"{args.active}"),
+        ("first refresh, s", f"{first:.2f}"),
+        ("reference boto3 loop, s", f"{reference:.2f}"),
+        ("ratio (target <= 1.5)", f"{first / reference:.2f}"),
+        ("describes per steady refresh", f"{max(describes)} "
+         f"({max(describes) / args.active:.2f}x non-terminal; target <= 1.1)"),
+        ("list pages per refresh", f"{max(lists)} (page size {LIST_PAGE_SIZE})"),
+        ("series exported", f"{scrape['series']:.0f}"),
+        ("exposition size, MB", f"{scrape['exposition_bytes'] / 1e6:.1f}"),
+        ("scrape p50 gzip text, ms", f"{scrape['scrape_p50_ms']:.2f}"),
+        ("scrape p99 gzip text, ms", f"{scrape['scrape_p99_ms']:.2f}"),
+        ("scrape p50 gzip OpenMetrics, ms", f"{scrape['scrape_openmetrics_p50_ms']:.2f}"),
+        ("generate_latest + gzip p50, ms", f"{scrape['generate_latest_gzip_p50_ms']:.1f}"),
+        ("ratio (target >= 10)",
+         f"{scrape['generate_latest_gzip_p50_ms'] / scrape['scrape_p50_ms']:.0f}"),
+        ("RSS after first refresh, MB", f"{memory['rss_first_mb']:.0f}"),
+        ("RSS peak, MB (target <= 150)", f"{memory['rss_peak_mb']:.0f}"),
+        (f"RSS growth, refresh 10 -> {memory['refreshes']:.0f} (target < 5%)",
+         f"{memory['rss_growth_pct']:+.1f}% ({memory['rss_warm_mb']:.0f} -> "
+         f"{memory['rss_end_mb']:.0f} MB)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'measure':<{width}} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for key, value in rows:
+        print(f"| {key:<{width}} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
