@@ -1,0 +1,384 @@
+"""Builds grafana/macie-classification-jobs.json with grafana-foundation-sdk.
+
+`python -m grafana.dashboard` prints the dashboard; `--write` rewrites the committed file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    common,
+    prometheus,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as pm
+
+UID = "macie-classification-jobs"
+OUTPUT = Path(__file__).resolve().parent / "macie-classification-jobs.json"
+
+DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Selectors: per-job series follow the job variable; exporter health is per target.
+JOBS = 'account_id=~"$account", region=~"$region", job_name=~"$job"'
+TARGETS = 'account_id=~"$account", region=~"$region"'
+JOB_KEY = "account_id, region, job_id"
+JOB_LABELS = "account_id, region, job_id, job_name"
+DAY = 86400
+
+STATUS_COLOURS = {
+    "RUNNING": "blue",
+    "IDLE": "purple",
+    "COMPLETE": "green",
+    "USER_PAUSED": "orange",
+    "PAUSED": "red",  # by Macie, for a quota
+    "CANCELLED": "text",
+}
+
+
+def status_is(status: str) -> str:
+    """The jobs whose current status is `status` (a state-set selector, 1 for the current one)."""
+    return f'macie_classification_job_status{{{JOBS}, status="{status}"}} == 1'
+
+
+def query(expr: str, legend: str = "__auto", ref: str = "A", *, instant: bool = False,
+          as_table: bool = False) -> prometheus.Dataquery:
+    q = prometheus.Dataquery().expr(expr).ref_id(ref).legend_format(legend).datasource(DATASOURCE)
+    q = q.instant() if instant else q.range()
+    if as_table:
+        q = q.format(pm.PromQueryFormat.TABLE)
+    return q
+
+
+def thresholds(base: str, *steps: tuple[float, str]) -> dash.ThresholdsConfig:
+    return dash.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+        [dm.Threshold(value=None, color=base)]
+        + [dm.Threshold(value=value, color=colour) for value, colour in steps])
+
+
+def value_map(entries: dict[str, tuple[str, str]]) -> list[dm.ValueMapping]:
+    """{value: (text, colour)} → one value mapping."""
+    return [dm.ValueMap(options={
+        value: dm.ValueMappingResult(text=text, color=colour, index=index)
+        for index, (value, (text, colour)) in enumerate(entries.items())})]
+
+
+STATUS_MAPPING = value_map({status: (status, colour) for status, colour in STATUS_COLOURS.items()})
+LAST_RUN_ERROR_MAPPING = value_map({"0": ("OK", "green"), "1": ("ERROR", "red")})
+REFRESH_MAPPING = value_map({"0": ("failing", "red"), "1": ("ok", "green")})
+PAUSE_THRESHOLDS = thresholds("red", (DAY, "orange"), (7 * DAY, "green"))
+
+
+def legend(placement: cm.LegendPlacement = cm.LegendPlacement.BOTTOM,
+           calcs: tuple[str, ...] = ()) -> common.VizLegendOptions:
+    mode = cm.LegendDisplayMode.TABLE if calcs else cm.LegendDisplayMode.LIST
+    return (common.VizLegendOptions().show_legend(True).display_mode(mode).placement(placement)
+            .calcs(list(calcs)))
+
+
+def count_stat(title: str, description: str, expr: str,
+               colours: dash.ThresholdsConfig) -> stat.Panel:
+    return (stat.Panel().title(title).description(description).datasource(DATASOURCE)
+            .with_target(query(expr, instant=True)).height(4).span(4).unit("none")
+            .thresholds(colours).color_mode(cm.BigValueColorMode.BACKGROUND)
+            .graph_mode(cm.BigValueGraphMode.NONE)
+            .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+
+
+def overview(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Overview: what state are the jobs in?"))
+    board.with_panel(count_stat(
+        "Jobs", "Classification jobs listed by Macie (every status).",
+        f"count(macie_classification_job_info{{{JOBS}}})", thresholds("blue")))
+    board.with_panel(count_stat(
+        "Running", "Jobs whose status is RUNNING.",
+        f'sum(macie_classification_job_status{{{JOBS}, status="RUNNING"}})',
+        thresholds("blue")))
+    board.with_panel(count_stat(
+        "Paused by a user", "USER_PAUSED jobs: Macie cancels them 30 days after the pause.",
+        f'sum(macie_classification_job_status{{{JOBS}, status="USER_PAUSED"}})',
+        thresholds("green", (1, "orange"))))
+    board.with_panel(count_stat(
+        "Paused by Macie (quota)",
+        "PAUSED jobs: Macie paused them because a monthly sensitive-data discovery quota was "
+        "reached; they resume when the quota allows.",
+        f'sum(macie_classification_job_status{{{JOBS}, status="PAUSED"}})',
+        thresholds("green", (1, "red"))))
+    board.with_panel(count_stat(
+        "Last run had errors", "Jobs whose last run reported errors (lastRunErrorStatus ERROR).",
+        f"sum(macie_classification_job_last_run_error{{{JOBS}}})",
+        thresholds("green", (1, "red"))))
+    board.with_panel(count_stat(
+        "Pause expires within a day",
+        "USER_PAUSED jobs that Macie will cancel in less than 24 hours.",
+        f"count((macie_classification_job_pause_expiry_timestamp_seconds{{{JOBS}}} - time()"
+        f" < {DAY}) and on({JOB_KEY}) ({status_is('USER_PAUSED')}))"
+        # 0 rather than no data while there are jobs at all.
+        f" or sum(macie_classification_job_status{{{JOBS}, status=\"USER_PAUSED\"}}) * 0",
+        thresholds("green", (1, "red"))))
+    board.with_panel(
+        bargauge.Panel().title("Jobs by status and type").datasource(DATASOURCE)
+        .description("Number of jobs in each status, split by job type (ONE_TIME, SCHEDULED).")
+        .with_target(query(
+            f"sum by (job_type, status) ({status_is_any()} * on({JOB_KEY}) group_left(job_type)"
+            f" macie_classification_job_info{{{JOBS}}})",
+            "{{status}} · {{job_type}}", instant=True))
+        .height(7).span(12).unit("none").min(0)
+        .display_mode(cm.BarGaugeDisplayMode.BASIC)
+        .orientation(cm.VizOrientation.HORIZONTAL)
+        .color_scheme(dash.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC_BY_NAME))
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+    board.with_panel(
+        timeseries.Panel().title("Jobs by status over time").datasource(DATASOURCE)
+        .description("How many jobs were in each status, over the dashboard's time range.")
+        .with_target(query(f"sum by (status) ({status_is_any()})", "{{status}}"))
+        .height(7).span(12).unit("none").min(0).fill_opacity(20).line_width(1)
+        .stacking(common.StackingConfig().mode(cm.StackingMode.NORMAL))
+        .legend(legend(cm.LegendPlacement.RIGHT))
+        .overrides([dash.DashboardFieldConfigSourceOverrides()
+                    .matcher(dm.MatcherConfig(id_val="byName", options=status))
+                    .properties([dm.DynamicConfigValue(
+                        id_val="color", value={"mode": "fixed", "fixedColor": colour})])
+                    for status, colour in STATUS_COLOURS.items() if colour != "text"]))
+
+
+def status_is_any() -> str:
+    """The current status of each job (one series per job, value 1)."""
+    return f"(macie_classification_job_status{{{JOBS}}} == 1)"
+
+
+def jobs_table(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Jobs: which job is where, and what needs attention?"))
+    targets = [
+        query(f"max by ({JOB_LABELS}, job_type, schedule) "
+              f"(macie_classification_job_info{{{JOBS}}})", ref="A", instant=True, as_table=True),
+        query(f"max by ({JOB_LABELS}, status) {status_is_any()}",
+              ref="B", instant=True, as_table=True),
+        query(f"max by ({JOB_LABELS}) (macie_classification_job_runs{{{JOBS}}})",
+              ref="C", instant=True, as_table=True),
+        query(f"max by ({JOB_LABELS}) (macie_classification_job_objects_to_process{{{JOBS}}})",
+              ref="D", instant=True, as_table=True),
+        query(f"max by ({JOB_LABELS}) "
+              f"(macie_classification_job_last_run_timestamp_seconds{{{JOBS}}}) * 1000",
+              ref="E", instant=True, as_table=True),
+        query(f"max by ({JOB_LABELS}) (macie_classification_job_pause_expiry_timestamp_seconds"
+              f"{{{JOBS}}} - time()) and on({JOB_KEY}) ({status_is('USER_PAUSED')})",
+              ref="F", instant=True, as_table=True),
+        query(f"max by ({JOB_LABELS}) (macie_classification_job_last_run_error{{{JOBS}}})",
+              ref="G", instant=True, as_table=True),
+    ]
+    columns = {
+        "job_name": "Job", "status": "Status", "job_type": "Type", "schedule": "Schedule",
+        "Value #C": "Runs", "Value #D": "Objects to process", "Value #E": "Last run",
+        "Value #F": "Pause expires in", "Value #G": "Last run errors", "account_id": "Account",
+        "region": "Region", "job_id": "Job ID",
+    }
+    hidden = ["Time", "Value #A", "Value #B"]
+
+    def column(name: str, *properties: tuple[str, object],
+               ) -> dash.DashboardFieldConfigSourceOverrides:
+        return (dash.DashboardFieldConfigSourceOverrides()
+                .matcher(dm.MatcherConfig(id_val="byName", options=name))
+                .properties([dm.DynamicConfigValue(id_val=key, value=value)
+                             for key, value in properties]))
+
+    coloured = {"type": "color-background", "mode": "basic"}
+    board.with_panel(
+        table.Panel().title("Classification jobs").datasource(DATASOURCE)
+        .description("One row per job. Click a column header to sort. Pause expiry is the time "
+                     "left before Macie cancels a USER_PAUSED job (red under a day).")
+        .targets(list(targets))
+        .height(12).span(24)
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {name: True for name in hidden},
+            "indexByName": {name: index for index, name in enumerate(columns)},
+            "renameByName": columns,
+        }))
+        .filterable(True).cell_options(cm.TableAutoCellOptions())
+        .sort_by([common.TableSortByFieldState().display_name("Objects to process").desc(True)])
+        .footer(common.TableFooterOptions().show(False).reducer(["sum"]))
+        .overrides([
+            column("Status", ("mappings", STATUS_MAPPING), ("custom.cellOptions", coloured)),
+            column("Runs", ("unit", "none")),
+            column("Objects to process", ("unit", "short")),
+            column("Last run", ("unit", "dateTimeFromNow")),
+            column("Pause expires in", ("unit", "dtdurations"),
+                   ("thresholds", PAUSE_THRESHOLDS.build()),
+                   ("color", {"mode": "thresholds"}), ("custom.cellOptions", coloured)),
+            column("Last run errors", ("mappings", LAST_RUN_ERROR_MAPPING),
+                   ("custom.cellOptions", coloured)),
+        ]))
+
+
+def progress(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Progress: are running jobs moving, and are schedules running?"))
+    board.with_panel(
+        timeseries.Panel().title("Objects to process: running jobs").datasource(DATASOURCE)
+        .description("Macie's estimate of the objects a RUNNING job still has to analyse. A "
+                     "flat line means the job is not progressing.")
+        .with_target(query(
+            f"macie_classification_job_objects_to_process{{{JOBS}}} "
+            f"and on({JOB_KEY}) ({status_is('RUNNING')})", "{{job_name}} ({{region}})"))
+        .height(9).span(12).unit("short").min(0).fill_opacity(10)
+        .legend(legend(calcs=("lastNotNull",))))
+    board.with_panel(
+        timeseries.Panel().title("Runs: scheduled jobs").datasource(DATASOURCE)
+        .description("Runs so far of each SCHEDULED job; a step is a new run. (A one-time job "
+                     "runs once.)")
+        .with_target(query(
+            f"macie_classification_job_runs{{{JOBS}}} and on({JOB_KEY}) "
+            f'macie_classification_job_info{{{JOBS}, job_type="SCHEDULED"}}',
+            "{{job_name}} ({{region}})"))
+        .height(9).span(12).unit("none").decimals(0)
+        .legend(legend(calcs=("lastNotNull",))))
+
+
+def pause_expiry(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Pause expiry: which paused jobs will Macie cancel soon?"))
+    board.with_panel(
+        bargauge.Panel().title("Time left before Macie cancels USER_PAUSED jobs")
+        .datasource(DATASOURCE)
+        .description("Macie cancels a job 30 days after a user paused it. Resume it before "
+                     "then; red means less than a day left.")
+        .with_target(query(
+            f"(macie_classification_job_pause_expiry_timestamp_seconds{{{JOBS}}} - time()) "
+            f"and on({JOB_KEY}) ({status_is('USER_PAUSED')})",
+            "{{job_name}} ({{region}}, {{account_id}})", instant=True))
+        .height(7).span(24).unit("dtdurations").min(0).max(30 * DAY)
+        .thresholds(PAUSE_THRESHOLDS)
+        .color_scheme(dash.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
+        .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+        .orientation(cm.VizOrientation.HORIZONTAL)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+
+
+def exporter_health(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Exporter health: can we trust these numbers?"))
+    per_target = "{{account_id}} {{region}}"
+    board.with_panel(
+        statetimeline.Panel().title("Refresh success per target").datasource(DATASOURCE)
+        .description("Whether the last refresh of each target (account and region) "
+                     "succeeded. A failing target keeps serving its last good data.")
+        .with_target(query(f"macie_exporter_refresh_success{{{TARGETS}}}", per_target))
+        .height(7).span(12).mappings(REFRESH_MAPPING)
+        .thresholds(thresholds("red", (1, "green")))
+        .color_scheme(dash.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
+        .show_value(cm.VisibilityMode.NEVER).merge_values(True))
+    board.with_panel(
+        timeseries.Panel().title("Data age").datasource(DATASOURCE)
+        .description("Time since each target last refreshed successfully. It should stay "
+                     "below the refresh interval (--refresh.interval).")
+        .with_target(query(
+            f"time() - macie_exporter_last_refresh_success_timestamp_seconds{{{TARGETS}}}",
+            per_target))
+        .height(7).span(12).unit("s").min(0)
+        .thresholds(thresholds("green", (300, "orange"), (900, "red")))
+        .thresholds_style(common.GraphThresholdsStyleConfig()
+                          .mode(cm.GraphThresholdsStyleMode.LINE))
+        .legend(legend(calcs=("lastNotNull", "max"))))
+    board.with_panel(
+        timeseries.Panel().title("Refresh duration").datasource(DATASOURCE)
+        .description("How long the last refresh of each target took (list plus describes).")
+        .with_target(query(f"macie_exporter_refresh_duration_seconds{{{TARGETS}}}", per_target))
+        .height(7).span(8).unit("s").min(0).legend(legend(calcs=("lastNotNull", "max"))))
+    board.with_panel(
+        timeseries.Panel().title("API requests by outcome").datasource(DATASOURCE)
+        .description("HTTP attempts to AWS per second, retries included, by operation and "
+                     "outcome. Throttling is red; any other non-success outcome is an error "
+                     "code or a client error.")
+        .with_target(query(
+            f"sum by (operation, outcome) "
+            f"(rate(macie_exporter_api_requests_total{{{TARGETS}}}[$__rate_interval]))",
+            "{{operation}} {{outcome}}"))
+        .height(7).span(8).unit("reqps").min(0).fill_opacity(30)
+        .stacking(common.StackingConfig().mode(cm.StackingMode.NORMAL))
+        .legend(legend(calcs=("mean", "max")))
+        .override_by_regexp(".*Throttl.*", [dm.DynamicConfigValue(
+            id_val="color", value={"mode": "fixed", "fixedColor": "red"})]))
+    board.with_panel(
+        timeseries.Panel().title("Describe failures").datasource(DATASOURCE)
+        .description("Jobs whose DescribeClassificationJob failed in the last refresh; they "
+                     "keep their last known values.")
+        .with_target(query(f"macie_exporter_describe_failures{{{TARGETS}}}", per_target))
+        .height(7).span(8).unit("none").min(0).decimals(0)
+        .thresholds(thresholds("green", (1, "red")))
+        .legend(legend(calcs=("lastNotNull", "max"))))
+
+
+def variables(board: dash.Dashboard) -> None:
+    board.with_variable(
+        dash.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+
+    def pick(name: str, label: str, expr: str) -> dash.QueryVariable:
+        return (dash.QueryVariable(name).label(label).datasource(DATASOURCE)
+                .query(expr)
+                .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+                .sort(dm.VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
+                .multi(True).include_all(True).all_value(".*")
+                .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"])))
+
+    board.with_variable(pick(
+        "account", "Account", "label_values(macie_exporter_refresh_success, account_id)"))
+    board.with_variable(pick(
+        "region", "Region",
+        'label_values(macie_exporter_refresh_success{account_id=~"$account"}, region)'))
+    board.with_variable(pick(
+        "job", "Job",
+        'label_values(macie_classification_job_info{account_id=~"$account", '
+        'region=~"$region"}, job_name)'))
+
+
+def build() -> dm.Dashboard:
+    board = (
+        dash.Dashboard("Amazon Macie classification jobs").uid(UID)
+        .description("Macie sensitive-data discovery jobs from macie-exporter: status, progress, "
+                     "pause expiry and the exporter's own health.")
+        .tags(["macie", "aws", "security", "prometheus"])
+        .editable().tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .time("now-6h", "now").refresh("1m").timezone("browser")
+    )
+    variables(board)
+    overview(board)
+    jobs_table(board)
+    progress(board)
+    pause_expiry(board)
+    exporter_health(board)
+    model = board.build()
+    for variable in model.templating.list_val or [] if model.templating else []:
+        # The SDK fills interval-variable settings into every variable; @grafana/schema's
+        # VariableModel has no such fields.
+        variable.auto = variable.auto_min = variable.auto_count = None
+    for number, panel in enumerate(model.panels or [], start=1):
+        panel.id_val = number
+    return model
+
+
+def render() -> str:
+    """The dashboard as the committed JSON text."""
+    return json.dumps(build(), cls=JSONEncoder, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--write", action="store_true", help=f"rewrite {OUTPUT.name}")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        OUTPUT.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
