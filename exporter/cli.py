@@ -47,7 +47,10 @@ def _regions(targets: Sequence[TargetConfig], fallback: Sequence[str]) -> list[T
             continue
         regions = list(fallback)
         if not regions:
-            region = default_region()
+            try:
+                region = default_region()
+            except ValueError as err:
+                raise ConfigError(f"AWS SDK configuration: {err}") from None
             if region is None:
                 raise ConfigError("--aws.regions: no region given and the AWS SDK has no "
                                   "default region (set --aws.regions or AWS_DEFAULT_REGION)")
@@ -139,23 +142,18 @@ def _serve(exporter: Exporter) -> int:
     poller.stop()
     server.stop()
     exporter.close()
-    # A refresh still waiting on AWS would hold the interpreter's exit until its timeouts run
-    # out; give it a moment, then leave without it.
+    # A refresh still waiting on AWS would hold the interpreter's exit (it joins the pool
+    # threads) until its timeouts and retries run out: give it a moment, then leave without it.
     deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and _busy_threads():
+    while time.monotonic() < deadline and any(r.running for r in exporter.refreshers):
         time.sleep(0.05)
-    log.info("stopped")
-    if _busy_threads():
+    in_flight = sum(r.running for r in exporter.refreshers)
+    log.info("stopped", extra=fields(abandoned_refreshes=in_flight))
+    if in_flight:
         logging.shutdown()
         sys.stdout.flush()
         os._exit(0)
     return 0
-
-
-def _busy_threads() -> bool:
-    main_thread = threading.main_thread()
-    return any(t.is_alive() and not t.daemon and t is not main_thread
-               for t in threading.enumerate())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

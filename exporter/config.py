@@ -64,6 +64,7 @@ class Config:
 # ---------------------------------------------------------------- value parsers
 
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+MAX_DURATION = 3650 * 86400
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -75,7 +76,10 @@ def parse_duration(text: str) -> float:
     text = text.strip()
     if not text or _DURATION_PART.sub("", text):
         raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)")
-    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    seconds = sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration {text!r} is longer than the maximum of 3650d")
+    return seconds
 
 
 def _interval(text: str) -> float:
@@ -314,6 +318,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
             data = yaml.safe_load(handle)
     except OSError as err:
         raise ConfigError(f"--config.file: cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

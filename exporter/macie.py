@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from exporter import __version__
 from exporter.collect import ApiRequestCounter
 from exporter.config import TargetConfig
+from exporter.logs import fields
 
 if TYPE_CHECKING:
     from mypy_boto3_macie2 import Macie2Client
@@ -69,8 +70,9 @@ class ClientSettings:
 
     def botocore_config(self) -> BotoConfig:
         return BotoConfig(
+            # total_max_attempts counts the first attempt; botocore's max_attempts does not.
             retries={"mode": self.retry_mode,  # type: ignore[arg-type]
-                     "max_attempts": self.max_attempts},
+                     "total_max_attempts": self.max_attempts},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=max(10, self.concurrency + 2),
@@ -79,14 +81,23 @@ class ClientSettings:
 
 
 def default_region() -> str | None:
-    """The region the SDK would use with no region given (env, config file)."""
-    return boto3.Session().region_name
+    """The region the SDK would use with no region given (env, config file).
+
+    Raises ValueError when the SDK's own configuration (profile, config file) is broken.
+    """
+    try:
+        return boto3.Session().region_name
+    except BotoCoreError as err:
+        raise ValueError(str(err)) from None
 
 
 def _error(operation: str, err: Exception) -> ApiError:
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
-        return ApiError(operation, error.get("Code") or "Unknown", error.get("Message", ""))
+        # The failing call may be another one than the caller's: an AssumeRole made to renew
+        # credentials during a Macie call reports as AssumeRole.
+        return ApiError(err.operation_name or operation, error.get("Code") or "Unknown",
+                        error.get("Message", ""))
     return ApiError(operation, type(err).__name__, str(err))
 
 
@@ -115,6 +126,7 @@ class MacieTarget:
         self._config = settings.botocore_config()
         self._lock = threading.Lock()
         self._client: Macie2Client | None = None
+        self._asked_sts = False
         self._session: boto3.Session | None = None
 
     # ------------------------------------------------------------ clients
@@ -174,27 +186,39 @@ class MacieTarget:
                 try:
                     self._session = self._make_session()
                 except BotoCoreError as err:
-                    raise _error("AssumeRole", err) from None
+                    raise _error("LoadCredentials", err) from None
                 self._client = self._instrument(self._session.client(
                     "macie2", config=self._config, endpoint_url=self.settings.endpoint_url,
                 ))
             return self._client
 
     def resolve_account(self) -> str:
-        """The target's account: from the role ARN, else sts:GetCallerIdentity (once)."""
-        if self.identity.account_id != UNKNOWN_ACCOUNT:
+        """The target's account: from the role ARN, else sts:GetCallerIdentity.
+
+        GetCallerIdentity is tried once per target; if it fails (no route to STS, say) the
+        account stays `unknown` until a described job's ARN tells it (`learn_account`).
+        """
+        if self.identity.account_id != UNKNOWN_ACCOUNT or self._asked_sts:
             return self.identity.account_id
+        self._asked_sts = True
         self._get_client()
         assert self._session is not None
         sts: STSClient = self._instrument(self._session.client(
             "sts", config=self._config, endpoint_url=self.settings.sts_endpoint_url,
         ))
         try:
-            account = sts.get_caller_identity()["Account"]
+            self.identity.account_id = sts.get_caller_identity()["Account"]
         except (ClientError, BotoCoreError) as err:
-            raise _error("GetCallerIdentity", err) from None
-        self.identity.account_id = account
-        return account
+            failure = _error("GetCallerIdentity", err)
+            log.warning("account lookup failed; the account will be taken from job ARNs",
+                        extra=fields(region=self.identity.region, operation=failure.operation,
+                                     error_code=failure.code))
+        return self.identity.account_id
+
+    def learn_account(self, account_id: str) -> None:
+        """Adopt the account seen in a job ARN when STS could not tell it."""
+        if self.identity.account_id == UNKNOWN_ACCOUNT:
+            self.identity.account_id = account_id
 
     # ------------------------------------------------------------ Macie calls
 

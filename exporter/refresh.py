@@ -18,7 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.collect import zero_filled_counts
 from exporter.logs import fields
-from exporter.macie import ApiError, TargetIdentity
+from exporter.macie import UNKNOWN_ACCOUNT, ApiError, TargetIdentity
 from exporter.mapping import MappingError, job_from_api
 from exporter.model import TERMINAL_STATUSES, Job, Snapshot, TargetKey, TargetResult
 
@@ -31,6 +31,7 @@ class MacieApi(Protocol):
     identity: TargetIdentity
 
     def resolve_account(self) -> str: ...
+    def learn_account(self, account_id: str) -> None: ...
     def list_jobs(self) -> list[dict[str, Any]]: ...
     def describe_job(self, job_id: str) -> dict[str, Any]: ...
 
@@ -82,6 +83,12 @@ class TargetRefresher:
         self._cache: dict[str, _Cached] = {}
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"describe-{index}")
         self._failing = False
+        self._running = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        """True while a refresh of this target is under way."""
+        return self._running.is_set()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -91,6 +98,13 @@ class TargetRefresher:
 
     def refresh(self) -> bool:
         """One refresh of this target; never raises. Returns whether it succeeded."""
+        self._running.set()
+        try:
+            return self._refresh_and_store()
+        finally:
+            self._running.clear()
+
+    def _refresh_and_store(self) -> bool:
         started = time.monotonic()
         try:
             result = self._refresh()
@@ -183,6 +197,15 @@ class TargetRefresher:
                                      job_id=job_id, error_code=first.code,
                                      missing_permission=first.missing_permission or ""))
 
+        if account == UNKNOWN_ACCOUNT:
+            # STS could not tell the account: a job ARN can.
+            learned = next((j.account_id for j in jobs.values()
+                            if j.account_id != UNKNOWN_ACCOUNT), None)
+            if learned:
+                self.api.learn_account(learned)
+                account = learned
+                jobs = {k: replace(j, account_id=learned) if j.account_id == UNKNOWN_ACCOUNT
+                        else j for k, j in jobs.items()}
         counts: Counter[tuple[str, str, str]] = Counter()
         for job_id, summary in listed.items():
             job = jobs.get(job_id)

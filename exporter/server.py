@@ -52,7 +52,9 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
             return respond(start, "405 Method Not Allowed", b"method not allowed\n")
         if path == telemetry_path:
             if "name[]" in parse_qs(environ.get("QUERY_STRING", "")):
-                return filtered(environ, start)  # type: ignore[no-any-return]
+                # prometheus-client's app answers GET only; HEAD gets the GET headers.
+                return filtered({**environ, "REQUEST_METHOD": "GET"},  # type: ignore[no-any-return]
+                                start)
             headers, body = exposition.render(environ.get("HTTP_ACCEPT"),
                                               environ.get("HTTP_ACCEPT_ENCODING"))
             start("200 OK", [*headers, ("Content-Length", str(len(body)))])
@@ -70,7 +72,11 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
             return respond(start, "200 OK", landing, "text/html; charset=utf-8")
         return respond(start, "404 Not Found", b"not found\n")
 
-    return app
+    def app_without_head_bodies(environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        body = app(environ, start)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else body
+
+    return app_without_head_bodies
 
 
 class _Handler(WSGIRequestHandler):

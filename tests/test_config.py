@@ -111,6 +111,11 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
+def test_durations_have_an_upper_bound() -> None:
+    with pytest.raises(ValueError, match="longer than the maximum"):
+        parse_duration("99999999999999d")
+
+
 @pytest.mark.parametrize(("text", "parsed"), [
     (":9729", ("0.0.0.0", 9729)), ("127.0.0.1:0", ("127.0.0.1", 0)),
     ("localhost:9100", ("localhost", 9100)), ("[::1]:9729", ("::1", 9729)),
@@ -145,6 +150,10 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
      "unknown key refresh_interval"),
     (["--config.file=/does/not/exist.yaml"], {}, "--config.file: cannot read"),
     (["--web.listen-address=203.0.113.7:9729"], {}, "--web.listen-address: cannot listen"),
+    (["--refresh.interval=99999999999999d"], {}, "--refresh.interval: duration"),
+    ([f"--config.file={CONFIGS / 'not-utf8.yaml.bin'}"], {}, "not UTF-8 text"),
+    ([], {"AWS_PROFILE": "no-such-profile", "AWS_DEFAULT_REGION": ""},
+     "AWS SDK configuration: The config profile (no-such-profile) could not be found"),
 ])
 def test_cli_bad_configuration_exits_2(args: list[str], env: dict[str, str],
                                        named: str) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,6 +122,11 @@ def test_endpoints_and_readiness(sim: Simulator, start: Start) -> None:
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     status, headers, _ = exporter.get("/custom-metrics", {"Accept-Encoding": "gzip"})
     assert headers.get("Content-Encoding") == "gzip"
+    head = urllib.request.Request(f"http://{exporter.address}/custom-metrics", method="HEAD")
+    with urllib.request.urlopen(head, timeout=10) as response:
+        assert response.status == 200
+        assert int(response.headers["Content-Length"]) > 1000
+        assert response.read() == b""
     status, _, body = exporter.get("/custom-metrics?name[]=macie_exporter_build_info")
     assert status == 200
     assert {name for name, _ in parse(body.decode())} == {"macie_exporter_build_info"}
@@ -249,13 +255,13 @@ def test_slow_refreshes_are_logged_not_stacked(sim: Simulator, start: Start) -> 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_promptly_with_exit_0(sim: Simulator, start: Start, sig: int) -> None:
     seed(sim)
-    sim.faults.latency = 8  # a refresh is waiting on the API when the signal comes
-    exporter = start()
+    sim.faults.latency = 8  # a refresh is waiting on the API (read timeout 15 s) at the signal
+    exporter = start("--refresh.interval=30s")
     wait_for(lambda: sim.in_flight["ListClassificationJobs"] >= 1)
     began = time.monotonic()
     assert exporter.stop(sig) == 0, exporter.logs()
     assert time.monotonic() - began < 5
-    assert "msg=stopped" in exporter.logs()
+    assert "msg=stopped abandoned_refreshes=1" in exporter.logs()
     assert "Traceback" not in exporter.logs()
 
 
@@ -312,3 +318,25 @@ def test_filters_from_the_config_file_reach_the_api(sim: Simulator, start: Start
     exported = {s["job_id"] for s in series(samples, "macie_classification_job_info")}
     assert exported == {"run1", "paused1", "done1", "gone1", "bare1"}  # not idle1, not run2
     assert sim.requests["DescribeClassificationJob"] >= 5
+
+
+def test_account_comes_from_job_arns_when_sts_is_unreachable(sim: Simulator,
+                                                             start: Start) -> None:
+    seed(sim)
+    env = exporter_env(sim, AWS_ENDPOINT_URL_STS="http://127.0.0.1:9")  # nothing listens there
+    exporter = start("--aws.max-attempts=1", env=env)
+    samples = exporter.wait_metric(
+        lambda s: value(s, "macie_exporter_refresh_success", account_id=ACCOUNT) == 1,
+        what="a successful refresh labelled with the account from the job ARNs")
+    assert value(samples, "macie_classification_job_status", account_id=ACCOUNT,
+                 job_id="run1", status="RUNNING") == 1
+    assert not series(samples, "macie_classification_jobs", account_id="unknown")
+    assert "account lookup failed" in exporter.logs()
+
+
+def test_denied_assume_role_names_sts_assume_role(sim: Simulator, start: Start) -> None:
+    sim.faults.denied = {"AssumeRole"}
+    exporter = start("--aws.role-arn=arn:aws:iam::210987654321:role/macie-read")
+    wait_for(lambda: "missing_permission=sts:AssumeRole" in exporter.logs(),
+             what="a log line naming sts:AssumeRole")
+    assert "missing_permission=macie2:" not in exporter.logs()

@@ -128,6 +128,7 @@ def test_failed_describe_of_a_new_job_exports_what_the_list_said(
     assert (job.job_id, job.name, job.status) == ("n", "new job", "RUNNING")
     assert job.objects_to_process is None  # not in the list answer, so not made up
     assert target.describe_failures == 1
+    assert sim.requests["DescribeClassificationJob"] == 3  # --aws.max-attempts=3, first included
 
 
 def test_snapshots_are_swapped_not_mutated(sim: Simulator, refresher: TargetRefresher) -> None:
