@@ -168,8 +168,12 @@ def process_memory(url: str, refreshes: int, pages: int) -> dict[str, float]:
         address = match.group(1) if match else ""
 
     def lists_done() -> int:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
-            body = response.read().decode()
+        # Scraped the way Prometheus scrapes: OpenMetrics, gzip.
+        request = urllib.request.Request(
+            f"http://{address}/metrics",
+            headers={"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = gzip.decompress(response.read()).decode()
         return sum(int(float(m)) for m in re.findall(
             r'api_requests_total\{[^}]*operation="ListClassificationJobs"[^}]*'
             r'outcome="success"[^}]*\} (\S+)', body))

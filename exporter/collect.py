@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import re
 import threading
@@ -75,6 +76,17 @@ _JOB_VALUES: tuple[tuple[str, str, Callable[[Job], float | bool | None]], ...] =
 )
 
 
+JobRow = tuple[str, Job]  # (region, job)
+
+
+def job_rows(snapshot: Snapshot) -> list[JobRow]:
+    return [(t.key.region, job) for t in snapshot.targets for job in t.jobs]
+
+
+def _ids(region: str, job: Job) -> list[str]:
+    return [job.account_id, region, job.job_id, job.name]
+
+
 class SnapshotCollector(Collector):
     """Metric families for the current snapshot; `snapshot` is read once per collection."""
 
@@ -88,58 +100,88 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._snapshot()
-        yield from self._job_families(snapshot)
+        rows = job_rows(snapshot)
+        for build in self.job_family_builders():
+            yield build(rows)
+        yield from self.summary_families(snapshot)
+
+    def job_family_builders(self) -> list[Callable[[Sequence[JobRow]], Metric]]:
+        """One builder per per-job family, in exposition order; each takes (region, job) rows.
+
+        Building a family from a slice of the rows lets a renderer work in bounded memory.
+        """
+        builders: list[Callable[[Sequence[JobRow]], Metric]] = [self._info, self._status]
+        builders += [functools.partial(self._value, *spec) for spec in _JOB_VALUES]
+        if self._tag_keys:
+            builders.append(self._tags)
+        return builders
+
+    def summary_families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        """The families that do not grow with the number of jobs, after the per-job ones."""
+        yield self._counts(snapshot)
         yield from self._target_families(snapshot)
 
-    def _job_families(self, snapshot: Snapshot) -> Iterator[Metric]:
-        info = _gauge(
+    @staticmethod
+    def _info(rows: Sequence[JobRow]) -> Metric:
+        family = _gauge(
             "classification_job_info",
             "Information about a classification job; the value is always 1.",
             (*JOB_LABELS, "job_type", "schedule", "managed_data_identifier_selector"),
         )
-        status = _gauge(
+        for region, job in rows:
+            family.add_metric([*_ids(region, job), job.job_type, job.schedule,
+                               job.managed_data_identifier_selector], 1)
+        return family
+
+    @staticmethod
+    def _status(rows: Sequence[JobRow]) -> Metric:
+        family = _gauge(
             "classification_job_status",
             "Current status of the job: 1 for the current status, 0 for the others.",
             (*JOB_LABELS, "status"),
         )
-        values = [(_gauge(name, doc, JOB_LABELS), get) for name, doc, get in _JOB_VALUES]
-        tags = _gauge(
+        for region, job in rows:
+            ids = _ids(region, job)
+            for state in JOB_STATUSES:
+                family.add_metric([*ids, state], 1 if job.status == state else 0)
+            if job.status not in JOB_STATUSES:
+                family.add_metric([*ids, job.status], 1)
+        return family
+
+    @staticmethod
+    def _value(name: str, documentation: str, get: Callable[[Job], float | bool | None],
+               rows: Sequence[JobRow]) -> Metric:
+        family = _gauge(name, documentation, JOB_LABELS)
+        for region, job in rows:
+            value = get(job)
+            if value is not None:
+                family.add_metric(_ids(region, job), float(value))
+        return family
+
+    def _tags(self, rows: Sequence[JobRow]) -> Metric:
+        family = _gauge(
             "classification_job_tags",
             "Allow-listed tags of the job as labels; the value is always 1.",
             (*JOB_LABELS, *self._tag_labels),
         )
-        jobs = _gauge(
+        for region, job in rows:
+            if job.tags is not None:
+                present = dict(job.tags)
+                family.add_metric([*_ids(region, job),
+                                   *(present.get(k, "") for k in self._tag_keys)], 1)
+        return family
+
+    @staticmethod
+    def _counts(snapshot: Snapshot) -> Metric:
+        family = _gauge(
             "classification_jobs",
             "Number of classification jobs listed, by status and type.",
             (*TARGET_LABELS, "status", "job_type"),
         )
         for target in snapshot.targets:
-            region = target.key.region
-            for job in target.jobs:
-                ids = [job.account_id, region, job.job_id, job.name]
-                info.add_metric(
-                    [*ids, job.job_type, job.schedule, job.managed_data_identifier_selector], 1
-                )
-                for state in JOB_STATUSES:
-                    status.add_metric([*ids, state], 1 if job.status == state else 0)
-                if job.status not in JOB_STATUSES:
-                    status.add_metric([*ids, job.status], 1)
-                for family, get in values:
-                    value = get(job)
-                    if value is not None:
-                        family.add_metric(ids, float(value))
-                if self._tag_keys and job.tags is not None:
-                    present = dict(job.tags)
-                    tags.add_metric([*ids, *(present.get(k, "") for k in self._tag_keys)], 1)
             for (account, state, job_type), count in target.counts:
-                jobs.add_metric([account, region, state, job_type], count)
-        yield info
-        yield status
-        for family, _ in values:
-            yield family
-        if self._tag_keys:
-            yield tags
-        yield jobs
+                family.add_metric([account, target.key.region, state, job_type], count)
+        return family
 
     def _target_families(self, snapshot: Snapshot) -> Iterator[Metric]:
         success = _gauge(

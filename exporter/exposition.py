@@ -2,9 +2,13 @@
 
 Only the small live self-metrics are rendered on every scrape. The bytes are exactly what
 prometheus-client's `generate_latest` gives for the snapshot collector followed by the live
-collectors, in the format the client negotiated (text or OpenMetrics). For gzip the cached part
-is kept as a deflate stream ended by a sync flush, so each scrape only compresses its live tail
-and appends it: one valid gzip member, no recompression of the large part.
+collectors, in the format the client negotiated (text or OpenMetrics).
+
+Memory stays bounded at any job count: the snapshot part is rendered family by family and, for
+the large per-job families, a slice of jobs at a time (the header lines of later slices are
+dropped), and streamed into a deflate compressor; only the compressed bytes are kept. The cached
+stream ends with a sync flush, so each scrape compresses just its live tail and appends it: one
+valid gzip member. A client that does not accept gzip gets the cached part inflated.
 """
 
 from __future__ import annotations
@@ -12,20 +16,22 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.collect import SnapshotCollector
+from exporter.collect import SnapshotCollector, job_rows
 from exporter.model import Snapshot
 
 _EOF = b"# EOF\n"
 # gzip member header: magic, deflate, no flags, mtime 0, no extra flags, OS unknown.
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 GZIP_LEVEL = 6
+JOBS_PER_SLICE = 500
+Encoder = Callable[[CollectorRegistry], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +40,52 @@ class _Compressed:
     crc: int
     length: int
 
+    def inflate(self) -> bytes:
+        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(self.prefix[len(_GZIP_HEADER):])
 
-def _gzip_prefix(data: bytes) -> _Compressed:
+
+class _Family(Collector):
+    def __init__(self, family: Metric) -> None:
+        self._family = family
+
+    def collect(self) -> Iterable[Metric]:
+        return [self._family]
+
+
+def _encode(encoder: Encoder, family: Metric) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Family(family))
+    return encoder(registry).removesuffix(_EOF)
+
+
+def _without_headers(text: bytes) -> bytes:
+    """A later slice of a family: its samples only (sample lines never start with '#')."""
+    return b"".join(line for line in text.splitlines(keepends=True)
+                    if not line.startswith(b"#"))
+
+
+def render_snapshot(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Encoder,
+                    jobs_per_slice: int = JOBS_PER_SLICE) -> Iterator[bytes]:
+    """The snapshot part of the exposition (no `# EOF`), in pieces of bounded size."""
+    collector = SnapshotCollector(lambda: snapshot, tag_keys)
+    rows = job_rows(snapshot)
+    for build in collector.job_family_builders():
+        for start in range(0, max(1, len(rows)), jobs_per_slice):
+            text = _encode(encoder, build(rows[start:start + jobs_per_slice]))
+            yield _without_headers(text) if start else text
+    for family in collector.summary_families(snapshot):
+        yield _encode(encoder, family)
+
+
+def _compress(pieces: Iterable[bytes]) -> _Compressed:
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-    body = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    return _Compressed(_GZIP_HEADER + body, zlib.crc32(data), len(data))
+    out, crc, length = [_GZIP_HEADER], 0, 0
+    for piece in pieces:
+        out.append(compressor.compress(piece))
+        crc = zlib.crc32(piece, crc)
+        length += len(piece)
+    out.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+    return _Compressed(b"".join(out), crc, length)
 
 
 def _gzip_finish(cached: _Compressed, tail: bytes) -> bytes:
@@ -61,14 +108,7 @@ class CachedExposition:
             self._live.register(collector)
         self._lock = threading.Lock()
         self._cached_for: Snapshot | None = None
-        self._plain: dict[str, bytes] = {}
         self._compressed: dict[str, _Compressed] = {}
-
-    def _render_snapshot(self, snapshot: Snapshot,
-                         encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotCollector(lambda: snapshot, self._tag_keys))
-        return encoder(registry).removesuffix(_EOF)
 
     def render(self, accept: str | None, accept_encoding: str | None,
                ) -> tuple[list[tuple[str, str]], bytes]:
@@ -76,23 +116,20 @@ class CachedExposition:
         encoder, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith("application/openmetrics-text")
         live = encoder(self._live).removesuffix(_EOF) + (_EOF if openmetrics else b"")
+        cached = self._cached(content_type, encoder)
         headers = [("Content-Type", content_type)]
         if gzip_accepted(accept_encoding or ""):
             headers.append(("Content-Encoding", "gzip"))
-            return headers, _gzip_finish(self._cached(content_type, encoder, True), live)
-        plain = self._cached(content_type, encoder, False)
-        assert isinstance(plain, bytes)
-        return headers, plain + live
+            return headers, _gzip_finish(cached, live)
+        return headers, cached.inflate() + live
 
-    def _cached(self, content_type: str, encoder: Callable[[CollectorRegistry], bytes],
-                gzip: bool) -> Any:
-        """The snapshot part for this format: bytes, or a `_Compressed` when `gzip`."""
+    def _cached(self, content_type: str, encoder: Encoder) -> _Compressed:
         snapshot = self._snapshot()
         with self._lock:
             if snapshot is not self._cached_for:
-                self._cached_for, self._plain, self._compressed = snapshot, {}, {}
-            store: dict[str, Any] = self._compressed if gzip else self._plain
-            if content_type not in store:
-                rendered = self._render_snapshot(snapshot, encoder)
-                store[content_type] = _gzip_prefix(rendered) if gzip else rendered
-            return store[content_type]
+                self._cached_for, self._compressed = snapshot, {}
+            cached = self._compressed.get(content_type)
+            if cached is None:
+                cached = _compress(render_snapshot(snapshot, self._tag_keys, encoder))
+                self._compressed[content_type] = cached
+            return cached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import generate_latest
@@ -11,7 +12,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.collect import ApiRequestCounter, SelfCollector, SnapshotCollector
-from exporter.exposition import CachedExposition
+from exporter.exposition import CachedExposition, render_snapshot
 from exporter.model import Snapshot
 from tests.test_collect import ACCOUNT, Target, snapshot
 
@@ -78,3 +79,21 @@ def test_a_new_snapshot_is_rendered_again() -> None:
     _, after = holder.exposition.render(None, None)
     assert after == generate_latest(holder.reference()) != before
     assert b"job-run" in before and b"job-run" not in after
+
+
+@pytest.mark.parametrize("generate", [generate_latest, generate_openmetrics])
+@pytest.mark.parametrize("jobs_per_slice", [1, 2, 500])
+def test_slices_join_to_the_full_rendering(generate: Callable[[CollectorRegistry], bytes],
+                                           jobs_per_slice: int) -> None:
+    holder = Holder()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: holder.snapshot, TAGS))
+    expected = generate(registry).removesuffix(b"# EOF\n")
+    pieces = render_snapshot(holder.snapshot, TAGS, generate, jobs_per_slice)
+    assert b"".join(pieces) == expected
+
+
+def test_an_empty_snapshot_renders_like_prometheus_client() -> None:
+    holder = Holder()
+    holder.snapshot = Snapshot()
+    assert holder.exposition.render(None, None)[1] == generate_latest(holder.reference())
