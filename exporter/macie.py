@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # The largest page the ListClassificationJobs API accepts.
 LIST_PAGE_SIZE = 200
+# A list that goes on longer than this (100,000 jobs at full pages) is taken as broken.
+MAX_LIST_PAGES = 500
 IAM_ACTIONS = {
     "ListClassificationJobs": "macie2:ListClassificationJobs",
     "DescribeClassificationJob": "macie2:DescribeClassificationJob",
@@ -91,6 +94,22 @@ def default_region() -> str | None:
         raise ValueError(str(err)) from None
 
 
+# What botocore's parsers raise, besides its own errors, on answers of the wrong shape
+# (an unparseable timestamp, a map where a list belongs).
+_PARSE_ERRORS = (ValueError, TypeError, AttributeError, KeyError)
+_JSON_OPERATIONS = frozenset({"ListClassificationJobs", "DescribeClassificationJob"})
+
+
+def _is_json(body: object) -> bool:
+    if not isinstance(body, bytes | str) or not body:
+        return True  # nothing to parse: botocore's empty answer is the real one
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
+
+
 def _error(operation: str, err: Exception) -> ApiError:
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
@@ -127,6 +146,7 @@ class MacieTarget:
         self._lock = threading.Lock()
         self._client: Macie2Client | None = None
         self._asked_sts = False
+        self._malformed = threading.local()  # set by _count for the calling thread
         self._session: boto3.Session | None = None
 
     # ------------------------------------------------------------ clients
@@ -139,6 +159,10 @@ class MacieTarget:
             outcome = type(exception).__name__
         elif response_dict is not None and response_dict["status_code"] < 300:
             outcome = "success"
+            if operation in _JSON_OPERATIONS and not _is_json(response_dict.get("body")):
+                # botocore reads a body that is not JSON as an empty answer: flag it.
+                outcome = "MalformedResponse"
+                self._malformed.seen = True
         else:
             error = (parsed_response or {}).get("Error", {})
             status = response_dict["status_code"] if response_dict else 0
@@ -222,6 +246,12 @@ class MacieTarget:
 
     # ------------------------------------------------------------ Macie calls
 
+    def _check_body(self, operation: str) -> None:
+        """Raise if the answer this thread just got was not JSON (see _count)."""
+        if getattr(self._malformed, "seen", False):
+            self._malformed.seen = False
+            raise ApiError(operation, "MalformedResponse", "the answer is not valid JSON")
+
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every JobSummary, through botocore's paginator at the largest page size."""
         client = self._get_client()
@@ -230,19 +260,43 @@ class MacieTarget:
         arguments: dict[str, Any] = {"PaginationConfig": {"PageSize": LIST_PAGE_SIZE}}
         if self._list_filter:
             arguments["filterCriteria"] = self._list_filter
+        # botocore stops a token repeated twice in a row; a longer loop or an endless run of
+        # pages (empty ones with a nextToken, say) is stopped here.
+        tokens: set[str] = set()
+        self._malformed.seen = False
         try:
             pages: Iterator[Any] = iter(paginator.paginate(**arguments))
-            for page in pages:
-                items.extend(page.get("items") or [])
+            for number, page in enumerate(pages, start=1):
+                self._check_body("ListClassificationJobs")
+                found = page.get("items") or []
+                if not isinstance(found, list):
+                    raise ApiError("ListClassificationJobs", "MalformedResponse",
+                                   f"items is a {type(found).__name__}, not a list")
+                items.extend(found)
+                token = page.get("nextToken")
+                if token is not None and token in tokens:
+                    raise ApiError("ListClassificationJobs", "PaginationLoop",
+                                   f"nextToken repeated after {number} pages")
+                if number >= MAX_LIST_PAGES and token:
+                    raise ApiError("ListClassificationJobs", "TooManyPages",
+                                   f"more than {MAX_LIST_PAGES} pages")
+                if token is not None:
+                    tokens.add(token)
         except (ClientError, BotoCoreError) as err:
             raise _error("ListClassificationJobs", err) from None
+        except _PARSE_ERRORS as err:
+            raise ApiError("ListClassificationJobs", "MalformedResponse", str(err)) from None
         return items
 
     def describe_job(self, job_id: str) -> dict[str, Any]:
         client = self._get_client()
+        self._malformed.seen = False
         try:
             answer: dict[str, Any] = dict(client.describe_classification_job(jobId=job_id))
         except (ClientError, BotoCoreError) as err:
             raise _error("DescribeClassificationJob", err) from None
+        except _PARSE_ERRORS as err:
+            raise ApiError("DescribeClassificationJob", "MalformedResponse", str(err)) from None
+        self._check_body("DescribeClassificationJob")
         answer.pop("ResponseMetadata", None)
         return answer

@@ -54,9 +54,12 @@ def _number(data: object, key: str) -> float | None:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MappingError(f"{key}: expected a number, got {type(value).__name__}")
-    number = float(value)
-    if math.isnan(number):
-        raise MappingError(f"{key}: not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise MappingError(f"{key}: number out of range") from None
+    if not math.isfinite(number):
+        raise MappingError(f"{key}: not a finite number")
     return number
 
 

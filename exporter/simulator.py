@@ -120,7 +120,16 @@ class Faults:
     vanished: set[str] = field(default_factory=set)  # job ids listed, but describe → 404
     describe_errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # per job id
     credential_ttl: float = 3600.0  # lifetime of AssumeRole credentials
+    regions: set[str] | None = None  # the regions every fault applies to (None: all)
+    # Malformed answers, sent with HTTP 200 as they are: the whole list answer, or per job id.
+    raw_list: bytes | None = None
+    raw_describe: dict[str, bytes] = field(default_factory=dict)
+    # Scripted list pages: called with the request's nextToken, returns the answer to send.
+    list_script: Callable[[str | None], dict[str, Any]] | None = None
     _seen: int = 0
+
+    def applies(self, region: str) -> bool:
+        return self.regions is None or region in self.regions
 
     def pick(self, operation: str) -> tuple[int, str] | None:
         """The (status, code) this request should fail with, if any."""
@@ -155,6 +164,7 @@ class Simulator:
         self.requests: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.page_sizes: Counter[int] = Counter()  # maxResults values asked for
+        self.region_requests: Counter[tuple[str, str]] = Counter()  # (operation, region)
         self.max_in_flight: Counter[str] = Counter()
         self.lock = threading.RLock()
         self._jobs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
@@ -234,8 +244,11 @@ class Simulator:
                                                 self.in_flight[operation])
             if self._evolve is not None:
                 self._evolve(self._clock(), self)
-            fault = self.faults.pick(operation)
-            latency = self.faults.latency
+            region = self._caller(headers)[1]
+            self.region_requests[(operation, region)] += 1
+            applies = self.faults.applies(region)
+            fault = self.faults.pick(operation) if applies else None
+            latency = self.faults.latency if applies else 0.0
         try:
             if latency:
                 time.sleep(latency)
@@ -255,6 +268,22 @@ class Simulator:
         if operation == "ListClassificationJobs":
             return self._list(account, region, body)
         return self._describe(account, region, unquote(path[len("/jobs/"):]))
+
+    def _malformed(self, region: str, operation: str, key: str | None,
+                   request: dict[str, Any]) -> tuple[int, dict[str, str], bytes] | None:
+        """A scripted or raw answer, if a fault asks for one in this region."""
+        with self.lock:
+            faults = self.faults
+            if not faults.applies(region):
+                return None
+            if operation == "ListClassificationJobs":
+                if faults.raw_list is not None:
+                    return 200, {"Content-Type": "application/json"}, faults.raw_list
+                script = faults.list_script
+            else:
+                raw = faults.raw_describe.get(key or "")
+                return (200, {"Content-Type": "application/json"}, raw) if raw else None
+        return _json(200, script(request.get("nextToken"))) if script else None
 
     def _caller(self, headers: dict[str, str]) -> tuple[str, str, str | None]:
         match = _CREDENTIAL_SCOPE.search(headers.get("authorization", ""))
@@ -278,6 +307,9 @@ class Simulator:
         if not isinstance(size, int) or not 1 <= size <= MAX_PAGE_SIZE:
             return _json_error(400, "ValidationException",
                                f"maxResults must be between 1 and {MAX_PAGE_SIZE}")
+        malformed = self._malformed(region, "ListClassificationJobs", None, request)
+        if malformed:
+            return malformed
         try:
             offset = int(base64.b64decode(request.get("nextToken") or "MA==").decode())
         except ValueError:
@@ -303,6 +335,9 @@ class Simulator:
             vanished = job_id in self.faults.vanished
         if forced:
             return _json_error(forced[0], forced[1], f"simulated {forced[1]} for {job_id}")
+        malformed = self._malformed(region, "DescribeClassificationJob", job_id, {})
+        if malformed:
+            return malformed
         if job is None or vanished:
             return _json_error(404, "ResourceNotFoundException", f"job {job_id} not found")
         return _json(200, job)

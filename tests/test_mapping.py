@@ -99,7 +99,9 @@ def test_account_from_arn(arn: object, account: str | None) -> None:
     ({"jobId": 12}, "jobId: expected a string"),
     ({"name": ["x"]}, "name: expected a string"),
     ({"statistics": {"numberOfRuns": "7"}}, "numberOfRuns: expected a number"),
-    ({"statistics": {"numberOfRuns": float("nan")}}, "numberOfRuns: not a number"),
+    ({"statistics": {"numberOfRuns": float("nan")}}, "numberOfRuns: not a finite number"),
+    ({"statistics": {"numberOfRuns": float("inf")}}, "numberOfRuns: not a finite number"),
+    ({"statistics": {"numberOfRuns": 10**400}}, "numberOfRuns: number out of range"),
     ({"createdAt": "2026-11-01"}, "createdAt: expected a timestamp"),
     ({"tags": ["a"]}, "tags: expected a map"),
 ])
