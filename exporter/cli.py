@@ -25,6 +25,7 @@ from exporter.model import TargetKey
 from exporter.refresh import Poller, SnapshotStore, TargetRefresher, refresh_all_once
 from exporter.server import HttpServer, make_app
 from exporter.simulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Simulator, demo_simulator
+from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
 DEMO_REGIONS = ("eu-west-1", "us-east-1")
@@ -114,9 +115,18 @@ def _once(exporter: Exporter) -> int:
 
 def _serve(exporter: Exporter) -> int:
     config = exporter.config
+    web = None
+    if config.web_config_file:
+        try:
+            web = WebConfigWatcher(config.web_config_file)
+        except WebConfigError as err:
+            exporter.close()
+            print(f"macie-exporter: error: --web.config.file: {err}", file=sys.stderr)
+            return 2
     try:
         server = HttpServer(config.listen_host, config.listen_port, make_app(
-            exporter.registry, config.telemetry_path, exporter.store.get, exporter.exposition))
+            exporter.registry, config.telemetry_path, exporter.store.get, exporter.exposition),
+            web)
     except OSError as err:
         exporter.close()
         address = f"{config.listen_host}:{config.listen_port}"
@@ -136,6 +146,7 @@ def _serve(exporter: Exporter) -> int:
     poller.start()
     log.info("listening", extra=fields(
         address=server.address, telemetry_path=config.telemetry_path, version=__version__,
+        tls=bool(web and web.current().ssl_context),
         targets=len(exporter.refreshers), demo=config.demo,
         refresh_interval_seconds=config.refresh_interval))
     stop.wait()

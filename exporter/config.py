@@ -42,6 +42,7 @@ class Config:
     listen_host: str
     listen_port: int
     telemetry_path: str
+    web_config_file: str | None
     targets: tuple[TargetConfig, ...]
     endpoint_url: str | None
     retry_mode: str
@@ -228,6 +229,7 @@ class Option:
     parse: Callable[[Any], Any]
     help: str
     boolean: bool = False
+    yaml_key: tuple[str, ...] | None = None  # when the flag's own spelling does not map
 
     @property
     def env(self) -> str:
@@ -235,6 +237,8 @@ class Option:
 
     @property
     def yaml_path(self) -> tuple[str, ...]:
+        if self.yaml_key:
+            return self.yaml_key
         return tuple(part.replace("-", "_") for part in self.flag.split("."))
 
 
@@ -242,6 +246,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("web.listen-address", f":{DEFAULT_PORT}", parse_address,
            "Address on which to expose metrics and the web endpoints."),
     Option("web.telemetry-path", "/metrics", _path, "Path under which to expose metrics."),
+    Option("web.config.file", "", _optional_string,
+           "Exporter-toolkit web config file: TLS, client certificates, basic auth, headers.",
+           yaml_key=("web", "config_file")),
     Option("aws.regions", "", _regions,
            "Comma-separated AWS regions to poll (default: the SDK's default region)."),
     Option("aws.role-arn", "", _role_arn,
@@ -470,6 +477,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         listen_host=host,
         listen_port=port,
         telemetry_path=values["web.telemetry-path"],
+        web_config_file=values["web.config.file"],
         targets=targets,
         endpoint_url=values["aws.endpoint-url"],
         retry_mode=values["aws.retry-mode"],

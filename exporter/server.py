@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import socket
+import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,7 +19,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.exposition import CachedExposition
+from exporter.logs import fields
 from exporter.model import Snapshot
+from exporter.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,32 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
     return app_without_head_bodies
 
 
+OPEN_PATHS = ("/healthz", "/readyz")  # answered without basic auth (probes)
+
+
+def secure(app: WsgiApp, web: WebConfigWatcher) -> WsgiApp:
+    """Basic auth (except on the probe paths) and the configured response headers."""
+
+    def wrapped(environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        config = web.current()
+
+        def start_with_headers(status: str, headers: list[tuple[str, str]],
+                               *args: Any) -> Any:
+            return start(status, [*headers, *config.headers], *args)
+
+        if (environ.get("PATH_INFO") not in OPEN_PATHS
+                and not web.authorized(config, environ.get("HTTP_AUTHORIZATION"))):
+            body = b"unauthorized\n"
+            start_with_headers("401 Unauthorized", [
+                ("WWW-Authenticate", 'Basic realm="macie-exporter", charset="UTF-8"'),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body)))])
+            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+        return app(environ, start_with_headers)
+
+    return wrapped
+
+
 class _Handler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http request", extra={"kv": {"client": self.address_string(),
@@ -88,6 +118,37 @@ class _Handler(WSGIRequestHandler):
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    web: WebConfigWatcher | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's own thread: the TLS handshake (if configured), then HTTP."""
+        config = self.web.current() if self.web else None
+        if config is None or config.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(10)
+        try:
+            connection = config.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as err:
+            log.debug("TLS handshake failed", extra=fields(client=client_address[0],
+                                                           error=str(err)))
+            return
+        try:
+            if config.allowed_sans and not _san_allowed(connection, config.allowed_sans):
+                log.debug("client certificate SAN not allowed",
+                          extra=fields(client=client_address[0]))
+                return
+            connection.settimeout(None)
+            super().finish_request(connection, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                connection.close()
+
+
+def _san_allowed(connection: ssl.SSLSocket, allowed: Sequence[str]) -> bool:
+    certificate: dict[str, Any] = dict(connection.getpeercert() or {})
+    names = {str(entry[1]) for entry in certificate.get("subjectAltName", ())}
+    return bool(names & set(allowed))
 
 
 class _ThreadingServer6(_ThreadingServer):
@@ -97,11 +158,12 @@ class _ThreadingServer6(_ThreadingServer):
 class HttpServer:
     """A threaded WSGI server in a background thread."""
 
-    def __init__(self, host: str, port: int,
-                 app: WsgiApp) -> None:
+    def __init__(self, host: str, port: int, app: WsgiApp,
+                 web: WebConfigWatcher | None = None) -> None:
         server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
-        self._server = make_server(host, port, app, server_class=server_class,
-                                   handler_class=_Handler)
+        self._server = make_server(host, port, secure(app, web) if web else app,
+                                   server_class=server_class, handler_class=_Handler)
+        self._server.web = web
         self._thread = threading.Thread(target=self._server.serve_forever, name="http",
                                         kwargs={"poll_interval": 0.2}, daemon=True)
 
