@@ -119,6 +119,11 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port_text)
 
 
+def _from_text(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A parser of text that also takes YAML values: non-text ones are a clean error."""
+    return lambda value: parse(_string(value))
+
+
 def _list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         items = [v.strip() for v in value.split(",")]
@@ -243,7 +248,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("web.listen-address", f":{DEFAULT_PORT}", parse_address,
+    Option("web.listen-address", f":{DEFAULT_PORT}", _from_text(parse_address),
            "Address on which to expose metrics and the web endpoints."),
     Option("web.telemetry-path", "/metrics", _path, "Path under which to expose metrics."),
     Option("web.config.file", "", _optional_string,
@@ -260,19 +265,19 @@ OPTIONS: tuple[Option, ...] = (
            "botocore retry mode."),
     Option("aws.max-attempts", "5", _int_between(1, 20),
            "Attempts per API call, the first one included (botocore max_attempts)."),
-    Option("aws.connect-timeout", "5s", _positive_duration,
+    Option("aws.connect-timeout", "5s", _from_text(_positive_duration),
            "Connect timeout per HTTP attempt; must be shorter than the refresh interval."),
-    Option("aws.read-timeout", "20s", _positive_duration,
+    Option("aws.read-timeout", "20s", _from_text(_positive_duration),
            "Read timeout per HTTP attempt; must be shorter than the refresh interval."),
-    Option("refresh.interval", "60s", _interval,
+    Option("refresh.interval", "60s", _from_text(_interval),
            "How often to poll the Macie API (at least 1s)."),
     Option("refresh.concurrency", "8", _int_between(1, 64),
            "Parallel DescribeClassificationJob calls per target."),
-    Option("refresh.full-redescribe-interval", "24h", _positive_duration,
+    Option("refresh.full-redescribe-interval", "24h", _from_text(_positive_duration),
            "How often COMPLETE and CANCELLED jobs are described again (tag changes)."),
     Option("jobs.tag-labels", "", _tag_keys,
            "Comma-separated job tag keys to export as tag_<key> labels."),
-    Option("jobs.terminal-max-age", "0s", _duration,
+    Option("jobs.terminal-max-age", "0s", _from_text(_duration),
            "Leave COMPLETE and CANCELLED jobs whose last run (or creation) is older than this "
            "out of the per-job series; they still count in macie_classification_jobs. "
            "0s keeps every job."),
