@@ -1,8 +1,8 @@
 """Scale benchmark: first refresh, steady-state API economy, scrape cost and memory.
 
-    python benchmarks/bench.py                   # 10,000 jobs, 5 ms per API call, 500 refreshes
-    python benchmarks/bench.py --refreshes 50    # a quicker memory check
-    python benchmarks/bench.py --profile         # pyinstrument profiles of refresh and render
+    python -m benchmarks.bench                   # 10,000 jobs, 5 ms per API call, 500 refreshes
+    python -m benchmarks.bench --refreshes 50    # a quicker memory check
+    python -m benchmarks.bench --profile         # pyinstrument profiles of refresh and render
 
 The simulator runs in its own process (so it does not share the GIL with what is measured).
 """
