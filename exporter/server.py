@@ -110,6 +110,8 @@ def secure(app: WsgiApp, web: WebConfigWatcher) -> WsgiApp:
 
 
 class _Handler(WSGIRequestHandler):
+    disable_nagle_algorithm = True  # headers and body are separate writes
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http request", extra={"kv": {"client": self.address_string(),
                                                 "request": format % args}})
