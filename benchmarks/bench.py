@@ -270,6 +270,11 @@ def main() -> None:
          f"{memory['rss_growth_pct']:+.1f}% ({memory['rss_warm_mb']:.0f} -> "
          f"{memory['rss_end_mb']:.0f} MB)"),
     ]
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    """A Markdown table of (measure, value) rows, ready for benchmarks/README.md."""
     width = max(len(k) for k, _ in rows)
     print(f"| {'measure':<{width}} | value |")
     print(f"|{'-' * (width + 2)}|-------|")

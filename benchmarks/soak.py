@@ -22,7 +22,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.bench import PROMETHEUS_ACCEPT, REGION, REPO, env, percentile, simulator
+from benchmarks.bench import (
+    PROMETHEUS_ACCEPT,
+    REGION,
+    REPO,
+    env,
+    percentile,
+    print_table,
+    simulator,
+)
 from exporter.macie import LIST_PAGE_SIZE
 
 
@@ -131,11 +139,7 @@ def main() -> None:
         ("threads, start -> end", f"{first[1]} -> {last[1]}"),
         ("open files, start -> end", f"{first[2]} -> {last[2]}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure':<{width}} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

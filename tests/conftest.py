@@ -78,6 +78,15 @@ def require_tool(name: str) -> str:
     return path
 
 
+def venv_tool(name: str) -> str:
+    """A tool installed by a PyPI package into this interpreter's bin/, else from PATH."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    path = shutil.which(name, path=search)
+    if path is None:
+        pytest.fail(f"required tool {name!r} is not installed (pip install -e '.[test]')")
+    return path
+
+
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     simulator = Simulator()

@@ -33,6 +33,8 @@ def http_json(url: str, data: bytes | None = None) -> Any:
 
 
 class ManagedProcess:
+    url: str
+
     def __init__(self, command: list[str], workdir: Path, name: str) -> None:
         self.log_path = workdir / f"{name}.log"
         self._log = self.log_path.open("wb")
@@ -45,6 +47,15 @@ class ManagedProcess:
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise AssertionError(f"exited {self.proc.returncode}:\n{self.logs()[-3000:]}")
+
+    def _ready(self) -> bool:
+        """Both servers answer 200 on /-/ready once they serve."""
+        self.check_alive()
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -84,13 +95,6 @@ class Prometheus(ManagedProcess):
         ], workdir, "prometheus")
         wait_for(self._ready, timeout=30, what="Prometheus to be ready")
 
-    def _ready(self) -> bool:
-        self.check_alive()
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Instant query; the result vector (raises on a query error)."""
@@ -128,10 +132,3 @@ class Alertmanager(ManagedProcess):
         ], workdir, "alertmanager")
         wait_for(self._ready, timeout=30, what="Alertmanager to be ready")
 
-    def _ready(self) -> bool:
-        self.check_alive()
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False

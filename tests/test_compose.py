@@ -11,25 +11,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.conftest import REPO, require_tool
+from tests.conftest import REPO, require_tool, venv_tool
 
 COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE = COMPOSE_DIR / "compose.yaml"
 
-
-def venv_tool(name: str) -> str:
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    path = shutil.which(name, path=search)
-    if path is None:
-        pytest.fail(f"required tool {name!r} is not installed (pip install -e '.[test]')")
-    return path
 
 
 def compose_config() -> dict[str, Any]:

@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require_tool
+from tests.conftest import REPO, require_tool, venv_tool
 
 DOCKERFILE = REPO / "Dockerfile"
 SMOKE = REPO / "scripts" / "docker-smoke.sh"
 
-
-def venv_tool(name: str) -> str:
-    """A tool installed by a PyPI package into this interpreter's bin/, else from PATH."""
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    path = shutil.which(name, path=search)
-    if path is None:
-        pytest.fail(f"required tool {name!r} is not installed (pip install -e '.[test]')")
-    return path
 
 
 def test_dockerfile_is_hadolint_clean() -> None:
