@@ -168,6 +168,8 @@ class Simulator:
         self.max_in_flight: Counter[str] = Counter()
         self.lock = threading.RLock()
         self._jobs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        # Jobs in list order per (account, region), rebuilt after a change.
+        self._ordered: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._evolve = evolve
         self._clock = clock
         # access key → (account, expiry or None)
@@ -186,10 +188,13 @@ class Simulator:
                 f"arn:aws:macie2:{region}:{account}:classification-job/{job['jobId']}"
             )
             self._jobs.setdefault((account, region), {})[job["jobId"]] = stored
+            self._ordered.pop((account, region), None)
 
     def remove_job(self, region: str, job_id: str, account_id: str | None = None) -> None:
+        key = (account_id or self.account_id, region)
         with self.lock:
-            self._jobs.get((account_id or self.account_id, region), {}).pop(job_id, None)
+            self._jobs.get(key, {}).pop(job_id, None)
+            self._ordered.pop(key, None)
 
     def jobs(self, region: str, account_id: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
@@ -317,9 +322,13 @@ class Simulator:
         with self.lock:
             cap = self.faults.page_size_cap
             criteria = request.get("filterCriteria") or {}
-            ordered = sorted((j for j in self._jobs.get((account, region), {}).values()
-                              if _matches(j, criteria)),
-                             key=lambda j: (j["createdAt"], j["jobId"]))
+            if (account, region) not in self._ordered:
+                self._ordered[(account, region)] = sorted(
+                    self._jobs.get((account, region), {}).values(),
+                    key=lambda j: (j["createdAt"], j["jobId"]))
+            ordered = self._ordered[(account, region)]
+            if criteria:
+                ordered = [j for j in ordered if _matches(j, criteria)]
             page = [summary_of(j) for j in ordered[offset:offset + min(size, cap or size)]]
             more = offset + len(page) < len(ordered)
         answer: dict[str, Any] = {"items": page}
