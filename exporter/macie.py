@@ -252,11 +252,13 @@ class MacieTarget:
             self._malformed.seen = False
             raise ApiError(operation, "MalformedResponse", "the answer is not valid JSON")
 
-    def list_jobs(self) -> list[dict[str, Any]]:
-        """Every JobSummary, through botocore's paginator at the largest page size."""
+    def list_pages(self) -> Iterator[list[Any]]:
+        """Every page of JobSummaries, through botocore's paginator at the largest page size.
+
+        A generator, so that a refresh holds one page at a time, not every summary.
+        """
         client = self._get_client()
         paginator = client.get_paginator("list_classification_jobs")
-        items: list[dict[str, Any]] = []
         arguments: dict[str, Any] = {"PaginationConfig": {"PageSize": LIST_PAGE_SIZE}}
         if self._list_filter:
             arguments["filterCriteria"] = self._list_filter
@@ -272,7 +274,6 @@ class MacieTarget:
                 if not isinstance(found, list):
                     raise ApiError("ListClassificationJobs", "MalformedResponse",
                                    f"items is a {type(found).__name__}, not a list")
-                items.extend(found)
                 token = page.get("nextToken")
                 if token is not None and token in tokens:
                     raise ApiError("ListClassificationJobs", "PaginationLoop",
@@ -282,11 +283,11 @@ class MacieTarget:
                                    f"more than {MAX_LIST_PAGES} pages")
                 if token is not None:
                     tokens.add(token)
+                yield found
         except (ClientError, BotoCoreError) as err:
             raise _error("ListClassificationJobs", err) from None
         except _PARSE_ERRORS as err:
             raise ApiError("ListClassificationJobs", "MalformedResponse", str(err)) from None
-        return items
 
     def describe_job(self, job_id: str) -> dict[str, Any]:
         client = self._get_client()

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ class MacieApi(Protocol):
 
     def resolve_account(self) -> str: ...
     def learn_account(self, account_id: str) -> None: ...
-    def list_jobs(self) -> list[dict[str, Any]]: ...
+    def list_pages(self) -> Iterator[list[Any]]: ...
     def describe_job(self, job_id: str) -> dict[str, Any]: ...
 
 
@@ -154,24 +154,25 @@ class TargetRefresher:
 
     def _refresh(self) -> TargetResult:
         account = self.api.resolve_account()
-        summaries = self.api.list_jobs()
         now = self._clock()
-        listed: dict[str, dict[str, Any]] = {}
-        for summary in summaries:
-            job_id = summary.get("jobId") if isinstance(summary, dict) else None
-            if isinstance(job_id, str) and job_id:
-                listed[job_id] = summary
+        listed: dict[str, tuple[str, str]] = {}  # job id -> (status, type) as listed
+        pending: dict[str, dict[str, Any]] = {}  # the summaries of the jobs to describe
         jobs: dict[str, Job] = {}
-        to_describe: list[str] = []
-        for job_id, summary in listed.items():
-            cached = self._cache.get(job_id)
-            status = summary.get("jobStatus")
-            if (cached is not None and status in TERMINAL_STATUSES
-                    and cached.listed_status == status
-                    and now - cached.described_at < self._full_redescribe):
-                jobs[job_id] = cached.job
-            else:
-                to_describe.append(job_id)
+        for page in self.api.list_pages():
+            for summary in page:
+                job_id = summary.get("jobId") if isinstance(summary, dict) else None
+                if not isinstance(job_id, str) or not job_id:
+                    continue
+                status = str(summary.get("jobStatus") or "UNKNOWN")
+                listed[job_id] = (status, str(summary.get("jobType") or ""))
+                cached = self._cache.get(job_id)
+                if (cached is not None and status in TERMINAL_STATUSES
+                        and cached.listed_status == status
+                        and now - cached.described_at < self._full_redescribe):
+                    jobs[job_id] = cached.job
+                else:
+                    pending[job_id] = summary
+        to_describe = list(pending)
 
         outcomes = self._pool.map(lambda job_id: self._describe(job_id, account), to_describe)
         failures: list[tuple[str, ApiError]] = []
@@ -179,14 +180,14 @@ class TargetRefresher:
         for job_id, outcome in zip(to_describe, outcomes, strict=True):
             if isinstance(outcome, Job):
                 jobs[job_id] = outcome
-                cache[job_id] = _Cached(outcome, str(listed[job_id].get("jobStatus")), now)
+                cache[job_id] = _Cached(outcome, listed[job_id][0], now)
             elif outcome is _GONE:
                 cache.pop(job_id, None)
                 listed.pop(job_id)
             else:
                 assert isinstance(outcome, ApiError)
                 failures.append((job_id, outcome))
-                fallback = self._fallback(job_id, listed[job_id], account)
+                fallback = self._fallback(job_id, pending[job_id], account)
                 if fallback is not None:
                     jobs[job_id] = fallback
         self._cache = cache
@@ -207,11 +208,9 @@ class TargetRefresher:
                 jobs = {k: replace(j, account_id=learned) if j.account_id == UNKNOWN_ACCOUNT
                         else j for k, j in jobs.items()}
         counts: Counter[tuple[str, str, str]] = Counter()
-        for job_id, summary in listed.items():
+        for job_id, (status, job_type) in listed.items():
             job = jobs.get(job_id)
-            counts[(job.account_id if job else account,
-                    str(summary.get("jobStatus") or "UNKNOWN"),
-                    str(summary.get("jobType") or ""))] += 1
+            counts[(job.account_id if job else account, status, job_type)] += 1
         accounts = {account} | {k[0] for k in counts}
         exported = [j for j in jobs.values() if not self._too_old(j, now)]
         return TargetResult(
