@@ -120,6 +120,9 @@ class _Handler(WSGIRequestHandler):
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: many scrapers at once overflowed it, and the
+    # dropped connections came back after TCP's 1 s, 3 s, ... retransmissions.
+    request_queue_size = 128
     web: WebConfigWatcher | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
