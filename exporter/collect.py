@@ -257,8 +257,6 @@ class ApiRequestCounter:
                 merged[key] = merged.get(key, 0) + count
         return sorted(merged.items())
 
-    def value(self, account_id: str, region: str, operation: str, outcome: str) -> int:
-        return dict(self.items()).get((account_id, region, operation, outcome), 0)
 
 
 class SelfCollector(Collector):

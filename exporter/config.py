@@ -288,7 +288,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("once", False, _bool,
            "Refresh once, print the metrics to stdout, exit 0 if every target succeeded.", True),
 )
-_BY_FLAG = {o.flag: o for o in OPTIONS}
 CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"
 _TARGET_KEYS = {"role_arn", "external_id", "regions"}
 # ListJobsFilterTerm, as the botocore macie2 model defines it.
@@ -527,8 +526,3 @@ def _targets_from_yaml(
                 raise ConfigError(f"{where}: duplicates an earlier target ({region}, {role})")
             targets.append(target)
     return tuple(targets)
-
-
-def option(flag: str) -> Option:
-    """The option for `flag` (without dashes), for docs and tests."""
-    return _BY_FLAG[flag]

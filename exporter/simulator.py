@@ -196,10 +196,6 @@ class Simulator:
             self._jobs.get(key, {}).pop(job_id, None)
             self._ordered.pop(key, None)
 
-    def jobs(self, region: str, account_id: str | None = None) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self._jobs.get((account_id or self.account_id, region), {}).values())
-
     def reset_counts(self) -> None:
         with self.lock:
             self.requests.clear()
