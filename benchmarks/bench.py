@@ -119,7 +119,7 @@ def scrape_costs(refresher: TargetRefresher, counter: ApiRequestCounter,
     full.register(SnapshotCollector(store.get))
     full.register(live)
     exposition = CachedExposition(store.get, (), [live])
-    server = HttpServer("127.0.0.1", 0, make_app(full, "/metrics", store.get, exposition))
+    server = HttpServer("127.0.0.1", 0, make_app(full, "/metrics", exposition))
     server.start()
 
     def scrape(accept: str) -> bytes:

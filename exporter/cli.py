@@ -97,6 +97,7 @@ class Exporter:
         self.registry.register(SnapshotCollector(self.store.get, config.tag_keys))
         self.registry.register(live)
         self.exposition = CachedExposition(self.store.get, config.tag_keys, [live])
+        self.store.subscribe(self.exposition.snapshot_changed)
 
     def close(self) -> None:
         for refresher in self.refreshers:
@@ -125,7 +126,7 @@ def _serve(exporter: Exporter) -> int:
             return 2
     try:
         server = HttpServer(config.listen_host, config.listen_port, make_app(
-            exporter.registry, config.telemetry_path, exporter.store.get, exporter.exposition),
+            exporter.registry, config.telemetry_path, exporter.exposition),
             web)
     except OSError as err:
         exporter.close()
@@ -142,6 +143,7 @@ def _serve(exporter: Exporter) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     poller = Poller(exporter.refreshers, config.refresh_interval)
+    exporter.exposition.start()
     server.start()
     poller.start()
     log.info("listening", extra=fields(
@@ -152,6 +154,7 @@ def _serve(exporter: Exporter) -> int:
     stop.wait()
     poller.stop()
     server.stop()
+    exporter.exposition.stop()
     exporter.close()
     # A refresh still waiting on AWS would hold the interpreter's exit (it joins the pool
     # threads) until its timeouts and retries run out: give it a moment, then leave without it.

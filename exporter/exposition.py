@@ -13,8 +13,10 @@ valid gzip member. A client that does not accept gzip gets the cached part infla
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from exporter.collect import SnapshotCollector, job_rows
 from exporter.model import Snapshot
 
+log = logging.getLogger(__name__)
 _EOF = b"# EOF\n"
 # gzip member header: magic, deflate, no flags, mtime 0, no extra flags, OS unknown.
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -96,19 +99,68 @@ def _gzip_finish(cached: _Compressed, tail: bytes) -> bytes:
                      struct.pack("<II", crc, (cached.length + len(tail)) & 0xFFFFFFFF)))
 
 
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """One snapshot and its cached part, per content type (a format asked for the first time
+    is added under the render lock)."""
+    snapshot: Snapshot
+    formats: dict[str, _Compressed]
+
+
+Render = Callable[[Snapshot, Sequence[str], Encoder], Iterable[bytes]]
+
+
 class CachedExposition:
-    """Negotiates the format like prometheus-client and caches the snapshot part per snapshot."""
+    """Negotiates the format like prometheus-client and caches the snapshot part per snapshot.
+
+    Without `start()` the first scrape after a snapshot change renders it (tests, benchmarks).
+    After `start()` a background thread renders each new snapshot, in every format asked for in
+    the last `FORMAT_TTL` seconds, and publishes them together: a scrape never waits for a
+    render and serves the last published snapshot. Swaps during a render are coalesced, and
+    after a render the thread rests as long as the render took, so that targets swapping
+    snapshots in turn keep it to half a core at most. Only a format never asked for before is
+    rendered on the scrape that first asks for it.
+    """
+
+    FORMAT_TTL = 900.0
 
     def __init__(self, snapshot: Callable[[], Snapshot], tag_keys: Sequence[str],
-                 live: Sequence[Collector]) -> None:
+                 live: Sequence[Collector], *, render: Render = render_snapshot,
+                 clock: Callable[[], float] = time.monotonic,
+                 rest: Callable[[float], object] | None = None) -> None:
         self._snapshot = snapshot
         self._tag_keys = tuple(tag_keys)
         self._live = CollectorRegistry(auto_describe=False)
         for collector in live:
             self._live.register(collector)
-        self._lock = threading.Lock()
-        self._cached_for: Snapshot | None = None
-        self._compressed: dict[str, _Compressed] = {}
+        self._render = render
+        self._clock = clock
+        self._render_lock = threading.Lock()
+        self._published = _Published(snapshot(), {})
+        self._asked: dict[str, tuple[Encoder, float]] = {}  # content type -> encoder, last ask
+        self._changed = threading.Event()
+        self._stopping = threading.Event()
+        self._rest = rest or self._stopping.wait
+        self._thread: threading.Thread | None = None
+
+    def served(self) -> Snapshot:
+        """The snapshot /metrics serves now."""
+        return self._published.snapshot if self._thread else self._snapshot()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="exposition-render", daemon=True)
+        self._thread.start()
+        self._changed.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._changed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)  # a render in flight is not waited for
+
+    def snapshot_changed(self) -> None:
+        """Called by the snapshot store after each swap; wakes the background renderer."""
+        self._changed.set()
 
     def render(self, accept: str | None, accept_encoding: str | None,
                ) -> tuple[list[tuple[str, str]], bytes]:
@@ -124,12 +176,44 @@ class CachedExposition:
         return headers, cached.inflate() + live
 
     def _cached(self, content_type: str, encoder: Encoder) -> _Compressed:
-        snapshot = self._snapshot()
-        with self._lock:
-            if snapshot is not self._cached_for:
-                self._cached_for, self._compressed = snapshot, {}
-            cached = self._compressed.get(content_type)
-            if cached is None:
-                cached = _compress(render_snapshot(snapshot, self._tag_keys, encoder))
-                self._compressed[content_type] = cached
+        self._asked[content_type] = (encoder, self._clock())
+        if self._thread is None:
+            self._publish(self._snapshot())
+        cached = self._published.formats.get(content_type)
+        if cached is not None:
             return cached
+        with self._render_lock:  # a format not asked for before: render it now
+            published = self._published
+            cached = published.formats.get(content_type)
+            if cached is None:
+                cached = self._compress(published.snapshot, encoder)
+                published.formats[content_type] = cached
+            return cached
+
+    def _compress(self, snapshot: Snapshot, encoder: Encoder) -> _Compressed:
+        return _compress(self._render(snapshot, self._tag_keys, encoder))
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        with self._render_lock:
+            if snapshot is self._published.snapshot:
+                return
+            now = self._clock()
+            for content_type, (_, asked) in list(self._asked.items()):
+                if now - asked > self.FORMAT_TTL:
+                    del self._asked[content_type]
+            formats = {content_type: self._compress(snapshot, encoder)
+                       for content_type, (encoder, _) in list(self._asked.items())}
+            self._published = _Published(snapshot, formats)
+
+    def _run(self) -> None:
+        while True:
+            self._changed.wait()
+            self._changed.clear()  # swaps during the render wake the next pass: coalesced
+            if self._stopping.is_set():
+                return
+            began = self._clock()
+            try:
+                self._publish(self._snapshot())
+            except Exception:  # keep serving the last published exposition
+                log.exception("rendering the exposition failed; serving the previous snapshot")
+            self._rest(self._clock() - began)

@@ -42,6 +42,11 @@ class SnapshotStore:
     def __init__(self, keys: Sequence[TargetKey]) -> None:
         self._lock = threading.Lock()
         self._snapshot = Snapshot(tuple(TargetResult(key=k) for k in keys))
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """`listener()` is called after every swap (it must return quickly)."""
+        self._listeners.append(listener)
 
     def get(self) -> Snapshot:
         return self._snapshot
@@ -51,6 +56,8 @@ class SnapshotStore:
             targets = list(self._snapshot.targets)
             targets[index] = result
             self._snapshot = Snapshot(tuple(targets))
+        for listener in self._listeners:
+            listener()
 
 
 @dataclass(frozen=True, slots=True)

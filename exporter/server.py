@@ -20,7 +20,6 @@ from prometheus_client.registry import CollectorRegistry
 from exporter import __version__
 from exporter.exposition import CachedExposition
 from exporter.logs import fields
-from exporter.model import Snapshot
 from exporter.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
@@ -33,9 +32,10 @@ WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 def make_app(registry: CollectorRegistry, telemetry_path: str,
-             snapshot: Callable[[], Snapshot], exposition: CachedExposition) -> WsgiApp:
+             exposition: CachedExposition) -> WsgiApp:
     """The WSGI app. Metrics come from the per-snapshot cache; a `name[]` filter (rare) goes
-    through prometheus-client's own app over the full registry."""
+    through prometheus-client's own app over the full registry. /readyz follows the snapshot
+    that /metrics serves."""
     filtered = make_wsgi_app(registry)
     landing = (
         "<!doctype html><html><head><title>Macie exporter</title></head><body>"
@@ -66,7 +66,7 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
         if path == "/healthz":
             return respond(start, "200 OK", b"ok\n")
         if path == "/readyz":
-            current = snapshot()
+            current = exposition.served()
             done = sum(1 for t in current.targets if t.completed)
             if current.ready:
                 return respond(start, "200 OK", b"ready\n")

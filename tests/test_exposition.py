@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from prometheus_client import generate_latest
@@ -14,11 +15,13 @@ from prometheus_client.registry import CollectorRegistry
 from exporter.collect import ApiRequestCounter, SelfCollector, SnapshotCollector
 from exporter.exposition import CachedExposition, render_snapshot
 from exporter.model import Snapshot
+from tests.conftest import wait_for
 from tests.test_collect import ACCOUNT, Target, snapshot
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
                      "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 TAGS = ("team", "cost-center")
+openmetrics: Callable[[CollectorRegistry], bytes] = generate_openmetrics
 
 
 class Holder:
@@ -64,10 +67,10 @@ def test_same_bytes_as_prometheus_client(accept: str | None, generate: object,
 def test_live_metrics_change_while_the_snapshot_part_is_cached() -> None:
     holder = Holder()
     holder.exposition.render(None, "gzip")
-    cached = dict(holder.exposition._compressed)
+    cached = dict(holder.exposition._published.formats)
     holder.requests.inc(Target(ACCOUNT, "eu-west-1"), "DescribeClassificationJob", "success")
     _, body = holder.exposition.render(None, "gzip")
-    assert holder.exposition._compressed == cached
+    assert holder.exposition._published.formats == cached
     assert single_gzip_member(body) == generate_latest(holder.reference())
     assert b'operation="DescribeClassificationJob"' in gzip.decompress(body)
 
@@ -97,3 +100,149 @@ def test_an_empty_snapshot_renders_like_prometheus_client() -> None:
     holder = Holder()
     holder.snapshot = Snapshot()
     assert holder.exposition.render(None, None)[1] == generate_latest(holder.reference())
+
+
+class GatedRender:
+    """render_snapshot that records each snapshot it renders and, while closed, blocks."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.rendered: list[Snapshot] = []
+        self.fail = False
+        self.seconds = 0.0  # what each render costs on a fake clock
+        self.clock = [0.0]
+
+    def __call__(self, snapshot: Snapshot, tag_keys: Sequence[str],
+                 encoder: Callable[[CollectorRegistry], bytes]) -> Iterator[bytes]:
+        self.rendered.append(snapshot)
+        assert self.gate.wait(timeout=15), "test never opened the gate"
+        self.clock[0] += self.seconds
+        if self.fail:
+            raise RuntimeError("render failed")
+        return render_snapshot(snapshot, tag_keys, encoder)
+
+
+class Background(Holder):
+    """A CachedExposition with its background renderer running, over a gated render."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.render = GatedRender()
+        self.rests: list[float] = []
+        self.exposition = CachedExposition(lambda: self.snapshot, TAGS, [self.live],
+                                           render=self.render, clock=lambda: self.render.clock[0],
+                                           rest=self.rests.append)
+
+    def put(self, new: Snapshot) -> None:
+        self.snapshot = new
+        self.exposition.snapshot_changed()
+
+    def scrape_without_waiting(self, accept: str | None = None) -> bytes:
+        """A scrape that must answer while a render may be blocked."""
+        result: list[bytes] = []
+        thread = threading.Thread(
+            target=lambda: result.append(self.exposition.render(accept, "gzip")[1]))
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the scrape waited for the background render"
+        return gzip.decompress(result[0])
+
+
+@pytest.fixture
+def background() -> Iterator[Background]:
+    holder = Background()
+    holder.exposition.start()
+    yield holder
+    holder.render.gate.set()
+    holder.exposition.stop()
+
+
+def test_a_scrape_serves_the_last_published_snapshot_while_a_render_runs(
+        background: Background) -> None:
+    first = background.snapshot
+    before = background.scrape_without_waiting()  # the first ask for a format renders it
+    assert before == generate_latest(background.reference())
+    background.render.gate.clear()
+    background.put(Snapshot(first.targets[1:]))
+    wait_for(lambda: background.render.rendered[-1] is background.snapshot,
+             what="the background render to begin")
+    assert background.scrape_without_waiting() == before
+    assert background.exposition.served() is first
+    background.render.gate.set()
+    wait_for(lambda: background.exposition.served() is background.snapshot,
+             what="the new snapshot to be published")
+    after = background.scrape_without_waiting()
+    assert after == generate_latest(background.reference()) != before
+
+
+def test_swaps_during_a_render_are_coalesced_into_one_render_of_the_newest(
+        background: Background) -> None:
+    background.scrape_without_waiting()
+    background.render.gate.clear()
+    background.put(Snapshot(background.snapshot.targets[1:]))
+    wait_for(lambda: len(background.render.rendered) == 2, what="the second render to begin")
+    intermediate = [Snapshot(background.snapshot.targets) for _ in range(3)]
+    for newer in intermediate:
+        background.put(newer)
+    background.render.gate.set()
+    wait_for(lambda: background.exposition.served() is intermediate[-1],
+             what="the newest snapshot to be published")
+    assert background.render.rendered[2:] == [intermediate[-1]]
+
+
+def test_every_format_asked_for_is_rendered_in_the_background(
+        background: Background) -> None:
+    background.scrape_without_waiting()
+    background.scrape_without_waiting(PROMETHEUS_ACCEPT)
+    background.render.gate.clear()
+    background.put(Snapshot(background.snapshot.targets[1:]))
+    wait_for(lambda: background.render.rendered[-1] is background.snapshot)
+    background.render.gate.set()
+    wait_for(lambda: background.exposition.served() is background.snapshot)
+    assert background.render.rendered[-2:] == [background.snapshot] * 2
+    assert background.scrape_without_waiting(PROMETHEUS_ACCEPT) == openmetrics(
+        background.reference())
+
+
+def test_a_format_not_asked_for_in_a_while_is_no_longer_rendered() -> None:
+    holder = Background()
+    holder.exposition.start()
+    try:
+        holder.scrape_without_waiting()
+        holder.scrape_without_waiting(PROMETHEUS_ACCEPT)
+        holder.render.clock[0] = CachedExposition.FORMAT_TTL + 1  # neither asked for since
+        holder.scrape_without_waiting()  # text is asked for again
+        renders = len(holder.render.rendered)
+        holder.put(Snapshot(holder.snapshot.targets[1:]))
+        wait_for(lambda: holder.exposition.served() is holder.snapshot)
+        assert len(holder.render.rendered) == renders + 1  # text only
+        # OpenMetrics is still answered: rendered on the scrape that asks for it again.
+        assert holder.scrape_without_waiting(PROMETHEUS_ACCEPT) == openmetrics(
+            holder.reference())
+    finally:
+        holder.exposition.stop()
+
+
+def test_a_failed_render_keeps_the_last_published_snapshot(
+        background: Background, caplog: pytest.LogCaptureFixture) -> None:
+    first = background.snapshot
+    before = background.scrape_without_waiting()
+    background.render.fail = True
+    background.put(Snapshot(first.targets[1:]))
+    wait_for(lambda: "rendering the exposition failed" in caplog.text)
+    assert background.exposition.served() is first
+    assert background.scrape_without_waiting() == before
+    background.render.fail = False
+    background.put(Snapshot(first.targets[2:]))
+    wait_for(lambda: background.exposition.served() is background.snapshot)
+    assert background.scrape_without_waiting() == generate_latest(background.reference())
+
+
+def test_the_renderer_rests_as_long_as_each_render_took(background: Background) -> None:
+    background.scrape_without_waiting()
+    background.render.seconds = 3.0
+    background.put(Snapshot(background.snapshot.targets[1:]))
+    wait_for(lambda: background.exposition.served() is background.snapshot)
+    wait_for(lambda: background.rests and background.rests[-1] == 3.0,
+             what="a rest as long as the render")
