@@ -115,14 +115,20 @@ class CachedExposition:
 
     Without `start()` the first scrape after a snapshot change renders it (tests, benchmarks).
     After `start()` a background thread renders each new snapshot, in every format asked for in
-    the last `FORMAT_TTL` seconds, and publishes them together: a scrape never waits for a
-    render and serves the last published snapshot. Swaps during a render are coalesced, and
+    the last `FORMAT_TTL` seconds, and publishes them together: scrapes serve the last published
+    snapshot and never wait for the background render. Swaps during a render are coalesced, and
     after a render the thread rests as long as the render took, so that targets swapping
-    snapshots in turn keep it to half a core at most. Only a format never asked for before is
-    rendered on the scrape that first asks for it.
+    snapshots in turn keep it to half a core at most.
+
+    A scrape renders by itself only a format not asked for in `FORMAT_TTL` (at most
+    `MAX_FORMATS` are remembered; the Accept header chooses the format, so any further ones are
+    rendered on every scrape and never kept), and, after a failed background render, every
+    snapshot until a render succeeds: a render that keeps failing fails the scrapes, never
+    serves stale data in silence.
     """
 
     FORMAT_TTL = 900.0
+    MAX_FORMATS = 4
 
     def __init__(self, snapshot: Callable[[], Snapshot], tag_keys: Sequence[str],
                  live: Sequence[Collector], *, render: Render = render_snapshot,
@@ -135,17 +141,23 @@ class CachedExposition:
             self._live.register(collector)
         self._render = render
         self._clock = clock
-        self._render_lock = threading.Lock()
+        self._publish_lock = threading.Lock()  # one publish at a time
+        self._scrape_lock = threading.Lock()  # renders on the scrape path, one at a time
         self._published = _Published(snapshot(), {})
+        self._asked_lock = threading.Lock()
         self._asked: dict[str, tuple[Encoder, float]] = {}  # content type -> encoder, last ask
+        self._failed = False
         self._changed = threading.Event()
         self._stopping = threading.Event()
         self._rest = rest or self._stopping.wait
         self._thread: threading.Thread | None = None
 
+    def _background(self) -> bool:
+        return self._thread is not None and not self._failed
+
     def served(self) -> Snapshot:
         """The snapshot /metrics serves now."""
-        return self._published.snapshot if self._thread else self._snapshot()
+        return self._published.snapshot if self._background() else self._snapshot()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="exposition-render", daemon=True)
@@ -175,35 +187,46 @@ class CachedExposition:
             return headers, _gzip_finish(cached, live)
         return headers, cached.inflate() + live
 
+    def _remember(self, content_type: str, encoder: Encoder) -> bool:
+        with self._asked_lock:
+            if content_type in self._asked or len(self._asked) < self.MAX_FORMATS:
+                self._asked[content_type] = (encoder, self._clock())
+                return True
+            return False
+
     def _cached(self, content_type: str, encoder: Encoder) -> _Compressed:
-        self._asked[content_type] = (encoder, self._clock())
-        if self._thread is None:
+        remembered = self._remember(content_type, encoder)
+        if not self._background():
             self._publish(self._snapshot())
-        cached = self._published.formats.get(content_type)
+        published = self._published
+        cached = published.formats.get(content_type)
         if cached is not None:
             return cached
-        with self._render_lock:  # a format not asked for before: render it now
-            published = self._published
+        with self._scrape_lock:  # a format not rendered yet: not behind the background render
             cached = published.formats.get(content_type)
             if cached is None:
                 cached = self._compress(published.snapshot, encoder)
-                published.formats[content_type] = cached
+                if remembered:
+                    published.formats[content_type] = cached
             return cached
 
     def _compress(self, snapshot: Snapshot, encoder: Encoder) -> _Compressed:
         return _compress(self._render(snapshot, self._tag_keys, encoder))
 
     def _publish(self, snapshot: Snapshot) -> None:
-        with self._render_lock:
+        with self._publish_lock:
             if snapshot is self._published.snapshot:
                 return
             now = self._clock()
-            for content_type, (_, asked) in list(self._asked.items()):
-                if now - asked > self.FORMAT_TTL:
+            with self._asked_lock:
+                for content_type in [c for c, (_, asked) in self._asked.items()
+                                     if now - asked > self.FORMAT_TTL]:
                     del self._asked[content_type]
+                wanted = list(self._asked.items())
             formats = {content_type: self._compress(snapshot, encoder)
-                       for content_type, (encoder, _) in list(self._asked.items())}
+                       for content_type, (encoder, _) in wanted}
             self._published = _Published(snapshot, formats)
+            self._failed = False
 
     def _run(self) -> None:
         while True:
@@ -214,6 +237,8 @@ class CachedExposition:
             began = self._clock()
             try:
                 self._publish(self._snapshot())
-            except Exception:  # keep serving the last published exposition
-                log.exception("rendering the exposition failed; serving the previous snapshot")
+            except Exception:
+                self._failed = True
+                log.exception("rendering the exposition failed; scrapes render it themselves "
+                              "until a render succeeds")
             self._rest(self._clock() - began)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from prometheus_client import generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import CollectorRegistry
 
@@ -103,7 +104,8 @@ def test_an_empty_snapshot_renders_like_prometheus_client() -> None:
 
 
 class GatedRender:
-    """render_snapshot that records each snapshot it renders and, while closed, blocks."""
+    """render_snapshot that fails on demand and, in the background renderer, records each
+    snapshot it renders and blocks while the gate is closed."""
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -113,13 +115,18 @@ class GatedRender:
         self.seconds = 0.0  # what each render costs on a fake clock
         self.clock = [0.0]
 
+    def last(self) -> Snapshot | None:
+        return self.rendered[-1] if self.rendered else None
+
     def __call__(self, snapshot: Snapshot, tag_keys: Sequence[str],
                  encoder: Callable[[CollectorRegistry], bytes]) -> Iterator[bytes]:
+        if self.fail:
+            raise RuntimeError("render failed")
+        if threading.current_thread().name != "exposition-render":
+            return render_snapshot(snapshot, tag_keys, encoder)  # a render on the scrape path
         self.rendered.append(snapshot)
         assert self.gate.wait(timeout=15), "test never opened the gate"
         self.clock[0] += self.seconds
-        if self.fail:
-            raise RuntimeError("render failed")
         return render_snapshot(snapshot, tag_keys, encoder)
 
 
@@ -165,7 +172,7 @@ def test_a_scrape_serves_the_last_published_snapshot_while_a_render_runs(
     assert before == generate_latest(background.reference())
     background.render.gate.clear()
     background.put(Snapshot(first.targets[1:]))
-    wait_for(lambda: background.render.rendered[-1] is background.snapshot,
+    wait_for(lambda: background.render.last() is background.snapshot,
              what="the background render to begin")
     assert background.scrape_without_waiting() == before
     assert background.exposition.served() is first
@@ -181,14 +188,15 @@ def test_swaps_during_a_render_are_coalesced_into_one_render_of_the_newest(
     background.scrape_without_waiting()
     background.render.gate.clear()
     background.put(Snapshot(background.snapshot.targets[1:]))
-    wait_for(lambda: len(background.render.rendered) == 2, what="the second render to begin")
+    wait_for(lambda: len(background.render.rendered) == 1, what="the first render to begin")
     intermediate = [Snapshot(background.snapshot.targets) for _ in range(3)]
     for newer in intermediate:
         background.put(newer)
     background.render.gate.set()
     wait_for(lambda: background.exposition.served() is intermediate[-1],
              what="the newest snapshot to be published")
-    assert background.render.rendered[2:] == [intermediate[-1]]
+    assert len(background.render.rendered) == 2
+    assert background.render.rendered[1] is intermediate[-1]
 
 
 def test_every_format_asked_for_is_rendered_in_the_background(
@@ -197,7 +205,7 @@ def test_every_format_asked_for_is_rendered_in_the_background(
     background.scrape_without_waiting(PROMETHEUS_ACCEPT)
     background.render.gate.clear()
     background.put(Snapshot(background.snapshot.targets[1:]))
-    wait_for(lambda: background.render.rendered[-1] is background.snapshot)
+    wait_for(lambda: background.render.last() is background.snapshot)
     background.render.gate.set()
     wait_for(lambda: background.exposition.served() is background.snapshot)
     assert background.render.rendered[-2:] == [background.snapshot] * 2
@@ -224,19 +232,47 @@ def test_a_format_not_asked_for_in_a_while_is_no_longer_rendered() -> None:
         holder.exposition.stop()
 
 
-def test_a_failed_render_keeps_the_last_published_snapshot(
+def test_after_a_failed_render_scrapes_render_and_fail_until_a_render_succeeds(
         background: Background, caplog: pytest.LogCaptureFixture) -> None:
-    first = background.snapshot
-    before = background.scrape_without_waiting()
+    background.scrape_without_waiting()
     background.render.fail = True
-    background.put(Snapshot(first.targets[1:]))
+    background.put(Snapshot(background.snapshot.targets[1:]))
     wait_for(lambda: "rendering the exposition failed" in caplog.text)
-    assert background.exposition.served() is first
-    assert background.scrape_without_waiting() == before
+    assert background.exposition.served() is background.snapshot  # /readyz follows the store
+    with pytest.raises(RuntimeError, match="render failed"):  # never stale data in silence
+        background.exposition.render(None, "gzip")
     background.render.fail = False
-    background.put(Snapshot(first.targets[2:]))
-    wait_for(lambda: background.exposition.served() is background.snapshot)
+    _, body = background.exposition.render(None, "gzip")
+    assert gzip.decompress(body) == generate_latest(background.reference())
+    background.put(Snapshot(background.snapshot.targets[2:]))  # the renderer takes over again
+    wait_for(lambda: background.render.last() is background.snapshot)
     assert background.scrape_without_waiting() == generate_latest(background.reference())
+
+
+def test_a_new_format_is_rendered_by_its_scrape_without_waiting_for_the_renderer(
+        background: Background) -> None:
+    background.scrape_without_waiting()
+    background.render.gate.clear()
+    background.put(Snapshot(background.snapshot.targets[1:]))
+    wait_for(lambda: background.render.last() is background.snapshot)
+    old = Holder()
+    old.snapshot = background.exposition.served()
+    assert background.scrape_without_waiting(PROMETHEUS_ACCEPT) == openmetrics(old.reference())
+
+
+def test_formats_beyond_the_limit_are_answered_but_not_kept(background: Background) -> None:
+    accepts = [f"application/openmetrics-text;version=1.0.{n}"
+               for n in range(CachedExposition.MAX_FORMATS + 2)]
+    for accept in accepts:
+        background.scrape_without_waiting(accept)
+    assert len(background.exposition._published.formats) == CachedExposition.MAX_FORMATS
+    renders = len(background.render.rendered)
+    background.put(Snapshot(background.snapshot.targets[1:]))
+    wait_for(lambda: background.exposition.served() is background.snapshot)
+    assert len(background.render.rendered) == renders + CachedExposition.MAX_FORMATS
+    for accept in accepts:
+        encoder = choose_encoder(accept)[0]
+        assert background.scrape_without_waiting(accept) == encoder(background.reference())
 
 
 def test_the_renderer_rests_as_long_as_each_render_took(background: Background) -> None:
