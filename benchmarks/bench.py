@@ -17,6 +17,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -167,6 +168,9 @@ def process_memory(url: str, refreshes: int, pages: int,
             raise RuntimeError("exporter exited")
         match = re.search(r"msg=listening address=(\S+)", line)
         address = match.group(1) if match else ""
+    # Keep draining: a full stderr pipe would block the exporter's next log line, and with it
+    # the refresh that writes it.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
 
     def lists_done() -> int:
         # Scraped the way Prometheus scrapes: OpenMetrics, gzip.
