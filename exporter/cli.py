@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -29,6 +30,27 @@ from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
 DEMO_REGIONS = ("eu-west-1", "us-east-1")
+
+
+M_ARENA_MAX = -8  # glibc's malloc.h
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas at two, unless MALLOC_ARENA_MAX is set; True if capped.
+
+    glibc gives threads their own arenas, up to 8 per core. With a thread per scrape, a pool of
+    describe threads and the renderer, freed memory ends up spread over many arenas and RSS
+    steps up over hundreds of refreshes (benchmarks/README.md). It must run before any thread
+    starts; on another libc (musl, macOS) it does nothing.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1)
 
 
 def _settings(config: Config) -> ClientSettings:
@@ -171,6 +193,7 @@ def _serve(exporter: Exporter) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()
     try:
         config = load(sys.argv[1:] if argv is None else argv)
     except ConfigError as err:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.cli import limit_malloc_arenas
 from exporter.simulator import DAY, Simulator, make_job
 from tests.conftest import (
     REPO,
@@ -340,3 +341,11 @@ def test_denied_assume_role_names_sts_assume_role(sim: Simulator, start: Start) 
     wait_for(lambda: "missing_permission=sts:AssumeRole" in exporter.logs(),
              what="a log line naming sts:AssumeRole")
     assert "missing_permission=macie2:" not in exporter.logs()
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_sets_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is True  # Debian's glibc accepts M_ARENA_MAX
