@@ -152,36 +152,45 @@ def rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024
 
 
-def process_memory(url: str, refreshes: int, pages: int,
-                   csv_path: Path | None = None) -> dict[str, float]:
-    """RSS of the real exporter process after the first refresh and after `refreshes`."""
+def start_exporter(url: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """The real exporter process against the simulator, at a 1 s interval; (process, address)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", f"--aws.endpoint-url={url}", f"--aws.regions={REGION}",
-         "--refresh.interval=1s", "--refresh.concurrency=16", "--aws.read-timeout=900ms",
-         "--web.listen-address=127.0.0.1:0"],
+         "--refresh.interval=1s", "--web.listen-address=127.0.0.1:0", *args],
         env=env(url), cwd=REPO, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    address = ""
-    while not address:
+    while True:
         line = proc.stderr.readline()
         if not line:
             raise RuntimeError("exporter exited")
         match = re.search(r"msg=listening address=(\S+)", line)
-        address = match.group(1) if match else ""
-    # Keep draining: a full stderr pipe would block the exporter's next log line, and with it
-    # the refresh that writes it.
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
+        if match:
+            # Keep draining: a full stderr pipe would block the exporter's next log line, and
+            # with it the refresh that writes it.
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, match.group(1)
 
-    def lists_done() -> int:
-        # Scraped the way Prometheus scrapes: OpenMetrics, gzip.
-        request = urllib.request.Request(
-            f"http://{address}/metrics",
-            headers={"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = gzip.decompress(response.read()).decode()
-        return sum(int(float(m)) for m in re.findall(
-            r'api_requests_total\{[^}]*operation="ListClassificationJobs"[^}]*'
-            r'outcome="success"[^}]*\} (\S+)', body))
+
+def scrape(address: str, timeout: float = 10) -> bytes:
+    """/metrics the way Prometheus scrapes it (OpenMetrics, gzip), decompressed."""
+    request = urllib.request.Request(f"http://{address}/metrics", headers={
+        "Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return gzip.decompress(response.read())
+
+
+def refreshes_done(address: str, pages: int, timeout: float = 10) -> int:
+    """Refreshes so far: successful list calls over list pages per refresh."""
+    body = scrape(address, timeout).decode()
+    return sum(int(float(v)) for v in re.findall(
+        r'api_requests_total\{[^}]*operation="ListClassificationJobs"[^}]*outcome="success"'
+        r'[^}]*\} (\S+)', body)) // pages
+
+
+def process_memory(url: str, refreshes: int, pages: int,
+                   csv_path: Path | None = None) -> dict[str, float]:
+    """RSS of the real exporter process after the first refresh and after `refreshes`."""
+    proc, address = start_exporter(url, "--refresh.concurrency=16", "--aws.read-timeout=900ms")
 
     def ready() -> bool:
         try:
@@ -194,7 +203,7 @@ def process_memory(url: str, refreshes: int, pages: int,
     samples: list[tuple[int, float]] = []
     try:
         while True:
-            done = lists_done() // pages
+            done = refreshes_done(address, pages, timeout=30)
             samples.append((done, rss_mb(proc.pid)))
             if done >= refreshes:
                 break

@@ -11,25 +11,21 @@ threads and open files at the start and the end of the soak.
 from __future__ import annotations
 
 import argparse
-import gzip
 import re
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from benchmarks.bench import (
-    PROMETHEUS_ACCEPT,
-    REGION,
-    REPO,
-    env,
     percentile,
     print_table,
+    refreshes_done,
+    rss_mb,
+    scrape,
     simulator,
+    start_exporter,
 )
 from exporter.macie import LIST_PAGE_SIZE
 
@@ -37,32 +33,8 @@ from exporter.macie import LIST_PAGE_SIZE
 def resources(pid: int) -> tuple[float, int, int]:
     """(RSS MB, threads, open files) of a process."""
     status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
     threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-    return rss, threads, len(list(Path(f"/proc/{pid}/fd").iterdir()))
-
-
-def start_exporter(url: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", f"--aws.endpoint-url={url}", f"--aws.regions={REGION}",
-         "--refresh.interval=1s", "--web.listen-address=127.0.0.1:0"],
-        env=env(url), cwd=REPO, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    while True:
-        line = proc.stderr.readline()
-        if not line:
-            raise RuntimeError("exporter exited")
-        match = re.search(r"msg=listening address=(\S+)", line)
-        if match:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining
-            return proc, match.group(1)
-
-
-def scrape(address: str) -> bytes:
-    request = urllib.request.Request(f"http://{address}/metrics", headers={
-        "Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return gzip.decompress(response.read())
+    return rss_mb(pid), threads, len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
 def load(address: str, scrapers: int, seconds: float) -> dict[str, float]:
@@ -92,14 +64,6 @@ def load(address: str, scrapers: int, seconds: float) -> dict[str, float]:
     return {"scrapes": len(latencies), "failed": len(failures),
             "p50_ms": statistics.median(latencies) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000}
-
-
-def refreshes_done(address: str, pages: int) -> int:
-    """Refreshes so far: successful list calls over list pages per refresh."""
-    body = scrape(address).decode()
-    return sum(int(float(v)) for v in re.findall(
-        r'api_requests_total\{[^}]*operation="ListClassificationJobs"[^}]*outcome="success"'
-        r'[^}]*\} (\S+)', body)) // pages
 
 
 def main() -> None:

@@ -258,7 +258,6 @@ class ApiRequestCounter:
         return sorted(merged.items())
 
 
-
 class SelfCollector(Collector):
     """Live self-metrics: API request counts and build information."""
 

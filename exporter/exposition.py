@@ -101,8 +101,8 @@ def _gzip_finish(cached: _Compressed, tail: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class _Published:
-    """One snapshot and its cached part, per content type (a format asked for the first time
-    is added under the render lock)."""
+    """One snapshot and its cached part, per content type (a format rendered on the scrape path
+    is added under the scrape lock)."""
     snapshot: Snapshot
     formats: dict[str, _Compressed]
 
