@@ -100,6 +100,10 @@ timeout 600 docker build --network host --build-arg "BASE_IMAGE=$base_image" \
 
 user=$(docker image inspect "$image" --format '{{.Config.User}}')
 [ "$user" = "65532:65532" ] || die "image user is '$user', want 65532:65532"
+label=$(docker image inspect "$image" \
+  --format '{{index .Config.Labels "org.opencontainers.image.version"}}')
+version=$(python3 -c 'import exporter; print(exporter.__version__)')
+[ "$label" = "$version" ] || die "image version label is '$label', want exporter.__version__ $version"
 entrypoint=$(docker image inspect "$image" --format '{{json .Config.Entrypoint}}')
 [ "$entrypoint" = '["macie-exporter"]' ] || die "entrypoint is $entrypoint"
 docker image inspect "$image" --format '{{json .Config.ExposedPorts}}' | grep -q '"9729/tcp"' \
@@ -132,4 +136,5 @@ grep -q '^macie_classification_job_info{' "$work/metrics.txt" \
 grep -Eq '^macie_exporter_refresh_success\{.*\} 1(\.0)?$' "$work/metrics.txt" \
   || die "no successful refresh in /metrics"
 jobs=$(grep -c '^macie_classification_job_info{' "$work/metrics.txt")
-say "OK: $image serves /metrics ($jobs jobs in the demo account) as $user, read-only, no capabilities"
+say "OK: $image (version $label) serves /metrics ($jobs jobs in the demo account) as $user," \
+  "read-only, no capabilities"
