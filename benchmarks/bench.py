@@ -58,7 +58,7 @@ def env(sim_url: str) -> dict[str, str]:
 @contextmanager
 def simulator(jobs: int, active: int, latency: float) -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter.simulator", f"--jobs={jobs}", f"--active={active}",
+        [sys.executable, "-m", "benchmarks.fleets", f"--jobs={jobs}", f"--active={active}",
          f"--latency={latency}", f"--region={REGION}"],
         stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stdout is not None

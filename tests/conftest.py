@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import Simulator
+from tests.simfaults import FaultySimulator
 
 
 class ProcessExited(Exception):
@@ -88,8 +89,8 @@ def venv_tool(name: str) -> str:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    simulator = Simulator()
+def sim() -> Iterator[FaultySimulator]:
+    simulator = FaultySimulator()
     simulator.start()
     yield simulator
     simulator.stop()

@@ -13,6 +13,7 @@ import pytest
 
 from exporter.simulator import Simulator, make_job
 from tests.conftest import ExporterProcess, Samples, series, value, wait_for
+from tests.simfaults import FaultySimulator
 
 Start = Callable[..., ExporterProcess]
 HEALTHY, FAULTY = "eu-west-1", "us-east-1"
@@ -36,7 +37,7 @@ def healthy_target_is_whole(samples: Samples) -> None:
     assert len(series(samples, "macie_classification_job_info", region=HEALTHY)) == 2
 
 
-def test_throttling_storm(sim: Simulator, start: Start) -> None:
+def test_throttling_storm(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     sim.faults.throttle_every = 2  # half of all requests
     exporter = start(BOTH, "--aws.max-attempts=8")
@@ -51,7 +52,7 @@ def test_throttling_storm(sim: Simulator, start: Start) -> None:
     assert "refresh failed" not in exporter.logs()
 
 
-def test_api_hang_is_bounded_and_recovers(sim: Simulator, start: Start) -> None:
+def test_api_hang_is_bounded_and_recovers(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     exporter = start(BOTH, "--refresh.interval=2s", "--aws.max-attempts=2")
     exporter.wait_metric(lambda s: success(s, FAULTY) == 1)
@@ -86,7 +87,8 @@ MALFORMED_LISTS: dict[str, tuple[dict[str, Any], str]] = {
 
 
 @pytest.mark.parametrize("case", MALFORMED_LISTS, ids=list(MALFORMED_LISTS))
-def test_malformed_list_fails_only_its_target(sim: Simulator, start: Start, case: str) -> None:
+def test_malformed_list_fails_only_its_target(sim: FaultySimulator, start: Start,
+                                              case: str) -> None:
     seed(sim)
     faults, logged = MALFORMED_LISTS[case]
     sim.faults.regions = {FAULTY}
@@ -101,7 +103,7 @@ def test_malformed_list_fails_only_its_target(sim: Simulator, start: Start, case
     assert exporter.proc.poll() is None
 
 
-def test_malformed_describes_fail_only_their_jobs(sim: Simulator, start: Start) -> None:
+def test_malformed_describes_fail_only_their_jobs(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     for i, body in enumerate([
         b'{"jobId": "bad0", "jobStatus": 5}',  # wrong type
@@ -129,7 +131,7 @@ def test_malformed_describes_fail_only_their_jobs(sim: Simulator, start: Start) 
     assert "Traceback" not in exporter.logs()
 
 
-def test_a_failing_target_leaves_the_other_whole(sim: Simulator, start: Start) -> None:
+def test_a_failing_target_leaves_the_other_whole(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     sim.faults.regions = {FAULTY}
     sim.faults.denied = {"ListClassificationJobs"}

@@ -29,6 +29,7 @@ from tests.conftest import (
     value,
     wait_for,
 )
+from tests.simfaults import FaultySimulator
 
 Start = Callable[..., ExporterProcess]
 REGION = "eu-west-1"
@@ -104,7 +105,7 @@ def test_exports_the_simulated_account(sim: Simulator, start: Start) -> None:
     assert lint.stdout + lint.stderr == b""
 
 
-def test_endpoints_and_readiness(sim: Simulator, start: Start) -> None:
+def test_endpoints_and_readiness(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     sim.faults.latency = 1.5  # keep the first refresh in flight
     exporter = start("--web.telemetry-path=/custom-metrics", "--refresh.interval=5s")
@@ -133,7 +134,7 @@ def test_endpoints_and_readiness(sim: Simulator, start: Start) -> None:
     assert {name for name, _ in parse(body.decode())} == {"macie_exporter_build_info"}
 
 
-def test_throttling_and_5xx_are_retried(sim: Simulator, start: Start) -> None:
+def test_throttling_and_5xx_are_retried(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     sim.faults.operations = {"ListClassificationJobs"}
     sim.faults.fail_next = 1  # 500 InternalServerException first,
@@ -150,7 +151,8 @@ def test_throttling_and_5xx_are_retried(sim: Simulator, start: Start) -> None:
     assert "refresh failed" not in exporter.logs()
 
 
-def test_one_failing_describe_keeps_that_jobs_last_values(sim: Simulator, start: Start) -> None:
+def test_one_failing_describe_keeps_that_jobs_last_values(sim: FaultySimulator,
+                                                          start: Start) -> None:
     seed(sim)
     exporter = start()
     exporter.wait_metric(healthy, what="a successful refresh")
@@ -167,7 +169,7 @@ def test_one_failing_describe_keeps_that_jobs_last_values(sim: Simulator, start:
     assert 'msg="describe failed; those jobs keep their last known values"' in exporter.logs()
 
 
-def test_job_gone_between_list_and_describe(sim: Simulator, start: Start) -> None:
+def test_job_gone_between_list_and_describe(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     exporter = start()
     exporter.wait_metric(healthy)
@@ -179,7 +181,7 @@ def test_job_gone_between_list_and_describe(sim: Simulator, start: Start) -> Non
     assert series(samples, "macie_classification_job_info", job_id="run2")
 
 
-def test_list_failure_keeps_last_data_and_recovers(sim: Simulator, start: Start) -> None:
+def test_list_failure_keeps_last_data_and_recovers(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     exporter = start("--aws.max-attempts=1")
     exporter.wait_metric(healthy)
@@ -211,7 +213,7 @@ def test_api_down_then_back(sim: Simulator, start: Start) -> None:
     exporter.wait_metric(healthy, what="recovery")
 
 
-def test_access_denied_names_the_missing_iam_action(sim: Simulator, start: Start) -> None:
+def test_access_denied_names_the_missing_iam_action(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     sim.faults.denied = {"DescribeClassificationJob"}
     exporter = start()
@@ -241,7 +243,7 @@ def test_unlisted_job_disappears_and_status_changes_show(sim: Simulator, start: 
                  job_type="ONE_TIME") == 1
 
 
-def test_slow_refreshes_are_logged_not_stacked(sim: Simulator, start: Start) -> None:
+def test_slow_refreshes_are_logged_not_stacked(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
     sim.faults.latency = 1.2  # list + describe ≈ 2.4 s against a 2 s interval
     exporter = start("--refresh.interval=2s", "--aws.read-timeout=1800ms")
@@ -254,7 +256,7 @@ def test_slow_refreshes_are_logged_not_stacked(sim: Simulator, start: Start) -> 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signals_stop_promptly_with_exit_0(sim: Simulator, start: Start, sig: int) -> None:
+def test_signals_stop_promptly_with_exit_0(sim: FaultySimulator, start: Start, sig: int) -> None:
     seed(sim)
     sim.faults.latency = 8  # a refresh is waiting on the API (read timeout 15 s) at the signal
     exporter = start("--refresh.interval=30s")
@@ -266,7 +268,7 @@ def test_signals_stop_promptly_with_exit_0(sim: Simulator, start: Start, sig: in
     assert "Traceback" not in exporter.logs()
 
 
-def test_once_prints_metrics_and_reports_failure(sim: Simulator) -> None:
+def test_once_prints_metrics_and_reports_failure(sim: FaultySimulator) -> None:
     seed(sim)
     base = [sys.executable, "-m", "exporter", "--once", f"--aws.endpoint-url={sim.url}"]
     ok = subprocess.run(base, env=exporter_env(sim), cwd=REPO, capture_output=True,
@@ -280,7 +282,7 @@ def test_once_prints_metrics_and_reports_failure(sim: Simulator) -> None:
     assert value(parse(failed.stdout), "macie_exporter_refresh_success", region=REGION) == 0
 
 
-def test_assumed_role_credentials_renew_across_expiries(sim: Simulator, start: Start) -> None:
+def test_assumed_role_credentials_renew_across_expiries(sim: FaultySimulator, start: Start) -> None:
     member = "210987654321"
     sim.put_job(REGION, make_job("member1", "member-scan", "RUNNING"), account_id=member)
     sim.faults.credential_ttl = 1.5
@@ -335,7 +337,7 @@ def test_account_comes_from_job_arns_when_sts_is_unreachable(sim: Simulator,
     assert "account lookup failed" in exporter.logs()
 
 
-def test_denied_assume_role_names_sts_assume_role(sim: Simulator, start: Start) -> None:
+def test_denied_assume_role_names_sts_assume_role(sim: FaultySimulator, start: Start) -> None:
     sim.faults.denied = {"AssumeRole"}
     exporter = start("--aws.role-arn=arn:aws:iam::210987654321:role/macie-read")
     wait_for(lambda: "missing_permission=sts:AssumeRole" in exporter.logs(),

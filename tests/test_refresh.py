@@ -12,6 +12,7 @@ from exporter.macie import LIST_PAGE_SIZE, ClientSettings, MacieTarget
 from exporter.model import Snapshot, TargetKey
 from exporter.refresh import SnapshotStore, TargetRefresher
 from exporter.simulator import MAX_PAGE_SIZE, Simulator, make_job
+from tests.simfaults import FaultySimulator
 
 REGION = "eu-west-1"
 
@@ -110,7 +111,7 @@ def test_full_redescribe_picks_up_tag_changes(sim: Simulator, refresher: TargetR
     assert snapshot(refresher).targets[0].jobs[0].tags == (("team", "b"),)
 
 
-def test_small_pages_are_followed(sim: Simulator, refresher: TargetRefresher) -> None:
+def test_small_pages_are_followed(sim: FaultySimulator, refresher: TargetRefresher) -> None:
     history(sim, terminal=20, active=3)
     sim.faults.page_size_cap = 7
     assert refresher.refresh()
@@ -119,7 +120,7 @@ def test_small_pages_are_followed(sim: Simulator, refresher: TargetRefresher) ->
 
 
 def test_failed_describe_of_a_new_job_exports_what_the_list_said(
-        sim: Simulator, refresher: TargetRefresher) -> None:
+        sim: FaultySimulator, refresher: TargetRefresher) -> None:
     sim.put_job(REGION, make_job("n", "new job", status="RUNNING", objects_to_process=9))
     sim.faults.describe_errors["n"] = (500, "InternalServerException")
     assert refresher.refresh()
