@@ -1,11 +1,17 @@
 """A simulated Macie API on loopback, speaking the real wire formats botocore parses.
 
-Macie (REST-JSON): `POST /jobs/list` (ListClassificationJobs, `nextToken` paging) and
-`GET /jobs/{jobId}` (DescribeClassificationJob), ISO-8601 timestamps, errors as an HTTP status
-plus `x-amzn-ErrorType`. STS (query protocol, XML): GetCallerIdentity and AssumeRole, with
-credentials that expire. Jobs are kept per (account, region); the region comes from the SigV4
-credential scope and the account from the access key (an AssumeRole key: the role's account;
-any other key: `account_id`).
+Macie (REST-JSON, as botocore's macie2 model has it): `POST /jobs/list`
+(ListClassificationJobs, `nextToken` paging), `GET /jobs/{jobId}` (DescribeClassificationJob)
+and `GET /macie` (GetMacieSession); ISO-8601 timestamps; errors as an HTTP status plus
+`x-amzn-ErrorType`. STS (query protocol, XML): GetCallerIdentity and AssumeRole, with
+credentials that expire. Jobs and Macie's status (ENABLED, PAUSED, or DISABLED: "Macie is not
+enabled") are kept per (account, region); the region comes from the SigV4 credential scope and
+the account from the access key (an AssumeRole key: the role's account; any other key:
+`account_id`).
+
+Requests are counted per operation and per (operation, account, region); for a caller in
+another process, `GET /_simulator/requests` answers the counts as JSON and
+`POST /_simulator/reset` zeroes them.
 
 Used by `--demo` (the story is in `exporter.demo`) and by the tests, which add fault injection
 through `_intercept` (`tests/simfaults.py`); benchmarks fill it with synthetic fleets
@@ -35,6 +41,9 @@ DEFAULT_ACCOUNT = "123456789012"
 MAX_PAGE_SIZE = 200
 DAY = 86400.0
 STS_OPERATIONS = ("GetCallerIdentity", "AssumeRole")
+MACIE_STATUSES = ("ENABLED", "PAUSED", "DISABLED")
+# Every Macie call in an account and region where Macie is not enabled gets this answer.
+NOT_ENABLED = (401, "AccessDeniedException", "Macie is not enabled.")
 Answer = tuple[int, dict[str, str], bytes]  # HTTP status, headers, body
 _CREDENTIAL_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([a-z0-9-]+)/")
 
@@ -119,6 +128,13 @@ class Call:
     auth_problem: str | None  # the error code, if the credentials are missing or expired
 
 
+@dataclass(frozen=True)
+class _Session:
+    status: str  # one of MACIE_STATUSES
+    created_at: float
+    updated_at: float
+
+
 Evolve = Callable[[float, "Simulator"], None]
 
 
@@ -132,15 +148,18 @@ class Simulator:
         self.credential_ttl = 3600.0  # lifetime of AssumeRole credentials
         self.requests: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
+        # (operation, account, region): what each target was asked
+        self.target_requests: Counter[tuple[str, str, str]] = Counter()
         self.page_sizes: Counter[int] = Counter()  # maxResults values asked for
-        self.region_requests: Counter[tuple[str, str]] = Counter()  # (operation, region)
         self.max_in_flight: Counter[str] = Counter()
         self.lock = threading.RLock()
         self._jobs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         # Jobs in list order per (account, region), rebuilt after a change.
         self._ordered: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._sessions: dict[tuple[str, str], _Session] = {}  # absent: ENABLED since _born
         self._evolve = evolve
         self._clock = clock
+        self._born = clock()
         self._keys: dict[str, tuple[str, float]] = {}  # AssumeRole key → (account, expiry)
         self._key_ids = itertools.count(1)
         self._server: _QuietServer | None = None
@@ -164,11 +183,53 @@ class Simulator:
             self._jobs.get(key, {}).pop(job_id, None)
             self._ordered.pop(key, None)
 
+    def set_macie_status(self, region: str, status: str, account_id: str | None = None) -> None:
+        """Macie's status in one account and region: ENABLED (the default), PAUSED or DISABLED.
+
+        PAUSED changes only what GetMacieSession says. DISABLED answers every Macie call with
+        "Macie is not enabled"; the jobs stay stored and come back when it is enabled again
+        (AWS would have deleted them).
+        """
+        if status not in MACIE_STATUSES:
+            raise ValueError(f"Macie status {status!r}: expected one of {MACIE_STATUSES}")
+        key = (account_id or self.account_id, region)
+        with self.lock:
+            now = self._clock()
+            session = self._sessions.get(key) or _Session("ENABLED", self._born, self._born)
+            if session.status == status:
+                return
+            created = now if session.status == "DISABLED" else session.created_at
+            self._sessions[key] = _Session(status, created, now)
+
     def reset_counts(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.target_requests.clear()
             self.max_in_flight.clear()
             self.page_sizes.clear()
+
+    @property
+    def region_requests(self) -> Counter[tuple[str, str]]:
+        """Requests per (operation, region), all accounts together."""
+        out: Counter[tuple[str, str]] = Counter()
+        with self.lock:
+            for (operation, _, region), count in self.target_requests.items():
+                out[(operation, region)] += count
+        return out
+
+    def counts(self) -> dict[str, Any]:
+        """The request counters as JSON values: what `GET /_simulator/requests` answers."""
+        with self.lock:
+            return {
+                "operations": dict(self.requests),
+                "targets": [
+                    {"operation": operation, "account_id": account, "region": region,
+                     "count": count}
+                    for (operation, account, region), count in sorted(
+                        self.target_requests.items())
+                ],
+                "max_in_flight": dict(self.max_in_flight),
+            }
 
     # ------------------------------------------------------------ server
 
@@ -197,6 +258,8 @@ class Simulator:
     # ------------------------------------------------------------ request handling
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path.startswith("/_simulator/"):
+            return self._control(method, path)
         try:
             operation, params = _route(method, path, body)
         except _Unrouted as err:
@@ -205,7 +268,7 @@ class Simulator:
         call = Call(operation, account, region, params, problem)
         with self.lock:
             self.requests[operation] += 1
-            self.region_requests[(operation, region)] += 1
+            self.target_requests[(operation, account, region)] += 1
             if operation == "ListClassificationJobs":
                 self.page_sizes[params.get("maxResults", 100)] += 1
             self.in_flight[operation] += 1
@@ -236,9 +299,23 @@ class Simulator:
         if call.auth_problem:
             return json_error(403, call.auth_problem,
                               "the security token included in the request is expired or invalid")
+        with self.lock:
+            session = self._sessions.get((call.account_id, call.region))
+        if session is not None and session.status == "DISABLED":
+            return json_error(*NOT_ENABLED)
         if call.operation == "ListClassificationJobs":
             return self._list(call)
-        return self._describe(call)
+        if call.operation == "DescribeClassificationJob":
+            return self._describe(call)
+        return self._session(call, session or _Session("ENABLED", self._born, self._born))
+
+    def _control(self, method: str, path: str) -> Answer:
+        if method == "GET" and path == "/_simulator/requests":
+            return json_answer(200, self.counts())
+        if method == "POST" and path == "/_simulator/reset":
+            self.reset_counts()
+            return json_answer(200, {})
+        return json_error(404, "UnknownOperationException", f"no route for {method} {path}")
 
     def _caller(self, headers: dict[str, str]) -> tuple[str, str, str | None]:
         match = _CREDENTIAL_SCOPE.search(headers.get("authorization", ""))
@@ -283,6 +360,16 @@ class Simulator:
         if job is None:
             return json_error(404, "ResourceNotFoundException", f"job {job_id} not found")
         return json_answer(200, job)
+
+    def _session(self, call: Call, session: _Session) -> Answer:
+        return json_answer(200, {
+            "createdAt": iso(session.created_at),
+            "findingPublishingFrequency": "FIFTEEN_MINUTES",
+            "serviceRole": f"arn:aws:iam::{call.account_id}:role/aws-service-role/"
+                           "macie.amazonaws.com/AWSServiceRoleForAmazonMacie",
+            "status": session.status,
+            "updatedAt": iso(session.updated_at),
+        })
 
     def _sts(self, call: Call) -> Answer:
         if call.auth_problem:
@@ -344,6 +431,8 @@ def _route(method: str, path: str, body: bytes) -> tuple[str, dict[str, Any]]:
         return "ListClassificationJobs", request
     if method == "GET" and path.startswith("/jobs/") and path.count("/") == 2:
         return "DescribeClassificationJob", {"jobId": unquote(path[len("/jobs/"):])}
+    if method == "GET" and path == "/macie":
+        return "GetMacieSession", {}
     raise _Unrouted(json_error(404, "UnknownOperationException",
                                f"no route for {method} {path}"))
 
