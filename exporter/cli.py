@@ -17,19 +17,27 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__, logs
-from exporter.collect import ApiRequestCounter, SelfCollector, SnapshotCollector
+from exporter.collect import SelfCollector, SnapshotCollector
 from exporter.config import Config, ConfigError, TargetConfig, load
+from exporter.counters import ApiRequestCounter, WaitCounter
+from exporter.demo import DEMO_ACCESS_KEY, DEMO_REGIONS, DEMO_SECRET_KEY, demo_simulator
 from exporter.exposition import CachedExposition
 from exporter.logs import fields
-from exporter.macie import ClientSettings, MacieTarget, default_region
-from exporter.model import TargetKey
-from exporter.refresh import Poller, SnapshotStore, TargetRefresher, refresh_all_once
+from exporter.macie import Aws, AwsSettings, MacieTarget, default_region
+from exporter.model import UNKNOWN_ACCOUNT, TargetKey
+from exporter.pool import CallPool
+from exporter.refresh import (
+    Poller,
+    RefreshSettings,
+    SnapshotStore,
+    TargetRefresher,
+    refresh_all_once,
+)
 from exporter.server import HttpServer, make_app
-from exporter.simulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Simulator, demo_simulator
+from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
-DEMO_REGIONS = ("eu-west-1", "us-east-1")
 
 
 M_ARENA_MAX = -8  # glibc's malloc.h
@@ -53,12 +61,17 @@ def limit_malloc_arenas() -> bool:
     return bool(mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1)
 
 
-def _settings(config: Config) -> ClientSettings:
-    return ClientSettings(
+def _settings(config: Config) -> AwsSettings:
+    return AwsSettings(
         endpoint_url=config.endpoint_url, retry_mode=config.retry_mode,
         max_attempts=config.max_attempts, connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout, concurrency=config.concurrency,
+        read_timeout=config.read_timeout, max_pool_connections=config.concurrency + 2,
     )
+
+
+def _role_account(role_arn: str | None) -> str:
+    """The account of `arn:aws:iam::<account>:role/<name>`, else unknown until asked."""
+    return role_arn.split(":")[4] if role_arn else UNKNOWN_ACCOUNT
 
 
 def _regions(targets: Sequence[TargetConfig], fallback: Sequence[str]) -> list[TargetConfig]:
@@ -83,7 +96,7 @@ def _regions(targets: Sequence[TargetConfig], fallback: Sequence[str]) -> list[T
 
 
 class Exporter:
-    """The assembled process: targets, refreshers, the registry and (optionally) the demo."""
+    """The assembled process: AWS plumbing, call pool, refreshers, registry, optional demo."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -96,22 +109,21 @@ class Exporter:
             settings = replace(settings, endpoint_url=url, sts_endpoint_url=url,
                                static_credentials=(DEMO_ACCESS_KEY, DEMO_SECRET_KEY))
             fallback = DEMO_REGIONS
-        targets = _regions(config.targets, fallback)
         self.requests = ApiRequestCounter()
-        apis = [MacieTarget(t, t.region or "", settings, self.requests, config.list_filter)
-                for t in targets]
-        self.store = SnapshotStore(
-            [TargetKey(a.identity.account_id, a.identity.region) for a in apis]
+        self.waits = WaitCounter()
+        self.aws = Aws(settings, self.requests)
+        self.pool = CallPool(config.concurrency, rate=config.requests_per_second,
+                             on_wait=self._waited)
+        self.store = SnapshotStore()
+        self.refresh_settings = RefreshSettings(
+            tag_keys=config.tag_keys, interval=config.refresh_interval,
+            full_redescribe_interval=config.full_redescribe_interval,
+            terminal_max_age=config.terminal_max_age, status_interval=config.status_interval,
         )
-        self.refreshers = [
-            TargetRefresher(
-                i, api, self.store, tag_keys=config.tag_keys, concurrency=config.concurrency,
-                full_redescribe_interval=config.full_redescribe_interval,
-                interval=config.refresh_interval, terminal_max_age=config.terminal_max_age,
-            )
-            for i, api in enumerate(apis)
-        ]
-        live = SelfCollector(self.requests)
+        self.refreshers: list[TargetRefresher] = []
+        for target in _regions(config.targets, fallback):
+            self.add_target(target)
+        live = SelfCollector(self.requests, self.waits)
         # Our collectors describe nothing (registering does no work), so name[] filters need
         # support_collectors_without_names to reach them.
         self.registry = CollectorRegistry(auto_describe=False,
@@ -121,14 +133,37 @@ class Exporter:
         self.exposition = CachedExposition(self.store.get, config.tag_keys, [live])
         self.store.subscribe(self.exposition.snapshot_changed)
 
+    def _waited(self, owner: object, seconds: float) -> None:
+        if isinstance(owner, TargetRefresher):
+            self.waits.add(owner.key, seconds)
+
+    def add_target(self, target: TargetConfig) -> TargetRefresher | None:
+        """A refresher for one account x region; None if that key is polled already."""
+        key = TargetKey(_role_account(target.role_arn), target.region or "")
+        if key.account_id != UNKNOWN_ACCOUNT and any(r.key == key for r in self.refreshers):
+            log.warning("target polled already; the duplicate is ignored",
+                        extra=fields(account_id=key.account_id, region=key.region,
+                                     role_arn=target.role_arn or ""))
+            return None
+        api = MacieTarget(self.aws, key, target.role_arn, target.external_id,
+                          self.config.list_filter)
+        refresher = TargetRefresher(api, self.store, self.pool, self.refresh_settings,
+                                    counters=(self.requests, self.waits))
+        self.store.put(self.store.result(key))
+        self.refreshers.append(refresher)
+        return refresher
+
+    def start(self) -> None:
+        self.pool.start()
+
     def close(self) -> None:
-        for refresher in self.refreshers:
-            refresher.close()
+        self.pool.stop()
         if self.simulator is not None:
             self.simulator.stop()
 
 
 def _once(exporter: Exporter) -> int:
+    exporter.start()
     ok = refresh_all_once(exporter.refreshers)
     sys.stdout.buffer.write(generate_latest(exporter.registry))
     sys.stdout.flush()
@@ -165,6 +200,7 @@ def _serve(exporter: Exporter) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     poller = Poller(exporter.refreshers, config.refresh_interval)
+    exporter.start()
     exporter.exposition.start()
     server.start()
     poller.start()

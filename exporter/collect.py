@@ -4,71 +4,61 @@ from __future__ import annotations
 
 import functools
 import platform
-import re
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib.metadata import version
-from typing import Protocol
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.model import JOB_STATUSES, JOB_TYPES, Job, Snapshot
+from exporter.counters import ApiRequestCounter, WaitCounter
+from exporter.model import JOB_STATUSES, MACIE_STATUSES, Job, Snapshot, tag_label_name
 
-NAMESPACE = "macie"
 JOB_LABELS = ("account_id", "region", "job_id", "job_name")
 TARGET_LABELS = ("account_id", "region")
 
-_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def tag_label_name(key: str) -> str:
-    """`tag_<key>` with every character that a label name cannot hold replaced by `_`."""
-    return "tag_" + _INVALID_LABEL_CHARS.sub("_", key)
-
 
 def _gauge(name: str, documentation: str, labels: Sequence[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"{NAMESPACE}_{name}", documentation, labels=list(labels))
+    return GaugeMetricFamily(name, documentation, labels=list(labels))
 
 
 # Per-job numeric series: (metric suffix, HELP text, Job attribute).
 _JOB_VALUES: tuple[tuple[str, str, Callable[[Job], float | bool | None]], ...] = (
     (
-        "classification_job_runs",
+        "macie_classification_job_runs",
         "Number of times the job has run (statistics.numberOfRuns).",
         lambda j: j.runs,
     ),
     (
-        "classification_job_objects_to_process",
+        "macie_classification_job_objects_to_process",
         "Approximate number of objects the job has yet to process during its current run "
         "(statistics.approximateNumberOfObjectsToProcess).",
         lambda j: j.objects_to_process,
     ),
     (
-        "classification_job_last_run_error",
+        "macie_classification_job_last_run_error",
         "1 if account- or bucket-level errors occurred during the job's most recent run "
         "(lastRunErrorStatus.code is ERROR), 0 otherwise.",
         lambda j: j.last_run_error,
     ),
     (
-        "classification_job_created_timestamp_seconds",
+        "macie_classification_job_created_timestamp_seconds",
         "When the job was created, in seconds since the Unix epoch.",
         lambda j: j.created_at,
     ),
     (
-        "classification_job_last_run_timestamp_seconds",
+        "macie_classification_job_last_run_timestamp_seconds",
         "When the job's most recent run started, in seconds since the Unix epoch.",
         lambda j: j.last_run_at,
     ),
     (
-        "classification_job_paused_timestamp_seconds",
+        "macie_classification_job_paused_timestamp_seconds",
         "When a user paused the job (userPausedDetails.jobPausedAt), in seconds since the "
         "Unix epoch.",
         lambda j: j.paused_at,
     ),
     (
-        "classification_job_pause_expiry_timestamp_seconds",
+        "macie_classification_job_pause_expiry_timestamp_seconds",
         "When Macie cancels the user-paused job or job run unless it is resumed "
         "(userPausedDetails.jobExpiresAt), in seconds since the Unix epoch.",
         lambda j: j.pause_expires_at,
@@ -119,12 +109,13 @@ class SnapshotCollector(Collector):
     def summary_families(self, snapshot: Snapshot) -> Iterator[Metric]:
         """The families that do not grow with the number of jobs, after the per-job ones."""
         yield self._counts(snapshot)
+        yield self._macie_status(snapshot)
         yield from self._target_families(snapshot)
 
     @staticmethod
     def _info(rows: Sequence[JobRow]) -> Metric:
         family = _gauge(
-            "classification_job_info",
+            "macie_classification_job_info",
             "Information about a classification job; the value is always 1.",
             (*JOB_LABELS, "job_type", "schedule", "managed_data_identifier_selector"),
         )
@@ -136,7 +127,7 @@ class SnapshotCollector(Collector):
     @staticmethod
     def _status(rows: Sequence[JobRow]) -> Metric:
         family = _gauge(
-            "classification_job_status",
+            "macie_classification_job_status",
             "Current status of the job: 1 for the current status, 0 for the others.",
             (*JOB_LABELS, "status"),
         )
@@ -160,7 +151,7 @@ class SnapshotCollector(Collector):
 
     def _tags(self, rows: Sequence[JobRow]) -> Metric:
         family = _gauge(
-            "classification_job_tags",
+            "macie_classification_job_tags",
             "Allow-listed tags of the job as labels; the value is always 1.",
             (*JOB_LABELS, *self._tag_labels),
         )
@@ -174,7 +165,7 @@ class SnapshotCollector(Collector):
     @staticmethod
     def _counts(snapshot: Snapshot) -> Metric:
         family = _gauge(
-            "classification_jobs",
+            "macie_classification_jobs",
             "Number of classification jobs listed, by status and type.",
             (*TARGET_LABELS, "status", "job_type"),
         )
@@ -183,24 +174,42 @@ class SnapshotCollector(Collector):
                 family.add_metric([account, target.key.region, state, job_type], count)
         return family
 
+    @staticmethod
+    def _macie_status(snapshot: Snapshot) -> Metric:
+        family = _gauge(
+            "macie_status",
+            "Macie's status in the account and region, from GetMacieSession: 1 for the current "
+            "status, 0 for the others. DISABLED means Macie is not enabled there.",
+            (*TARGET_LABELS, "status"),
+        )
+        for target in snapshot.targets:
+            if target.macie_status is None:
+                continue
+            labels = [target.key.account_id, target.key.region]
+            for state in MACIE_STATUSES:
+                family.add_metric([*labels, state], 1 if target.macie_status == state else 0)
+            if target.macie_status not in MACIE_STATUSES:
+                family.add_metric([*labels, target.macie_status], 1)
+        return family
+
     def _target_families(self, snapshot: Snapshot) -> Iterator[Metric]:
         success = _gauge(
-            "exporter_refresh_success",
+            "macie_exporter_refresh_success",
             "1 if the last refresh of this target succeeded, 0 if it failed.",
             TARGET_LABELS,
         )
         last_success = _gauge(
-            "exporter_last_refresh_success_timestamp_seconds",
+            "macie_exporter_last_refresh_success_timestamp_seconds",
             "When this target last refreshed successfully, in seconds since the Unix epoch.",
             TARGET_LABELS,
         )
         duration = _gauge(
-            "exporter_refresh_duration_seconds",
+            "macie_exporter_refresh_duration_seconds",
             "How long the last refresh of this target took.",
             TARGET_LABELS,
         )
         failures = _gauge(
-            "exporter_describe_failures",
+            "macie_exporter_describe_failures",
             "Jobs whose DescribeClassificationJob call failed in the last refresh; they keep "
             "their last known values.",
             TARGET_LABELS,
@@ -217,53 +226,13 @@ class SnapshotCollector(Collector):
         yield from (success, last_success, duration, failures)
 
 
-def zero_filled_counts(
-    counted: dict[tuple[str, str, str], int], accounts: Iterable[str]
-) -> tuple[tuple[tuple[str, str, str], int], ...]:
-    """Counts with every documented status x type present (0 when none), sorted."""
-    full = dict(counted)
-    for account in accounts:
-        for state in JOB_STATUSES:
-            for job_type in JOB_TYPES:
-                full.setdefault((account, state, job_type), 0)
-    return tuple(sorted(full.items()))
-
-
-class Labelled(Protocol):
-    """Anything with the target labels; read when rendering, so a late-learned account shows."""
-
-    account_id: str
-    region: str
-
-
-class ApiRequestCounter:
-    """Counts every HTTP attempt to AWS by target, operation and outcome (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[Labelled, str, str], int] = {}
-
-    def inc(self, target: Labelled, operation: str, outcome: str) -> None:
-        key = (target, operation, outcome)
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
-
-    def items(self) -> list[tuple[tuple[str, str, str, str], int]]:
-        """((account_id, region, operation, outcome), count), merged and sorted."""
-        merged: dict[tuple[str, str, str, str], int] = {}
-        with self._lock:
-            for (target, operation, outcome), count in self._counts.items():
-                key = (target.account_id, target.region, operation, outcome)
-                merged[key] = merged.get(key, 0) + count
-        return sorted(merged.items())
-
-
 class SelfCollector(Collector):
-    """Live self-metrics: API request counts and build information."""
+    """Live self-metrics: API request counts, rate-limit waits and build information."""
 
-    def __init__(self, requests: ApiRequestCounter,
+    def __init__(self, requests: ApiRequestCounter, waits: WaitCounter | None = None,
                  build: Sequence[str] | None = None) -> None:
         self._requests = requests
+        self._waits = waits
         self._build = list(build or (__version__, platform.python_version(), version("boto3")))
 
     def describe(self) -> Iterable[Metric]:
@@ -271,7 +240,7 @@ class SelfCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            f"{NAMESPACE}_exporter_api_requests",
+            "macie_exporter_api_requests",
             "HTTP requests sent to AWS, retried attempts included, by operation and outcome "
             "(success or the AWS error code).",
             labels=[*TARGET_LABELS, "operation", "outcome"],
@@ -279,8 +248,17 @@ class SelfCollector(Collector):
         for labels, count in self._requests.items():
             requests.add_metric(list(labels), count)
         yield requests
+        if self._waits is not None:
+            waits = CounterMetricFamily(
+                "macie_exporter_rate_limit_wait_seconds",
+                "Time AWS calls for this target waited for --aws.requests-per-second.",
+                labels=list(TARGET_LABELS),
+            )
+            for target, seconds in self._waits.items():
+                waits.add_metric(list(target), seconds)
+            yield waits
         build = _gauge(
-            "exporter_build_info",
+            "macie_exporter_build_info",
             "Build information of the exporter; the value is always 1.",
             ("version", "python_version", "boto3_version"),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from exporter.collect import tag_label_name
+from exporter.model import tag_label_name
 
 DEFAULT_PORT = 9729
 ENV_PREFIX = "MACIE_EXPORTER_"
@@ -51,6 +52,8 @@ class Config:
     read_timeout: float
     refresh_interval: float
     concurrency: int
+    status_interval: float
+    requests_per_second: float
     full_redescribe_interval: float
     tag_keys: tuple[str, ...]
     terminal_max_age: float
@@ -99,6 +102,16 @@ def _positive_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r} must be longer than 0s")
     return seconds
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of requests per second, got {text!r}") from None
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"expected 0 (no limit) or a positive number, got {text!r}")
+    return rate
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -265,14 +278,18 @@ OPTIONS: tuple[Option, ...] = (
            "botocore retry mode."),
     Option("aws.max-attempts", "5", _int_between(1, 20),
            "Attempts per API call, the first one included (botocore max_attempts)."),
+    Option("aws.requests-per-second", "0", _from_text(_rate),
+           "Most AWS calls per second per account and region (a token bucket); 0 is no limit."),
     Option("aws.connect-timeout", "5s", _from_text(_positive_duration),
            "Connect timeout per HTTP attempt; must be shorter than the refresh interval."),
     Option("aws.read-timeout", "20s", _from_text(_positive_duration),
            "Read timeout per HTTP attempt; must be shorter than the refresh interval."),
     Option("refresh.interval", "60s", _from_text(_interval),
            "How often to poll the Macie API (at least 1s)."),
-    Option("refresh.concurrency", "8", _int_between(1, 64),
-           "Parallel DescribeClassificationJob calls per target."),
+    Option("refresh.concurrency", "16", _int_between(1, 256),
+           "AWS calls in flight at once, for the whole process (1-256)."),
+    Option("refresh.status-interval", "1h", _from_text(_interval),
+           "How often to check Macie's status per account and region (GetMacieSession)."),
     Option("refresh.full-redescribe-interval", "24h", _from_text(_positive_duration),
            "How often COMPLETE and CANCELLED jobs are described again (tag changes)."),
     Option("jobs.tag-labels", "", _tag_keys,
@@ -464,18 +481,20 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
             values[flag] = interval / 2
 
     if raw_targets is not None:
-        if values["aws.role-arn"]:
+        if values["aws.role-arn"] or values["aws.external-id"]:
+            flag = "--aws.role-arn" if values["aws.role-arn"] else "--aws.external-id"
             raise ConfigError(
-                "--aws.role-arn: cannot be combined with targets in the config file; "
-                "put role_arn on a target instead"
+                f"{flag}: cannot be combined with targets in the config file; "
+                "put role_arn and external_id on a target instead"
             )
-        targets = _targets_from_yaml(raw_targets, config_path or "", values["aws.regions"])
+        specs = [_TargetSpec(f"{where}.", "role_arn", "external_id", "regions", item)
+                 for where, item in _yaml_targets(raw_targets, config_path or "")]
     else:
-        regions = values["aws.regions"] or (None,)
-        targets = tuple(
-            TargetConfig(region, values["aws.role-arn"], values["aws.external-id"])
-            for region in regions
-        )
+        specs = [_TargetSpec("", "--aws.role-arn", sources["aws.external-id"],
+                             sources["aws.regions"],
+                             {"role_arn": values["aws.role-arn"] or "",
+                              "external_id": values["aws.external-id"] or ""})]
+    targets = build_targets(specs, values["aws.regions"])
     host, port = values["web.listen-address"]
     return Config(
         listen_host=host,
@@ -490,6 +509,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         read_timeout=values["aws.read-timeout"],
         refresh_interval=interval,
         concurrency=values["refresh.concurrency"],
+        status_interval=values["refresh.status-interval"],
+        requests_per_second=values["aws.requests-per-second"],
         full_redescribe_interval=values["refresh.full-redescribe-interval"],
         tag_keys=values["jobs.tag-labels"],
         terminal_max_age=values["jobs.terminal-max-age"],
@@ -501,28 +522,45 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
     )
 
 
-def _targets_from_yaml(
-    raw: Any, path: str, default_regions: tuple[str, ...]
-) -> tuple[TargetConfig, ...]:
+@dataclass(frozen=True, slots=True)
+class _TargetSpec:
+    """One `targets` entry, or the flags' one target: its raw values and how to name them."""
+
+    prefix: str  # "config file F: targets[0]." for YAML, "" for flags/env
+    role_name: str  # the key or flag of each value, for messages
+    external_id_name: str
+    regions_name: str
+    values: Mapping[str, Any]
+
+    def name(self, field: str) -> str:
+        return self.prefix + {"role_arn": self.role_name, "external_id": self.external_id_name,
+                              "regions": self.regions_name}[field]
+
+
+def build_targets(specs: Sequence[_TargetSpec],
+                  default_regions: tuple[str, ...]) -> tuple[TargetConfig, ...]:
+    """Targets from the flags or the config file's `targets`, by one set of rules."""
     targets: list[TargetConfig] = []
-    for where, item in _yaml_targets(raw, path):
+    for spec in specs:
+        parsed: dict[str, Any] = {}
+        for field, parse in (("role_arn", _role_arn), ("external_id", _optional_string)):
+            try:
+                parsed[field] = parse(spec.values.get(field, ""))
+            except ValueError as err:
+                raise ConfigError(f"{spec.name(field)}: {err}") from None
         try:
-            role = _role_arn(item.get("role_arn", ""))
+            regions = (_regions(spec.values["regions"]) if "regions" in spec.values
+                       else default_regions)
         except ValueError as err:
-            raise ConfigError(f"{where}.role_arn: {err}") from None
-        try:
-            external_id = _optional_string(item.get("external_id", ""))
-        except ValueError as err:
-            raise ConfigError(f"{where}.external_id: {err}") from None
-        try:
-            regions = _regions(item["regions"]) if "regions" in item else default_regions
-        except ValueError as err:
-            raise ConfigError(f"{where}.regions: {err}") from None
+            raise ConfigError(f"{spec.name('regions')}: {err}") from None
+        role, external_id = parsed["role_arn"], parsed["external_id"]
         if external_id and not role:
-            raise ConfigError(f"{where}.external_id: set only together with role_arn")
+            raise ConfigError(f"{spec.name('external_id')}: set only together with "
+                              f"{spec.name('role_arn').removeprefix(spec.prefix)}")
         for region in regions or (None,):
             target = TargetConfig(region, role, external_id)
             if target in targets:
-                raise ConfigError(f"{where}: duplicates an earlier target ({region}, {role})")
+                raise ConfigError(f"{spec.prefix.rstrip('.')}: duplicates an earlier target "
+                                  f"({region}, {role})")
             targets.append(target)
     return tuple(targets)

@@ -1,4 +1,13 @@
-"""The AWS boundary: the only module that talks to boto3/botocore."""
+"""The AWS boundary: the only module that imports botocore.
+
+Shared for the whole process: one botocore session (so botocore's loader and service models
+are loaded once), one client per service and region, and one credential provider per account
+(an assumed role's credentials are renewed by botocore before they expire, once per account
+whatever the number of its regions). A client is not tied to an account: every call is made
+inside `MacieTarget._bound()`, which names the target the call is for, and a `before-sign`
+handler signs it with that target's credentials. Every HTTP attempt is counted for the target
+it was made for.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +16,23 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import boto3
 import botocore.session
 from botocore.config import Config as BotoConfig
-from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    Credentials,
+    DeferredRefreshableCredentials,
+)
 from botocore.exceptions import BotoCoreError, ClientError
 
 from exporter import __version__
-from exporter.collect import ApiRequestCounter
-from exporter.config import TargetConfig
+from exporter.counters import ApiRequestCounter
 from exporter.logs import fields
-
-if TYPE_CHECKING:
-    from mypy_boto3_macie2 import Macie2Client
-    from mypy_boto3_sts import STSClient
+from exporter.model import TargetKey
 
 log = logging.getLogger(__name__)
 
@@ -34,39 +43,49 @@ MAX_LIST_PAGES = 500
 IAM_ACTIONS = {
     "ListClassificationJobs": "macie2:ListClassificationJobs",
     "DescribeClassificationJob": "macie2:DescribeClassificationJob",
+    "GetMacieSession": "macie2:GetMacieSession",
     "GetCallerIdentity": "sts:GetCallerIdentity",
     "AssumeRole": "sts:AssumeRole",
 }
-UNKNOWN_ACCOUNT = "unknown"
+_DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
 
 
 class ApiError(Exception):
     """A failed AWS call, after botocore's retries; `code` is the AWS error code."""
 
-    def __init__(self, operation: str, code: str, message: str = "") -> None:
+    def __init__(self, operation: str, code: str, message: str = "",
+                 http_status: int | None = None) -> None:
         super().__init__(f"{operation}: {code}: {message}" if message else f"{operation}: {code}")
         self.operation = operation
         self.code = code
         self.message = message
+        self.http_status = http_status
+
+    @property
+    def macie_disabled(self) -> bool:
+        """Macie is not enabled in this account and region (HTTP 401 AccessDeniedException)."""
+        return (self.code == "AccessDeniedException" and self.operation in _MACIE_OPERATIONS
+                and (self.http_status == 401 or "macie is not enabled" in self.message.lower()))
 
     @property
     def missing_permission(self) -> str | None:
-        """The IAM action to grant when AWS denied access, else None."""
-        if self.code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+        """The IAM action to grant when IAM denied access, else None."""
+        if self.code in _DENIED and not self.macie_disabled:
             return IAM_ACTIONS.get(self.operation, self.operation)
         return None
 
 
 @dataclass(frozen=True, slots=True)
-class ClientSettings:
-    """How every client is built (one botocore Config for all targets)."""
+class AwsSettings:
+    """How every client is built (one botocore Config for the process)."""
 
     endpoint_url: str | None
     retry_mode: str
     max_attempts: int
     connect_timeout: float
     read_timeout: float
-    concurrency: int
+    # HTTP connections each client may keep: the calls in flight at once, plus a margin.
+    max_pool_connections: int = 10
     sts_endpoint_url: str | None = None
     # Static credentials (demo mode only); None: the SDK's default credential chain.
     static_credentials: tuple[str, str] | None = None
@@ -78,7 +97,7 @@ class ClientSettings:
                      "total_max_attempts": self.max_attempts},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            max_pool_connections=max(10, self.concurrency + 2),
+            max_pool_connections=self.max_pool_connections,
             user_agent_extra=f"macie-exporter/{__version__}",
         )
 
@@ -89,15 +108,19 @@ def default_region() -> str | None:
     Raises ValueError when the SDK's own configuration (profile, config file) is broken.
     """
     try:
-        return boto3.Session().region_name
+        session = botocore.session.Session()
+        session.get_scoped_config()  # raises when the profile or the config file is broken
+        region = session.get_config_variable("region")
     except BotoCoreError as err:
         raise ValueError(str(err)) from None
+    return str(region) if region else None
 
 
 # What botocore's parsers raise, besides its own errors, on answers of the wrong shape
 # (an unparseable timestamp, a map where a list belongs).
 _PARSE_ERRORS = (ValueError, TypeError, AttributeError, KeyError)
-_JSON_OPERATIONS = frozenset({"ListClassificationJobs", "DescribeClassificationJob"})
+_MACIE_OPERATIONS = frozenset({"ListClassificationJobs", "DescribeClassificationJob",
+                               "GetMacieSession"})
 
 
 def _is_json(body: object) -> bool:
@@ -113,191 +136,234 @@ def _is_json(body: object) -> bool:
 def _error(operation: str, err: Exception) -> ApiError:
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         # The failing call may be another one than the caller's: an AssumeRole made to renew
         # credentials during a Macie call reports as AssumeRole.
         return ApiError(err.operation_name or operation, error.get("Code") or "Unknown",
-                        error.get("Message", ""))
+                        error.get("Message", ""), status)
     return ApiError(operation, type(err).__name__, str(err))
 
 
-class TargetIdentity:
-    """Labels of one target; the account is learned once (role ARN or GetCallerIdentity)."""
+class _Binding(threading.local):
+    """The target the calling thread is making a call for."""
 
-    def __init__(self, region: str, account_id: str | None) -> None:
-        self.region = region
-        self.account_id = account_id or UNKNOWN_ACCOUNT
+    key: TargetKey | None = None
+    credentials: Credentials | None = None
+    malformed: bool = False
 
 
-class MacieTarget:
-    """One account x region: a Macie client with counted requests and renewing credentials."""
+_bound = _Binding()
 
-    def __init__(
-        self, target: TargetConfig, region: str, settings: ClientSettings,
-        requests: ApiRequestCounter, list_filter: dict[str, Any] | None = None,
-    ) -> None:
-        self.target = target
-        self._list_filter = list_filter
+
+class Aws:
+    """The process's AWS plumbing: a botocore session, clients, credentials, request counts."""
+
+    def __init__(self, settings: AwsSettings, requests: ApiRequestCounter) -> None:
         self.settings = settings
-        # arn:aws:iam::<account>:role/<name>
-        role_account = target.role_arn.split(":")[4] if target.role_arn else None
-        self.identity = TargetIdentity(region, role_account)
         self._requests = requests
         self._config = settings.botocore_config()
+        self._session = botocore.session.Session()
+        if settings.static_credentials:
+            self._session.set_credentials(*settings.static_credentials)
         self._lock = threading.Lock()
-        self._client: Macie2Client | None = None
-        self._asked_sts = False
-        self._malformed = threading.local()  # set by _count for the calling thread
-        self._session: boto3.Session | None = None
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._credentials: dict[tuple[str, str | None], Credentials] = {}
+        self._caller_account: str | None = None
 
-    # ------------------------------------------------------------ clients
+    # ------------------------------------------------------------ event handlers
 
     def _count(self, event_name: str, response_dict: dict[str, Any] | None = None,
                parsed_response: dict[str, Any] | None = None,
                exception: Exception | None = None, **_: Any) -> None:
+        key = _bound.key
+        if key is None:
+            return
         operation = event_name.rsplit(".", 1)[-1]
         if exception is not None:
             outcome = type(exception).__name__
         elif response_dict is not None and response_dict["status_code"] < 300:
             outcome = "success"
-            if operation in _JSON_OPERATIONS and not _is_json(response_dict.get("body")):
+            if operation in _MACIE_OPERATIONS and not _is_json(response_dict.get("body")):
                 # botocore reads a body that is not JSON as an empty answer: flag it.
                 outcome = "MalformedResponse"
-                self._malformed.seen = True
+                _bound.malformed = True
         else:
             error = (parsed_response or {}).get("Error", {})
             status = response_dict["status_code"] if response_dict else 0
             outcome = error.get("Code") or f"HTTP{status}"
-        self._requests.inc(self.identity, operation, outcome)
+        self._requests.inc(key, operation, outcome)
 
-    def _instrument(self, client: Any) -> Any:
+    @staticmethod
+    def _sign_as_bound_target(request: Any, **_: Any) -> None:
+        if _bound.credentials is not None:
+            request.context.setdefault("signing", {})["request_credentials"] = _bound.credentials
+
+    # ------------------------------------------------------------ clients and credentials
+
+    def _new_client(self, service: str, region: str, endpoint_url: str | None,
+                    **kwargs: Any) -> Any:
+        client = self._session.create_client(service, region_name=region, config=self._config,
+                                             endpoint_url=endpoint_url, **kwargs)
         client.meta.events.register("response-received", self._count)
         return client
 
-    def _sts_client(self, session: botocore.session.Session, service: str,
-                    **kwargs: Any) -> Any:
-        return self._instrument(session.create_client(
-            service, region_name=self.identity.region, config=self._config,
-            endpoint_url=self.settings.sts_endpoint_url, **kwargs,
-        ))
+    def client(self, service: str, region: str) -> Any:
+        """The shared client of `service` in `region`; its calls are signed per target."""
+        with self._lock:
+            client = self._clients.get((service, region))
+            if client is None:
+                endpoint = (self.settings.sts_endpoint_url if service == "sts"
+                            else self.settings.endpoint_url)
+                try:
+                    client = self._new_client(service, region, endpoint)
+                except BotoCoreError as err:
+                    raise _error("CreateClient", err) from None
+                client.meta.events.register("before-sign", self._sign_as_bound_target)
+                self._clients[(service, region)] = client
+            return client
 
-    def _make_session(self) -> boto3.Session:
-        static = self.settings.static_credentials
-        base = botocore.session.Session()
-        if static:
-            base.set_credentials(*static)
-        if not self.target.role_arn:
-            return boto3.Session(botocore_session=base, region_name=self.identity.region)
-        source = base.get_credentials()
+    def default_credentials(self) -> Credentials | None:
+        """The SDK's default credential chain (or the demo's keys); None when it finds none."""
+        try:
+            return self._session.get_credentials()
+        except BotoCoreError as err:
+            raise _error("LoadCredentials", err) from None
+
+    def credentials(self, role_arn: str | None, external_id: str | None,
+                    region: str) -> Credentials | None:
+        """The credentials of one account: the default chain, or one assumed role shared by
+        every region of that account (AssumeRole goes to STS in the first region asked for)."""
+        if not role_arn:
+            return self.default_credentials()
+        with self._lock:
+            found = self._credentials.get((role_arn, external_id))
+        if found is not None:
+            return found
+        source = self.default_credentials()
         if source is None:
             raise ApiError("AssumeRole", "NoCredentials", "no source credentials found")
         extra: dict[str, Any] = {"RoleSessionName": f"macie-exporter-{__version__}"}
-        if self.target.external_id:
-            extra["ExternalId"] = self.target.external_id
+        if external_id:
+            extra["ExternalId"] = external_id
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=functools.partial(self._sts_client, base),
-            source_credentials=source, role_arn=self.target.role_arn, extra_args=extra,
+            client_creator=functools.partial(self._sts_client, region),
+            source_credentials=source, role_arn=role_arn, extra_args=extra,
         )
-        assumed = botocore.session.Session()
-        # botocore renews DeferredRefreshableCredentials before they expire, on any call.
-        assumed._credentials = DeferredRefreshableCredentials(  # type: ignore[attr-defined]
-            refresh_using=fetcher.fetch_credentials, method="assume-role"
-        )
-        return boto3.Session(botocore_session=assumed, region_name=self.identity.region)
-
-    def _get_client(self) -> Macie2Client:
+        created = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
+                                                 method="assume-role")
         with self._lock:
-            if self._client is None:
-                try:
-                    self._session = self._make_session()
-                except BotoCoreError as err:
-                    raise _error("LoadCredentials", err) from None
-                self._client = self._instrument(self._session.client(
-                    "macie2", config=self._config, endpoint_url=self.settings.endpoint_url,
-                ))
-            return self._client
+            return self._credentials.setdefault((role_arn, external_id), created)
 
-    def resolve_account(self) -> str:
-        """The target's account: from the role ARN, else sts:GetCallerIdentity.
+    def _sts_client(self, region: str, service: str, **kwargs: Any) -> Any:
+        """The AssumeRole fetcher's client (with the source credentials it passes)."""
+        return self._new_client(service, region, self.settings.sts_endpoint_url, **kwargs)
 
-        GetCallerIdentity is tried once per target; if it fails (no route to STS, say) the
-        account stays `unknown` until a described job's ARN tells it (`learn_account`).
-        """
-        if self.identity.account_id != UNKNOWN_ACCOUNT or self._asked_sts:
-            return self.identity.account_id
-        self._asked_sts = True
-        self._get_client()
-        assert self._session is not None
-        sts: STSClient = self._instrument(self._session.client(
-            "sts", config=self._config, endpoint_url=self.settings.sts_endpoint_url,
-        ))
+    def caller_account(self, target: MacieTarget) -> str:
+        """The account of the default credentials (sts:GetCallerIdentity), asked until known."""
+        if self._caller_account is None:
+            answer = target.call("sts", "get_caller_identity", "GetCallerIdentity")
+            self._caller_account = str(answer["Account"])
+        return self._caller_account
+
+
+class MacieTarget:
+    """The calls of one account x region, made through the shared plumbing."""
+
+    def __init__(self, aws: Aws, key: TargetKey, role_arn: str | None = None,
+                 external_id: str | None = None,
+                 list_filter: dict[str, Any] | None = None) -> None:
+        self.aws = aws
+        self.key = key  # re-keyed by the refresher when the account is learned late
+        self.role_arn = role_arn
+        self.external_id = external_id
+        self._list_filter = list_filter
+        self._credentials: Credentials | None = None
+
+    @contextmanager
+    def _bound(self) -> Iterator[None]:
+        if self._credentials is None:
+            self._credentials = self.aws.credentials(self.role_arn, self.external_id,
+                                                     self.key.region)
+        _bound.key, _bound.credentials, _bound.malformed = self.key, self._credentials, False
         try:
-            self.identity.account_id = sts.get_caller_identity()["Account"]
+            yield
+        finally:
+            _bound.key = _bound.credentials = None
+
+    def call(self, service: str, method: str, operation: str, **arguments: Any) -> dict[str, Any]:
+        """One API call for this target, errors as ApiError."""
+        try:
+            with self._bound():
+                answer: dict[str, Any] = dict(getattr(self.aws.client(service, self.key.region),
+                                                      method)(**arguments))
+                malformed = _bound.malformed
         except (ClientError, BotoCoreError) as err:
-            failure = _error("GetCallerIdentity", err)
-            log.warning("account lookup failed; the account will be taken from job ARNs",
-                        extra=fields(region=self.identity.region, operation=failure.operation,
-                                     error_code=failure.code))
-        return self.identity.account_id
-
-    def learn_account(self, account_id: str) -> None:
-        """Adopt the account seen in a job ARN when STS could not tell it."""
-        if self.identity.account_id == UNKNOWN_ACCOUNT:
-            self.identity.account_id = account_id
-
-    # ------------------------------------------------------------ Macie calls
-
-    def _check_body(self, operation: str) -> None:
-        """Raise if the answer this thread just got was not JSON (see _count)."""
-        if getattr(self._malformed, "seen", False):
-            self._malformed.seen = False
+            raise _error(operation, err) from None
+        except _PARSE_ERRORS as err:
+            raise ApiError(operation, "MalformedResponse", str(err)) from None
+        if malformed:
             raise ApiError(operation, "MalformedResponse", "the answer is not valid JSON")
+        answer.pop("ResponseMetadata", None)
+        return answer
+
+    def resolve_account(self) -> str | None:
+        """The account of a target without a role (GetCallerIdentity), or None if STS fails."""
+        try:
+            return self.aws.caller_account(self)
+        except ApiError as err:
+            log.warning("account lookup failed; the account will be taken from job ARNs",
+                        extra=fields(region=self.key.region, operation=err.operation,
+                                     error_code=err.code))
+            return None
+
+    def get_macie_session(self) -> dict[str, Any]:
+        return self.call("macie2", "get_macie_session", "GetMacieSession")
+
+    def describe_job(self, job_id: str) -> dict[str, Any]:
+        return self.call("macie2", "describe_classification_job", "DescribeClassificationJob",
+                         jobId=job_id)
 
     def list_pages(self) -> Iterator[list[Any]]:
         """Every page of JobSummaries, through botocore's paginator at the largest page size.
 
-        A generator, so that a refresh holds one page at a time, not every summary.
+        A generator: each page is one call, made by whichever thread asks for the next page.
         """
-        client = self._get_client()
-        paginator = client.get_paginator("list_classification_jobs")
+        operation = "ListClassificationJobs"
         arguments: dict[str, Any] = {"PaginationConfig": {"PageSize": LIST_PAGE_SIZE}}
         if self._list_filter:
             arguments["filterCriteria"] = self._list_filter
         # botocore stops a token repeated twice in a row; a longer loop or an endless run of
         # pages (empty ones with a nextToken, say) is stopped here.
         tokens: set[str] = set()
-        self._malformed.seen = False
         try:
-            pages: Iterator[Any] = iter(paginator.paginate(**arguments))
-            for number, page in enumerate(pages, start=1):
-                self._check_body("ListClassificationJobs")
+            with self._bound():
+                paginator = self.aws.client("macie2", self.key.region).get_paginator(
+                    "list_classification_jobs")
+                pages: Iterator[Any] = iter(paginator.paginate(**arguments))
+            number = 0
+            while True:
+                with self._bound():
+                    page = next(pages, None)
+                    malformed = _bound.malformed
+                if page is None:
+                    return
+                number += 1
+                if malformed:
+                    raise ApiError(operation, "MalformedResponse", "the answer is not valid JSON")
                 found = page.get("items") or []
                 if not isinstance(found, list):
-                    raise ApiError("ListClassificationJobs", "MalformedResponse",
+                    raise ApiError(operation, "MalformedResponse",
                                    f"items is a {type(found).__name__}, not a list")
                 token = page.get("nextToken")
                 if token is not None and token in tokens:
-                    raise ApiError("ListClassificationJobs", "PaginationLoop",
+                    raise ApiError(operation, "PaginationLoop",
                                    f"nextToken repeated after {number} pages")
                 if number >= MAX_LIST_PAGES and token:
-                    raise ApiError("ListClassificationJobs", "TooManyPages",
-                                   f"more than {MAX_LIST_PAGES} pages")
+                    raise ApiError(operation, "TooManyPages", f"more than {MAX_LIST_PAGES} pages")
                 if token is not None:
                     tokens.add(token)
                 yield found
         except (ClientError, BotoCoreError) as err:
-            raise _error("ListClassificationJobs", err) from None
+            raise _error(operation, err) from None
         except _PARSE_ERRORS as err:
-            raise ApiError("ListClassificationJobs", "MalformedResponse", str(err)) from None
-
-    def describe_job(self, job_id: str) -> dict[str, Any]:
-        client = self._get_client()
-        self._malformed.seen = False
-        try:
-            answer: dict[str, Any] = dict(client.describe_classification_job(jobId=job_id))
-        except (ClientError, BotoCoreError) as err:
-            raise _error("DescribeClassificationJob", err) from None
-        except _PARSE_ERRORS as err:
-            raise ApiError("DescribeClassificationJob", "MalformedResponse", str(err)) from None
-        self._check_body("DescribeClassificationJob")
-        answer.pop("ResponseMetadata", None)
-        return answer
+            raise ApiError(operation, "MalformedResponse", str(err)) from None

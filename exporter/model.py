@@ -1,7 +1,10 @@
-"""Immutable snapshot of what the exporter knows: jobs per target, plus refresh health."""
+"""What the exporter knows, as immutable values: target keys, jobs, per-target results, the
+snapshot that /metrics serves, and the naming rules they share. Imports nothing of the project."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Documented JobStatus values, in the API's order (botocore macie2 model).
@@ -10,6 +13,25 @@ JOB_STATUSES = ("RUNNING", "PAUSED", "CANCELLED", "COMPLETE", "IDLE", "USER_PAUS
 JOB_TYPES = ("ONE_TIME", "SCHEDULED")
 # Macie never changes a job in these states again.
 TERMINAL_STATUSES = frozenset({"COMPLETE", "CANCELLED"})
+# Macie's state in one account and region: GetMacieSession's MacieStatus values, plus DISABLED
+# for "Macie is not enabled" (the API answers AccessDeniedException then).
+MACIE_STATUSES = ("ENABLED", "PAUSED", "DISABLED")
+UNKNOWN_ACCOUNT = "unknown"
+
+_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def tag_label_name(key: str) -> str:
+    """`tag_<key>` with every character that a label name cannot hold replaced by `_`."""
+    return "tag_" + _INVALID_LABEL_CHARS.sub("_", key)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TargetKey:
+    """One account x region pair the exporter polls: the one name of a target everywhere."""
+
+    account_id: str
+    region: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +55,18 @@ class Job:
     tags: tuple[tuple[str, str], ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TargetKey:
-    """One account x region pair the exporter polls."""
+Counts = tuple[tuple[tuple[str, str, str], int], ...]
 
-    account_id: str
-    region: str
+
+def zero_filled_counts(counted: dict[tuple[str, str, str], int],
+                       accounts: Iterable[str]) -> Counts:
+    """(account, status, type) counts with every documented status x type present, sorted."""
+    full = dict(counted)
+    for account in accounts:
+        for state in JOB_STATUSES:
+            for job_type in JOB_TYPES:
+                full.setdefault((account, state, job_type), 0)
+    return tuple(sorted(full.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +76,14 @@ class TargetResult:
     key: TargetKey
     jobs: tuple[Job, ...] = ()
     # (account_id, status, job_type) -> number of listed jobs.
-    counts: tuple[tuple[tuple[str, str, str], int], ...] = ()
+    counts: Counts = ()
     success: bool = False
     completed: bool = False
     last_success_at: float | None = None
     duration_seconds: float | None = None
     describe_failures: int = 0
+    # One of MACIE_STATUSES, or None while unknown (not checked yet, or GetMacieSession denied).
+    macie_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,26 +1,40 @@
-"""Background refreshes: list, describe what changed, build a TargetResult, swap it in."""
+"""Background refreshes of every target through the shared call pool; snapshots swapped in.
+
+A refresh of one target: learn its account if no role names it, check Macie's status when the
+status interval has passed, then list, and describe what changed. Each AWS call is one task on
+the call pool, so no thread waits on a target: a refresh is a small state machine whose steps
+run on whichever worker takes them. After the list, jobs never seen before are published with
+what the list says; the describes fill in the rest.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from exporter.collect import zero_filled_counts
 from exporter.logs import fields
-from exporter.macie import UNKNOWN_ACCOUNT, ApiError, TargetIdentity
+from exporter.macie import ApiError
 from exporter.mapping import MappingError, job_from_api
-from exporter.model import TERMINAL_STATUSES, Job, Snapshot, TargetKey, TargetResult
+from exporter.model import (
+    TERMINAL_STATUSES,
+    UNKNOWN_ACCOUNT,
+    Job,
+    Snapshot,
+    TargetKey,
+    TargetResult,
+    zero_filled_counts,
+)
+from exporter.pool import CallPool
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +42,28 @@ log = logging.getLogger(__name__)
 class MacieApi(Protocol):
     """What a refresher needs from one target (exporter.macie.MacieTarget)."""
 
-    identity: TargetIdentity
+    key: TargetKey
+    role_arn: str | None
 
-    def resolve_account(self) -> str: ...
-    def learn_account(self, account_id: str) -> None: ...
+    def resolve_account(self) -> str | None: ...
+    def get_macie_session(self) -> dict[str, Any]: ...
     def list_pages(self) -> Iterator[list[Any]]: ...
     def describe_job(self, job_id: str) -> dict[str, Any]: ...
+
+
+class Rekeyable(Protocol):
+    """Something keyed by target that follows an account learned late."""
+
+    def rekey(self, old: TargetKey, new: TargetKey) -> None: ...
 
 
 class SnapshotStore:
     """Holds the current snapshot; replacing one target's result swaps a new snapshot in."""
 
-    def __init__(self, keys: Sequence[TargetKey]) -> None:
+    def __init__(self, keys: Iterable[TargetKey] = ()) -> None:
         self._lock = threading.Lock()
-        self._snapshot = Snapshot(tuple(TargetResult(key=k) for k in keys))
+        self._results: dict[TargetKey, TargetResult] = {k: TargetResult(key=k) for k in keys}
+        self._snapshot = Snapshot(tuple(self._results.values()))
         self._listeners: list[Callable[[], None]] = []
 
     def subscribe(self, listener: Callable[[], None]) -> None:
@@ -51,11 +73,35 @@ class SnapshotStore:
     def get(self) -> Snapshot:
         return self._snapshot
 
-    def put(self, index: int, result: TargetResult) -> None:
+    def result(self, key: TargetKey) -> TargetResult:
+        return self._results.get(key) or TargetResult(key=key)
+
+    def _swap(self) -> None:
+        self._snapshot = Snapshot(tuple(self._results.values()))
+
+    def put(self, result: TargetResult) -> None:
+        """Store a target's result under its key (a target not held yet is added)."""
         with self._lock:
-            targets = list(self._snapshot.targets)
-            targets[index] = result
-            self._snapshot = Snapshot(tuple(targets))
+            self._results[result.key] = result
+            self._swap()
+        self._changed()
+
+    def remove(self, key: TargetKey) -> None:
+        with self._lock:
+            if self._results.pop(key, None) is None:
+                return
+            self._swap()
+        self._changed()
+
+    def rekey(self, old: TargetKey, new: TargetKey) -> None:
+        """Hold `old`'s result under `new`, in the same place (an account learned late)."""
+        with self._lock:
+            self._results = {(new if k == old else k): (replace(r, key=new) if k == old else r)
+                             for k, r in self._results.items()}
+            self._swap()
+        self._changed()
+
+    def _changed(self) -> None:
         for listener in self._listeners:
             listener()
 
@@ -67,79 +113,159 @@ class _Cached:
     described_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshSettings:
+    tag_keys: tuple[str, ...] = ()
+    interval: float = 60.0
+    full_redescribe_interval: float = 86400.0
+    terminal_max_age: float = 0.0
+    status_interval: float = 3600.0
+
+
 _GONE = object()
+_denials_logged: set[str] = set()
+_denials_lock = threading.Lock()
+
+
+def _log_denied_once(action: str, message: str, **labels: str) -> None:
+    with _denials_lock:
+        if action in _denials_logged:
+            return
+        _denials_logged.add(action)
+    log.error(message, extra=fields(**labels, missing_permission=action))
 
 
 class TargetRefresher:
     """Refreshes one target; terminal jobs are described once and then served from cache."""
 
-    def __init__(
-        self, index: int, api: MacieApi, store: SnapshotStore, *, tag_keys: Sequence[str] = (),
-        concurrency: int = 8, full_redescribe_interval: float = 86400.0,
-        interval: float = 60.0, terminal_max_age: float = 0.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.index = index
+    def __init__(self, api: MacieApi, store: SnapshotStore, pool: CallPool,
+                 settings: RefreshSettings = RefreshSettings(), *,
+                 counters: Sequence[Rekeyable] = (),
+                 clock: Callable[[], float] = time.time) -> None:
         self.api = api
+        self.settings = settings
         self._store = store
-        self._tag_keys = tuple(tag_keys)
-        self._full_redescribe = full_redescribe_interval
-        self._interval = interval
-        self._terminal_max_age = terminal_max_age
+        self._pool = pool
+        self._counters = tuple(counters)
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"describe-{index}")
+        self._lock = threading.Lock()
+        self._run: _Run | None = None
         self._failing = False
-        self._running = threading.Event()
+        self._asked_account = False
+        self.macie_status: str | None = None
+        self._status_checked_at: float | None = None
+        self.last_ok = False
+
+    @property
+    def key(self) -> TargetKey:
+        return self.api.key
 
     @property
     def running(self) -> bool:
         """True while a refresh of this target is under way."""
-        return self._running.is_set()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        return self._run is not None
 
     def labels(self) -> dict[str, str]:
-        return {"account_id": self.api.identity.account_id, "region": self.api.identity.region}
+        return {"account_id": self.key.account_id, "region": self.key.region}
 
-    def refresh(self) -> bool:
-        """One refresh of this target; never raises. Returns whether it succeeded."""
-        self._running.set()
-        try:
-            return self._refresh_and_store()
-        finally:
-            self._running.clear()
+    def trigger(self) -> threading.Event | None:
+        """Start a refresh unless one is under way; returns the event set when it ends."""
+        with self._lock:
+            if self._run is not None:
+                log.debug("refresh skipped: the previous one is still running",
+                          extra=fields(**self.labels()))
+                return None
+            run = self._run = _Run(self)
+        self._pool.submit(self, run.step(run.begin), urgent=True)
+        return run.done
 
-    def _refresh_and_store(self) -> bool:
-        started = time.monotonic()
+    def refresh(self, timeout: float | None = None) -> bool:
+        """One refresh, waited for (tests, --once); True if it succeeded."""
+        done = self.trigger()
+        if done is None:
+            return False
+        done.wait(timeout)
+        return self.last_ok
+
+    def close(self) -> None:
+        self._pool.forget(self)
+
+    # ------------------------------------------------------------ what runs use
+
+    def adopt_account(self, account: str) -> None:
+        """Re-key the target to the account learned late: its result, counts and labels."""
+        old = self.key
+        if old.account_id == account:
+            return
+        new = TargetKey(account, old.region)
+        self.api.key = new
+        for keyed in (self._store, *self._counters):
+            keyed.rekey(old, new)
+
+    def status_due(self, now: float) -> bool:
+        return (self._status_checked_at is None
+                or now - self._status_checked_at >= self.settings.status_interval)
+
+    def set_status(self, status: str | None, now: float) -> None:
+        if status != self.macie_status and self.macie_status is not None:
+            log.info("Macie status changed", extra=fields(
+                **self.labels(), previous=self.macie_status, status=status or "unknown"))
+        self.macie_status = status
+        self._status_checked_at = now
+
+    def describe(self, job_id: str, account: str) -> Job | ApiError | object:
         try:
-            result = self._refresh()
+            return job_from_api(self.api.describe_job(job_id), account, self.settings.tag_keys)
         except ApiError as err:
-            self._log_failure(err)
-            result = None
-        except Exception:  # a bug must not kill the schedule; the target shows as failing
-            log.exception("refresh crashed", extra=fields(**self.labels()))
-            result = None
-        duration = time.monotonic() - started
-        previous = self._store.get().targets[self.index]
-        key = TargetKey(self.api.identity.account_id, self.api.identity.region)
+            if err.code == "ResourceNotFoundException":
+                return _GONE
+            return err
+        except MappingError as err:
+            return ApiError("DescribeClassificationJob", "MalformedResponse", str(err))
+
+    def fallback(self, job_id: str, summary: dict[str, Any], account: str) -> Job | None:
+        """Last known values; for a job never described, what the list said."""
+        cached = self._cache.get(job_id)
+        if cached is not None:
+            return cached.job
+        try:
+            return job_from_api(summary, account, self.settings.tag_keys)
+        except MappingError:
+            return None
+
+    def too_old(self, job: Job, now: float) -> bool:
+        """A terminal job past --jobs.terminal-max-age (counted, but not exported per job)."""
+        if not self.settings.terminal_max_age or job.status not in TERMINAL_STATUSES:
+            return False
+        last = job.last_run_at if job.last_run_at is not None else job.created_at
+        return last is not None and now - last > self.settings.terminal_max_age
+
+    def ended(self, run: _Run, result: TargetResult | None, error: ApiError | None,
+              duration: float) -> None:
+        """Store what a run left behind (called once per run, with the run's lock held)."""
+        previous = self._store.result(self.key)
         if result is None:
             # Keep serving the last good jobs; only the health fields change.
-            self._store.put(self.index, replace(
-                previous, key=key, success=False, completed=True, duration_seconds=duration,
-            ))
+            self._store.put(replace(previous, key=self.key, success=False, completed=True,
+                                    duration_seconds=duration, macie_status=self.macie_status))
+            if error is not None:
+                self._log_failure(error)
             self._failing = True
-            return False
-        self._store.put(self.index, replace(result, key=key, duration_seconds=duration))
-        if self._failing:
-            log.info("refresh recovered", extra=fields(**self.labels()))
-            self._failing = False
-        if duration > self._interval:
-            log.warning("refresh took longer than the interval; the next one waits for it",
-                        extra=fields(**self.labels(), duration_seconds=round(duration, 3),
-                                     interval_seconds=self._interval))
-        return True
+            self.last_ok = False
+        else:
+            self._store.put(replace(result, duration_seconds=duration))
+            if self._failing:
+                log.info("refresh recovered", extra=fields(**self.labels()))
+                self._failing = False
+            self.last_ok = True
+            if duration > self.settings.interval:
+                log.warning("refresh took longer than the interval; the next one waits for it",
+                            extra=fields(**self.labels(), duration_seconds=round(duration, 3),
+                                         interval_seconds=self.settings.interval))
+        with self._lock:
+            self._run = None
+        run.done.set()
 
     def _log_failure(self, err: ApiError) -> None:
         extra = {**self.labels(), "operation": err.operation, "error_code": err.code}
@@ -149,137 +275,261 @@ class TargetRefresher:
         else:
             log.warning("refresh failed", extra=fields(**extra, error=err.message))
 
-    def _describe(self, job_id: str, account: str) -> Job | ApiError | object:
+
+class _Run:
+    """One refresh of one target; its steps run as tasks on the call pool."""
+
+    def __init__(self, refresher: TargetRefresher) -> None:
+        self.r = refresher
+        self.started = time.monotonic()
+        self.now = refresher._clock()
+        self.done = threading.Event()
+        self.lock = threading.RLock()
+        self.outstanding = 0  # describes queued or under way
+        self.listed_all = False
+        self.error: ApiError | None = None
+        self.crashed = False
+        self.finished = False
+        self.disabled = False
+        self.listed: dict[str, tuple[str, str]] = {}  # job id -> (status, type) as listed
+        self.pending: dict[str, dict[str, Any]] = {}  # summaries of the jobs being described
+        self.jobs: dict[str, Job] = {}
+        self.failures: list[tuple[str, ApiError]] = []
+        self.new_jobs = 0  # jobs being described that have no last known values
+        self.pages: Iterator[list[Any]] | None = None
+
+    @property
+    def account(self) -> str:
+        return self.r.key.account_id
+
+    def step(self, action: Callable[[], None]) -> Callable[[], None]:
+        """A pool task: `action`, with any crash ending the run as failed."""
+        def task() -> None:
+            try:
+                action()
+            except Exception:  # a bug must not leave the target stuck mid-refresh
+                log.exception("refresh crashed", extra=fields(**self.r.labels()))
+                with self.lock:
+                    self.crashed = True
+                    self._finish_if_done(force=True)
+        return task
+
+    def _submit(self, action: Callable[[], None], *, urgent: bool) -> None:
+        self.r._pool.submit(self.r, self.step(action), urgent=urgent)
+
+    # ------------------------------------------------------------ steps
+
+    def begin(self) -> None:
+        r = self.r
+        if (self.account == UNKNOWN_ACCOUNT and not r.api.role_arn
+                and not r._asked_account):
+            r._asked_account = True
+            account = r.api.resolve_account()
+            if account:
+                r.adopt_account(account)
+        if r.status_due(self.now):
+            self._check_status()
+        if r.macie_status == "DISABLED":
+            self._end_disabled()
+            return
+        self.pages = r.api.list_pages()
+        self.next_page()
+
+    def _check_status(self) -> None:
+        r = self.r
         try:
-            return job_from_api(self.api.describe_job(job_id), account, self._tag_keys)
+            status = str(r.api.get_macie_session().get("status") or "ENABLED")
         except ApiError as err:
-            if err.code == "ResourceNotFoundException":
-                return _GONE
-            return err
-        except MappingError as err:
-            return ApiError("DescribeClassificationJob", "MalformedResponse", str(err))
+            if err.macie_disabled:
+                r.set_status("DISABLED", self.now)
+            elif err.missing_permission:
+                _log_denied_once(
+                    err.missing_permission,
+                    "Macie status check denied; jobs are polled without it", **r.labels(),
+                    operation=err.operation, error_code=err.code)
+                r.set_status(None, self.now)
+            else:  # a passing failure: keep the status known, ask again next refresh
+                log.warning("Macie status check failed", extra=fields(
+                    **r.labels(), operation=err.operation, error_code=err.code))
+            return
+        r.set_status(status, self.now)
 
-    def _refresh(self) -> TargetResult:
-        account = self.api.resolve_account()
-        now = self._clock()
-        listed: dict[str, tuple[str, str]] = {}  # job id -> (status, type) as listed
-        pending: dict[str, dict[str, Any]] = {}  # the summaries of the jobs to describe
-        jobs: dict[str, Job] = {}
-        for page in self.api.list_pages():
-            for summary in page:
-                job_id = summary.get("jobId") if isinstance(summary, dict) else None
-                if not isinstance(job_id, str) or not job_id:
-                    continue
-                status = str(summary.get("jobStatus") or "UNKNOWN")
-                listed[job_id] = (status, str(summary.get("jobType") or ""))
-                cached = self._cache.get(job_id)
-                if (cached is not None and status in TERMINAL_STATUSES
-                        and cached.listed_status == status
-                        and now - cached.described_at < self._full_redescribe):
-                    jobs[job_id] = cached.job
-                else:
-                    pending[job_id] = summary
-        to_describe = list(pending)
+    def _end_disabled(self) -> None:
+        with self.lock:
+            self.disabled = True
+            self._finish_if_done(force=True)
 
-        outcomes = self._pool.map(lambda job_id: self._describe(job_id, account), to_describe)
-        failures: list[tuple[str, ApiError]] = []
-        cache = {k: v for k, v in self._cache.items() if k in listed}
-        for job_id, outcome in zip(to_describe, outcomes, strict=True):
-            if isinstance(outcome, Job):
-                jobs[job_id] = outcome
-                cache[job_id] = _Cached(outcome, listed[job_id][0], now)
-            elif outcome is _GONE:
-                cache.pop(job_id, None)
-                listed.pop(job_id)
+    def next_page(self) -> None:
+        assert self.pages is not None
+        try:
+            page = next(self.pages, None)
+        except ApiError as err:
+            if err.macie_disabled:
+                self.r.set_status("DISABLED", self.now)
+                self._end_disabled()
+                return
+            with self.lock:
+                self.error = err
+                self._finish_if_done()
+            return
+        with self.lock:
+            if self.error is not None:
+                self._finish_if_done()
+                return
+            if page is None:
+                self.listed_all = True
+                if self.new_jobs and self.outstanding:
+                    self.r._store.put(self._partial())
+                self._finish_if_done()
+                return
+            to_describe = self._take(page)
+            self.outstanding += len(to_describe)
+        for job_id in to_describe:
+            self._submit(functools.partial(self.describe, job_id), urgent=False)
+        self._submit(self.next_page, urgent=True)
+
+    def _take(self, page: list[Any]) -> list[str]:
+        """Record a page of summaries; returns the job ids to describe."""
+        cache, full = self.r._cache, self.r.settings.full_redescribe_interval
+        to_describe = []
+        for summary in page:
+            job_id = summary.get("jobId") if isinstance(summary, dict) else None
+            if not isinstance(job_id, str) or not job_id or job_id in self.listed:
+                continue
+            status = str(summary.get("jobStatus") or "UNKNOWN")
+            self.listed[job_id] = (status, str(summary.get("jobType") or ""))
+            cached = cache.get(job_id)
+            if (cached is not None and status in TERMINAL_STATUSES
+                    and cached.listed_status == status
+                    and self.now - cached.described_at < full):
+                self.jobs[job_id] = cached.job
             else:
-                assert isinstance(outcome, ApiError)
-                failures.append((job_id, outcome))
-                fallback = self._fallback(job_id, pending[job_id], account)
+                self.pending[job_id] = summary
+                self.new_jobs += cached is None
+                to_describe.append(job_id)
+        return to_describe
+
+    def describe(self, job_id: str) -> None:
+        outcome = self.r.describe(job_id, self.account) if self.error is None else None
+        with self.lock:
+            self.outstanding -= 1
+            if isinstance(outcome, Job):
+                self.jobs[job_id] = outcome
+            elif outcome is _GONE:
+                self.listed.pop(job_id, None)
+                self.pending.pop(job_id, None)
+            elif isinstance(outcome, ApiError):
+                self.failures.append((job_id, outcome))
+            self._finish_if_done()
+
+    # ------------------------------------------------------------ results (lock held)
+
+    def _finish_if_done(self, force: bool = False) -> None:
+        if self.finished:
+            return
+        if not force and (self.outstanding or not (self.listed_all or self.error)):
+            return
+        self.finished = True
+        duration = time.monotonic() - self.started
+        if self.crashed or (self.error is not None and not self.disabled):
+            self.r.ended(self, None, self.error, duration)
+        elif self.disabled:
+            self.r._cache = {}
+            self.r.ended(self, TargetResult(
+                key=self.r.key, success=True, completed=True, last_success_at=self.now,
+                macie_status="DISABLED"), None, duration)
+        else:
+            self.r.ended(self, self._result(), None, duration)
+
+    def _current_jobs(self) -> dict[str, Job]:
+        """The described jobs, plus last known (or listed) values for the rest."""
+        jobs = dict(self.jobs)
+        for job_id, summary in self.pending.items():
+            if job_id not in jobs:
+                fallback = self.r.fallback(job_id, summary, self.account)
                 if fallback is not None:
                     jobs[job_id] = fallback
-        self._cache = cache
-        if failures:
-            job_id, first = failures[0]
+        return jobs
+
+    def _counts(self, jobs: dict[str, Job]) -> tuple[tuple[tuple[str, str, str], int], ...]:
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for job_id, (status, job_type) in self.listed.items():
+            job = jobs.get(job_id)
+            counts[(job.account_id if job else self.account, status, job_type)] += 1
+        return zero_filled_counts(dict(counts), {self.account} | {k[0] for k in counts})
+
+    def _exported(self, jobs: dict[str, Job]) -> tuple[Job, ...]:
+        return tuple(sorted((j for j in jobs.values() if not self.r.too_old(j, self.now)),
+                            key=lambda j: j.job_id))
+
+    def _partial(self) -> TargetResult:
+        """The list's view while describes are under way; health fields stay as they were."""
+        jobs = self._current_jobs()
+        previous = self.r._store.result(self.r.key)
+        return replace(previous, jobs=self._exported(jobs), counts=self._counts(jobs),
+                       macie_status=self.r.macie_status)
+
+    def _result(self) -> TargetResult:
+        r = self.r
+        cache = {k: v for k, v in r._cache.items() if k in self.listed}
+        for job_id, job in self.jobs.items():
+            if job_id in self.pending:
+                cache[job_id] = _Cached(job, self.listed[job_id][0], self.now)
+        jobs = self._current_jobs()
+        r._cache = cache
+        if self.failures:
+            job_id, first = self.failures[0]
             log.warning("describe failed; those jobs keep their last known values",
-                        extra=fields(**self.labels(), failed_jobs=len(failures),
+                        extra=fields(**r.labels(), failed_jobs=len(self.failures),
                                      job_id=job_id, error_code=first.code,
                                      missing_permission=first.missing_permission or ""))
-
-        if account == UNKNOWN_ACCOUNT:
+        if self.account == UNKNOWN_ACCOUNT:
             # STS could not tell the account: a job ARN can.
             learned = next((j.account_id for j in jobs.values()
                             if j.account_id != UNKNOWN_ACCOUNT), None)
             if learned:
-                self.api.learn_account(learned)
-                account = learned
+                r.adopt_account(learned)
                 jobs = {k: replace(j, account_id=learned) if j.account_id == UNKNOWN_ACCOUNT
                         else j for k, j in jobs.items()}
-        counts: Counter[tuple[str, str, str]] = Counter()
-        for job_id, (status, job_type) in listed.items():
-            job = jobs.get(job_id)
-            counts[(job.account_id if job else account, status, job_type)] += 1
-        accounts = {account} | {k[0] for k in counts}
-        exported = [j for j in jobs.values() if not self._too_old(j, now)]
         return TargetResult(
-            key=TargetKey(account, self.api.identity.region),
-            jobs=tuple(sorted(exported, key=lambda j: j.job_id)),
-            counts=zero_filled_counts(dict(counts), accounts),
-            success=True, completed=True, last_success_at=now,
-            describe_failures=len(failures),
+            key=r.key, jobs=self._exported(jobs), counts=self._counts(jobs),
+            success=True, completed=True, last_success_at=self.now,
+            describe_failures=len(self.failures), macie_status=r.macie_status,
         )
-
-    def _too_old(self, job: Job, now: float) -> bool:
-        """A terminal job past --jobs.terminal-max-age (counted, but not exported per job)."""
-        if not self._terminal_max_age or job.status not in TERMINAL_STATUSES:
-            return False
-        last = job.last_run_at if job.last_run_at is not None else job.created_at
-        return last is not None and now - last > self._terminal_max_age
-
-    def _fallback(self, job_id: str, summary: dict[str, Any], account: str) -> Job | None:
-        """Last known values; for a job never described, what the list said."""
-        cached = self._cache.get(job_id)
-        if cached is not None:
-            return cached.job
-        try:
-            return job_from_api(summary, account, self._tag_keys)
-        except MappingError:
-            return None
 
 
 class Poller:
-    """Runs every target's refresh on an APScheduler interval: no overlap, no stacking."""
+    """Starts every target's refresh on an APScheduler interval; a refresh still under way
+    when its next tick comes is not started twice."""
 
     def __init__(self, refreshers: Sequence[TargetRefresher], interval: float) -> None:
         self.refreshers = list(refreshers)
+        # Ticks only queue work on the call pool, so two scheduler threads are plenty.
         self.scheduler = BackgroundScheduler(
-            executors={"default": SchedulerPool(max(1, min(len(refreshers), 32)))},
+            executors={"default": SchedulerPool(2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
-        self.scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
+        self._interval = interval
         for refresher in self.refreshers:
-            self.scheduler.add_job(
-                refresher.refresh, "interval", seconds=interval, id=f"refresh-{refresher.index}",
-                next_run_time=datetime.now(UTC),
-            )
+            self.add(refresher)
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
-    def _on_event(self, event: JobExecutionEvent) -> None:
-        refresher = self.refreshers[int(event.job_id.rsplit("-", 1)[1])]
-        if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("refresh skipped: the previous one is still running",
-                        extra=fields(**refresher.labels()))
+    def add(self, refresher: TargetRefresher) -> None:
+        self.scheduler.add_job(refresher.trigger, "interval", seconds=self._interval,
+                               next_run_time=datetime.now(UTC))
 
     def start(self) -> None:
         self.scheduler.start()
 
     def stop(self) -> None:
         self.scheduler.shutdown(wait=False)
-        for refresher in self.refreshers:
-            refresher.close()
 
 
 def refresh_all_once(refreshers: Sequence[TargetRefresher]) -> bool:
-    """Refresh every target once, in parallel; True if all succeeded (`--once`)."""
-    with ThreadPoolExecutor(max(1, len(refreshers))) as pool:
-        return all(pool.map(lambda r: r.refresh(), refreshers))
+    """Refresh every target once; True if all succeeded (`--once`)."""
+    events = [r.trigger() for r in refreshers]
+    for event in events:
+        if event is not None:
+            event.wait()
+    return all(r.last_ok for r in refreshers)

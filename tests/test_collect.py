@@ -4,62 +4,30 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collect import (
-    ApiRequestCounter,
-    SelfCollector,
-    SnapshotCollector,
-    tag_label_name,
-    zero_filled_counts,
-)
-from exporter.model import Job, Snapshot, TargetKey, TargetResult
+from exporter.collect import SelfCollector, SnapshotCollector
+from exporter.counters import ApiRequestCounter, WaitCounter
+from exporter.model import TargetKey, tag_label_name
 from tests.conftest import FIXTURES, parse, require_tool, series, value
+from tests.snapshots import ACCOUNT, snapshot
 
 GOLDEN = FIXTURES / "golden.prom"
-ACCOUNT = "111122223333"
-
-
-@dataclass(eq=False)
-class Target:
-    account_id: str
-    region: str
-
-
-def snapshot() -> Snapshot:
-    running = Job("job-run", "nightly scan", ACCOUNT, "RUNNING", "SCHEDULED", "daily",
-                  "RECOMMENDED", runs=12, objects_to_process=3400, last_run_error=False,
-                  created_at=1_790_000_000, last_run_at=1_795_000_000,
-                  tags=(("team", "privacy"), ("cost-center", "42")))
-    paused = Job("job-paused", 'Données "clients" \\ EU', ACCOUNT, "USER_PAUSED", "ONE_TIME",
-                 "none", "ALL", runs=1, objects_to_process=10, last_run_error=True,
-                 created_at=1_790_000_000, paused_at=1_794_000_000,
-                 pause_expires_at=1_796_592_000, tags=())
-    odd = Job("job-odd", "from the future", ACCOUNT, "ARCHIVED", "ONE_TIME", "none", "")
-    healthy = TargetResult(
-        key=TargetKey(ACCOUNT, "eu-west-1"), jobs=(paused, running, odd),
-        counts=zero_filled_counts({(ACCOUNT, "RUNNING", "SCHEDULED"): 1,
-                                   (ACCOUNT, "USER_PAUSED", "ONE_TIME"): 1,
-                                   (ACCOUNT, "ARCHIVED", "ONE_TIME"): 1}, [ACCOUNT]),
-        success=True, completed=True, last_success_at=1_795_000_100.5, duration_seconds=1.25,
-    )
-    failing = TargetResult(key=TargetKey(ACCOUNT, "us-east-1"), success=False, completed=True,
-                           duration_seconds=0.5, describe_failures=0)
-    pending = TargetResult(key=TargetKey("unknown", "ap-south-1"))
-    return Snapshot((healthy, failing, pending))
 
 
 def render() -> bytes:
     requests = ApiRequestCounter()
-    target = Target(ACCOUNT, "eu-west-1")
+    target = TargetKey(ACCOUNT, "eu-west-1")
     for outcome in ("success", "success", "ThrottlingException"):
         requests.inc(target, "ListClassificationJobs", outcome)
+    waits = WaitCounter()
+    waits.add(target, 1.5)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot, ["team", "cost-center"]))
-    registry.register(SelfCollector(requests, build=("0.0.0", "3.11.0", "1.0.0")))
+    registry.register(SelfCollector(requests, waits, build=("0.0.0", "3.11.0", "1.0.0")))
     return generate_latest(registry)
 
 
@@ -70,6 +38,7 @@ def test_golden_exposition() -> None:
     assert output == GOLDEN.read_bytes(), "run with UPDATE_GOLDEN=1 and review the diff"
 
 
+@pytest.mark.tools
 def test_golden_file_passes_promtool() -> None:
     promtool = require_tool("promtool")
     lint = subprocess.run([promtool, "check", "metrics"], input=GOLDEN.read_bytes(),
@@ -122,3 +91,24 @@ def test_api_requests_counter() -> None:
                  operation="ListClassificationJobs", outcome="success") == 2
     assert value(samples, "macie_exporter_api_requests_total",
                  outcome="ThrottlingException") == 1
+
+
+def test_macie_status_is_a_state_set_per_target() -> None:
+    samples = parse(render().decode())
+    for region, current in (("eu-west-1", "ENABLED"), ("us-east-1", "PAUSED"),
+                            ("ap-southeast-2", "DISABLED")):
+        states = {s["status"]: value(samples, "macie_status", region=region, status=s["status"])
+                  for s in series(samples, "macie_status", region=region)}
+        assert states == {s: (1 if s == current else 0)
+                          for s in ("ENABLED", "PAUSED", "DISABLED")}, region
+    # Unknown status (not checked yet, or GetMacieSession denied): no series.
+    assert not series(samples, "macie_status", region="ap-south-1")
+    # Macie off: a successful refresh with no job series.
+    assert value(samples, "macie_exporter_refresh_success", region="ap-southeast-2") == 1
+    assert not series(samples, "macie_classification_jobs", region="ap-southeast-2")
+
+
+def test_rate_limit_waits_counter() -> None:
+    samples = parse(render().decode())
+    assert value(samples, "macie_exporter_rate_limit_wait_seconds_total",
+                 region="eu-west-1") == 1.5

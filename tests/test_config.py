@@ -57,7 +57,8 @@ def test_defaults() -> None:
     assert (config.listen_host, config.listen_port) == ("0.0.0.0", 9729)
     assert config.telemetry_path == "/metrics"
     assert config.targets == (TargetConfig(None),)
-    assert (config.refresh_interval, config.concurrency, config.max_attempts) == (60, 8, 5)
+    assert (config.refresh_interval, config.concurrency, config.max_attempts) == (60, 16, 5)
+    assert (config.status_interval, config.requests_per_second) == (3600, 0)
     assert (config.connect_timeout, config.read_timeout) == (5, 20)
     assert (config.retry_mode, config.log_level, config.log_format) == ("standard", "info",
                                                                          "logfmt")
@@ -149,6 +150,15 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ([f"--config.file={CONFIGS / 'unknown-top-key.bad.yaml'}"], {},
      "unknown key refresh_interval"),
     (["--config.file=/does/not/exist.yaml"], {}, "--config.file: cannot read"),
+    (["--refresh.concurrency=0"], {}, "--refresh.concurrency: expected a whole number from 1 to"),
+    (["--refresh.concurrency=257"], {}, "--refresh.concurrency: expected a whole number"),
+    (["--aws.requests-per-second=-1"], {}, "--aws.requests-per-second: expected 0 (no limit)"),
+    (["--aws.requests-per-second=fast"], {}, "--aws.requests-per-second: expected a number"),
+    (["--refresh.status-interval=0s"], {}, "--refresh.status-interval: '0s' is shorter"),
+    (["--aws.external-id=abc"], {},
+     "--aws.external-id: set only together with --aws.role-arn"),
+    ([], {"MACIE_EXPORTER_AWS_EXTERNAL_ID": "abc"},
+     "MACIE_EXPORTER_AWS_EXTERNAL_ID: set only together with --aws.role-arn"),
     (["--web.listen-address=203.0.113.7:9729"], {}, "--web.listen-address: cannot listen"),
     (["--refresh.interval=99999999999999d"], {}, "--refresh.interval: duration"),
     ([f"--config.file={CONFIGS / 'not-utf8.yaml.bin'}"], {}, "not UTF-8 text"),

@@ -13,11 +13,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collect import ApiRequestCounter, SelfCollector, SnapshotCollector
+from exporter.collect import SelfCollector, SnapshotCollector
+from exporter.counters import ApiRequestCounter
 from exporter.exposition import CachedExposition, render_snapshot
-from exporter.model import Snapshot
+from exporter.model import Snapshot, TargetKey
 from tests.conftest import wait_for
-from tests.test_collect import ACCOUNT, Target, snapshot
+from tests.snapshots import ACCOUNT, snapshot
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
                      "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
@@ -69,7 +70,7 @@ def test_live_metrics_change_while_the_snapshot_part_is_cached() -> None:
     holder = Holder()
     holder.exposition.render(None, "gzip")
     cached = dict(holder.exposition._published.formats)
-    holder.requests.inc(Target(ACCOUNT, "eu-west-1"), "DescribeClassificationJob", "success")
+    holder.requests.inc(TargetKey(ACCOUNT, "eu-west-1"), "DescribeClassificationJob", "success")
     _, body = holder.exposition.render(None, "gzip")
     assert holder.exposition._published.formats == cached
     assert single_gzip_member(body) == generate_latest(holder.reference())

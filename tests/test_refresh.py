@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
-from exporter.collect import ApiRequestCounter
-from exporter.config import TargetConfig
-from exporter.macie import LIST_PAGE_SIZE, ClientSettings, MacieTarget
-from exporter.model import Snapshot, TargetKey
-from exporter.refresh import SnapshotStore, TargetRefresher
+from exporter.counters import ApiRequestCounter
+from exporter.macie import LIST_PAGE_SIZE, Aws, AwsSettings, MacieTarget
+from exporter.model import UNKNOWN_ACCOUNT, Snapshot, TargetKey
+from exporter.pool import CallPool
+from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher
 from exporter.simulator import MAX_PAGE_SIZE, Simulator, make_job
 from tests.simfaults import FaultySimulator
 
@@ -36,14 +37,17 @@ def refresher(sim: Simulator, clock: Clock,
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTEXAMPLE00001")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sim.url)
-    settings = ClientSettings(endpoint_url=sim.url, retry_mode="standard", max_attempts=3,
-                              connect_timeout=2, read_timeout=5, concurrency=4)
-    api = MacieTarget(TargetConfig(REGION), REGION, settings, ApiRequestCounter())
-    store = SnapshotStore([TargetKey("unknown", REGION)])
-    refresher = TargetRefresher(0, api, store, concurrency=4, full_redescribe_interval=3600,
-                                clock=clock)
+    settings = AwsSettings(endpoint_url=sim.url, retry_mode="standard", max_attempts=3,
+                           connect_timeout=2, read_timeout=5)
+    key = TargetKey(UNKNOWN_ACCOUNT, REGION)
+    api = MacieTarget(Aws(settings, ApiRequestCounter()), key)
+    store = SnapshotStore([key])
+    pool = CallPool(4)
+    pool.start()
+    refresher = TargetRefresher(api, store, pool,
+                                RefreshSettings(full_redescribe_interval=3600), clock=clock)
     yield refresher
-    refresher.close()
+    pool.stop()
 
 
 def snapshot(refresher: TargetRefresher) -> Snapshot:
@@ -100,7 +104,7 @@ def test_changed_status_is_described_again(sim: Simulator, refresher: TargetRefr
 def test_full_redescribe_picks_up_tag_changes(sim: Simulator, refresher: TargetRefresher,
                                               clock: Clock) -> None:
     sim.put_job(REGION, make_job("t", status="COMPLETE", tags={"team": "a"}))
-    refresher._tag_keys = ("team",)
+    refresher.settings = replace(refresher.settings, tag_keys=("team",))
     refresher.refresh()
     sim.put_job(REGION, make_job("t", status="COMPLETE", tags={"team": "b"}))
     clock.now += 600
@@ -152,7 +156,7 @@ def test_old_terminal_jobs_are_counted_but_not_exported(sim: Simulator,
     sim.put_job(REGION, make_job("recent", status="CANCELLED", created_at=clock.now - 2 * day))
     sim.put_job(REGION, make_job("ancient-running", status="RUNNING",
                                  created_at=clock.now - 400 * day))
-    refresher._terminal_max_age = 30 * day
+    refresher.settings = replace(refresher.settings, terminal_max_age=30 * day)
     refresher.refresh()
     target = snapshot(refresher).targets[0]
     assert {j.job_id for j in target.jobs} == {"recent", "ancient-running"}

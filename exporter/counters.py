@@ -1,0 +1,63 @@
+"""Thread-safe live counters the AWS layer and the call pool add to, keyed by target."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from exporter.model import TargetKey
+
+K = TypeVar("K", bound=Hashable)
+
+
+class _Counter(Generic[K]):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[K, float] = {}
+
+    def _add(self, key: K, amount: float) -> None:
+        with self._lock:
+            self._values[key] = self._values.get(key, 0) + amount
+
+    def _items(self) -> list[tuple[K, float]]:
+        with self._lock:
+            return list(self._values.items())
+
+
+class ApiRequestCounter(_Counter[tuple[TargetKey, str, str]]):
+    """HTTP attempts to AWS by target, operation and outcome."""
+
+    def inc(self, target: TargetKey, operation: str, outcome: str) -> None:
+        self._add((target, operation, outcome), 1)
+
+    def items(self) -> list[tuple[tuple[str, str, str, str], int]]:
+        """((account_id, region, operation, outcome), count), sorted."""
+        return sorted(((k.account_id, k.region, operation, outcome), int(count))
+                      for (k, operation, outcome), count in self._items())
+
+    def rekey(self, old: TargetKey, new: TargetKey) -> None:
+        """Move what was counted under `old` to `new` (an account learned late)."""
+        with self._lock:
+            for key in [k for k in self._values if k[0] == old]:
+                moved = (new, key[1], key[2])
+                self._values[moved] = self._values.get(moved, 0) + self._values.pop(key)
+
+    def total(self, operation: str | None = None) -> int:
+        return int(sum(count for (_, op, _), count in self._items()
+                       if operation is None or op == operation))
+
+
+class WaitCounter(_Counter[TargetKey]):
+    """Seconds spent waiting, by target (the rate limit's waits)."""
+
+    def add(self, target: TargetKey, seconds: float) -> None:
+        self._add(target, seconds)
+
+    def items(self) -> list[tuple[tuple[str, str], float]]:
+        return sorted(((k.account_id, k.region), v) for k, v in self._items())
+
+    def rekey(self, old: TargetKey, new: TargetKey) -> None:
+        with self._lock:
+            if old in self._values:
+                self._values[new] = self._values.get(new, 0) + self._values.pop(old)

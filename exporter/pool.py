@@ -1,0 +1,169 @@
+"""One bounded set of worker threads for every AWS call in the process, shared fairly.
+
+Work is queued per owner (one owner per target). Workers take one call at a time from the
+owners in turn, so a target with 10,000 describes gets its share of the workers and no more
+while others wait. Within an owner, urgent calls (list pages, status checks) go before the
+rest (describes), so that a target's list finishes early. An optional token bucket per owner
+caps its calls per second; while an owner waits for a token, workers serve the others.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+Task = Callable[[], None]
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, now: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self._tokens = self.burst
+        self._at = now
+
+    def _fill(self, now: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self, now: float) -> float:
+        """Take a token and return 0, or return the seconds until one is there."""
+        self._fill(now)
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+
+@dataclass(eq=False)
+class _Queue:
+    urgent: deque[Task] = field(default_factory=deque)
+    normal: deque[Task] = field(default_factory=deque)
+    scheduled: bool = False  # in the ring, or deferred
+    bucket: TokenBucket | None = None
+    waiting_since: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.urgent or self.normal)
+
+
+class CallPool:
+    """`workers` threads running queued calls, round-robin across owners."""
+
+    def __init__(self, workers: int, *, rate: float = 0.0,
+                 on_wait: Callable[[Hashable, float], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.workers = workers
+        self._rate = rate
+        self._on_wait = on_wait
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queues: dict[Hashable, _Queue] = {}
+        self._ring: deque[Hashable] = deque()
+        self._deferred: list[tuple[float, int, Hashable]] = []
+        self._order = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self.busy = 0
+
+    def start(self) -> None:
+        for number in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"aws-call-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Drop what is queued; calls under way finish on their own (threads are daemons)."""
+        with self._cond:
+            self._stopping = True
+            self._queues.clear()
+            self._ring.clear()
+            self._deferred.clear()
+            self._cond.notify_all()
+
+    def submit(self, owner: Hashable, task: Task, *, urgent: bool = False) -> None:
+        with self._cond:
+            if self._stopping:
+                return
+            queue = self._queues.get(owner)
+            if queue is None:
+                bucket = TokenBucket(self._rate, self._clock()) if self._rate > 0 else None
+                queue = self._queues[owner] = _Queue(bucket=bucket)
+            (queue.urgent if urgent else queue.normal).append(task)
+            if not queue.scheduled:
+                queue.scheduled = True
+                self._ring.append(owner)
+            self._cond.notify()
+
+    def forget(self, owner: Hashable) -> None:
+        """Drop an owner's queued calls and its bucket (a target that went away)."""
+        with self._cond:
+            queue = self._queues.pop(owner, None)
+            if queue is not None:
+                queue.urgent.clear()
+                queue.normal.clear()
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(q.urgent) + len(q.normal) for q in self._queues.values())
+
+    def _next(self) -> Task | None:
+        """The next call to make, or None when stopping (called with the lock held)."""
+        while not self._stopping:
+            now = self._clock()
+            while self._deferred and self._deferred[0][0] <= now:
+                _, _, owner = heapq.heappop(self._deferred)
+                if owner in self._queues:
+                    self._ring.append(owner)
+            if not self._ring:
+                timeout = self._deferred[0][0] - now if self._deferred else None
+                self._cond.wait(timeout)
+                continue
+            owner = self._ring.popleft()
+            queue = self._queues.get(owner)
+            if queue is None or not queue:
+                if queue is not None:
+                    queue.scheduled = False
+                continue
+            if queue.bucket is not None:
+                delay = queue.bucket.take(now)
+                if delay > 0:
+                    if queue.waiting_since is None:
+                        queue.waiting_since = now
+                    heapq.heappush(self._deferred, (now + delay, next(self._order), owner))
+                    continue
+                if queue.waiting_since is not None:
+                    if self._on_wait is not None:
+                        self._on_wait(owner, now - queue.waiting_since)
+                    queue.waiting_since = None
+            task = queue.urgent.popleft() if queue.urgent else queue.normal.popleft()
+            if queue:
+                self._ring.append(owner)
+            else:
+                queue.scheduled = False
+            return task
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                task = self._next()
+                if task is None:
+                    return
+                self.busy += 1
+            try:
+                task()
+            except Exception:  # a task must handle its own errors; this is a bug
+                log.exception("AWS call task crashed")
+            finally:
+                with self._cond:
+                    self.busy -= 1
