@@ -169,6 +169,7 @@ class Aws:
         self._clients: dict[tuple[str, str], Any] = {}
         self._credentials: dict[tuple[str, str | None], Credentials] = {}
         self._caller_account: str | None = None
+        self._caller_lock = threading.Lock()
 
     # ------------------------------------------------------------ event handlers
 
@@ -260,10 +261,11 @@ class Aws:
 
     def caller_account(self, target: MacieTarget) -> str:
         """The account of the default credentials (sts:GetCallerIdentity), asked until known."""
-        if self._caller_account is None:
-            answer = target.call("sts", "get_caller_identity", "GetCallerIdentity")
-            self._caller_account = str(answer["Account"])
-        return self._caller_account
+        with self._caller_lock:  # one call for every target without a role
+            if self._caller_account is None:
+                answer = target.call("sts", "get_caller_identity", "GetCallerIdentity")
+                self._caller_account = str(answer["Account"])
+            return self._caller_account
 
 
 class MacieTarget:

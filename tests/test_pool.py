@@ -1,0 +1,89 @@
+"""The call pool: bounded threads, fair turns across targets, urgent calls first, rate limit."""
+
+from __future__ import annotations
+
+import threading
+
+from exporter.pool import CallPool, TokenBucket
+from tests.conftest import wait_for
+
+
+def run_in_order(pool: CallPool, submissions: list[tuple[str, str, bool]]) -> list[str]:
+    """Queue every (owner, name, urgent) before the pool starts; the order the calls ran in."""
+    ran: list[str] = []
+    done = threading.Event()
+    for owner, name, urgent in submissions:
+        def task(name: str = name) -> None:
+            ran.append(name)
+            if len(ran) == len(submissions):
+                done.set()
+        pool.submit(owner, task, urgent=urgent)
+    pool.start()
+    assert done.wait(10)
+    pool.stop()
+    return ran
+
+
+def test_turns_alternate_between_targets() -> None:
+    big = [("big", f"big{i}", False) for i in range(100)]
+    small = [("small", f"small{i}", False) for i in range(3)]
+    order = run_in_order(CallPool(1), big + small)
+    # The small target's calls come in turn with the big one's, not after its 100.
+    assert [order.index(f"small{i}") for i in range(3)] == [1, 3, 5]
+
+
+def test_urgent_calls_of_a_target_go_first() -> None:
+    calls = [("t", f"describe{i}", False) for i in range(5)] + [("t", "page2", True)]
+    order = run_in_order(CallPool(1), calls)
+    assert order[0] == "page2"
+
+
+def test_threads_do_not_grow_with_targets() -> None:
+    wait_for(lambda: not any(t.name.startswith("aws-call") for t in threading.enumerate()),
+             what="earlier tests' pools to end")
+    before = threading.active_count()
+    pool = CallPool(4)
+    pool.start()
+    finished = threading.Semaphore(0)
+    for owner in range(2000):
+        pool.submit(owner, finished.release)
+    for _ in range(2000):
+        assert finished.acquire(timeout=10)
+    assert threading.active_count() - before == 4
+    pool.stop()
+
+
+def test_a_crashing_task_does_not_kill_its_worker() -> None:
+    pool = CallPool(1)
+    pool.start()
+    ran = threading.Event()
+
+    def crash() -> None:
+        raise RuntimeError("bug")
+
+    pool.submit("a", crash)
+    pool.submit("a", ran.set)
+    assert ran.wait(10)
+    pool.stop()
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(2.0, now=100.0)  # 2 a second, 2 saved up at most
+    assert bucket.take(100.0) == 0
+    assert bucket.take(100.0) == 0
+    assert bucket.take(100.0) == 0.5  # the third waits half a second
+    assert bucket.take(100.5) == 0
+    assert bucket.take(110.0) == 0 and bucket.take(110.0) == 0
+    assert bucket.take(110.0) > 0  # no more than the burst after a long rest
+
+
+def test_rate_limited_target_waits_while_others_go_on() -> None:
+    waits: list[tuple[object, float]] = []
+    pool = CallPool(1, rate=1000.0, on_wait=lambda owner, s: waits.append((owner, s)))
+    # 1,000 a second with a burst of 1,000: the 1,001st call of "limited" waits for a token,
+    # and the free-running target's calls are not held up behind it.
+    calls = [("limited", f"l{i}", False) for i in range(1100)]
+    order = run_in_order(pool, calls)
+    assert len(order) == 1100
+    wait_for(lambda: waits, what="a recorded wait")
+    assert waits[0][0] == "limited" and waits[0][1] > 0

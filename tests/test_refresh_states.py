@@ -1,0 +1,240 @@
+"""Refresh logic against a small fake of the AWS-facing protocol: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from exporter.counters import ApiRequestCounter
+from exporter.macie import ApiError
+from exporter.model import UNKNOWN_ACCOUNT, TargetKey, TargetResult
+from exporter.pool import CallPool
+from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher
+from tests.conftest import wait_for
+
+ACCOUNT = "111122223333"
+REGION = "eu-west-1"
+NOT_ENABLED = ApiError("GetMacieSession", "AccessDeniedException", "Macie is not enabled.", 401)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_795_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeMacie:
+    """One target's answers; `describe_gate` holds every describe until it is set."""
+
+    def __init__(self, key: TargetKey, jobs: dict[str, str] | None = None,
+                 status: str | ApiError = "ENABLED", role_arn: str | None = None) -> None:
+        self.key = key
+        self.role_arn = role_arn
+        self.jobs = dict(jobs or {})  # job id -> status
+        self.status = status
+        self.list_error: ApiError | None = None
+        self.account: str | None = None  # what GetCallerIdentity says
+        self.arn_account = ACCOUNT
+        self.calls: Counter[str] = Counter()
+        self.describe_gate = threading.Event()
+        self.describe_gate.set()
+
+    def resolve_account(self) -> str | None:
+        self.calls["GetCallerIdentity"] += 1
+        return self.account
+
+    def get_macie_session(self) -> dict[str, Any]:
+        self.calls["GetMacieSession"] += 1
+        if isinstance(self.status, ApiError):
+            raise self.status
+        return {"status": self.status}
+
+    def list_pages(self) -> Iterator[list[Any]]:
+        ids = sorted(self.jobs)
+        for start in range(0, max(1, len(ids)), 2):
+            self.calls["ListClassificationJobs"] += 1
+            if self.list_error is not None:
+                raise self.list_error
+            yield [{"jobId": i, "name": f"name-{i}", "jobStatus": self.jobs[i],
+                    "jobType": "ONE_TIME"} for i in ids[start:start + 2]]
+
+    def describe_job(self, job_id: str) -> dict[str, Any]:
+        assert self.describe_gate.wait(10)
+        self.calls["DescribeClassificationJob"] += 1
+        return {"jobId": job_id, "name": f"name-{job_id}", "jobStatus": self.jobs[job_id],
+                "jobType": "ONE_TIME", "statistics": {"numberOfRuns": 3.0},
+                "jobArn": f"arn:aws:macie2:{REGION}:{self.arn_account}:classification-job/"
+                          f"{job_id}"}
+
+
+@pytest.fixture
+def pool() -> Iterator[CallPool]:
+    pool = CallPool(4)
+    pool.start()
+    yield pool
+    pool.stop()
+
+
+def make(api: FakeMacie, pool: CallPool, clock: Clock, **settings: Any,
+         ) -> tuple[TargetRefresher, SnapshotStore, ApiRequestCounter]:
+    store = SnapshotStore([api.key])
+    requests = ApiRequestCounter()
+    refresher = TargetRefresher(api, store, pool, RefreshSettings(**settings),
+                                counters=(requests,), clock=clock)
+    return refresher, store, requests
+
+
+def result(store: SnapshotStore) -> TargetResult:
+    (target,) = store.get().targets
+    return target
+
+
+def test_macie_off_is_a_successful_refresh_without_jobs_and_is_not_polled(
+        pool: CallPool) -> None:
+    clock = Clock()
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING"}, status=NOT_ENABLED)
+    refresher, store, _ = make(api, pool, clock, status_interval=3600)
+    assert refresher.refresh(10)
+    target = result(store)
+    assert (target.success, target.completed, target.macie_status) == (True, True, "DISABLED")
+    assert target.jobs == () and target.counts == ()
+    for _ in range(5):  # every interval until the status interval has passed: no call at all
+        clock.now += 60
+        assert refresher.refresh(10)
+    assert api.calls == Counter({"GetMacieSession": 1})
+    api.status = "ENABLED"
+    clock.now += 3600
+    assert refresher.refresh(10)
+    assert result(store).macie_status == "ENABLED"
+    assert {j.job_id for j in result(store).jobs} == {"a"}
+    assert api.calls["GetMacieSession"] == 2
+
+
+def test_paused_macie_is_still_polled(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "PAUSED"}, status="PAUSED")
+    refresher, store, _ = make(api, pool, Clock())
+    assert refresher.refresh(10)
+    assert result(store).macie_status == "PAUSED"
+    assert api.calls["ListClassificationJobs"] == 1 and len(result(store).jobs) == 1
+
+
+def test_denied_status_check_logs_once_and_polls_as_before(
+        pool: CallPool, caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    denied = ApiError("GetMacieSession", "AccessDeniedException",
+                      "User is not authorized to perform: macie2:GetMacieSession", 403)
+    keys = [TargetKey(ACCOUNT, r) for r in ("eu-west-1", "eu-west-2", "eu-west-3")]
+    apis = [FakeMacie(k, {"a": "RUNNING"}, status=denied) for k in keys]
+    refreshers = [make(api, pool, clock)[0] for api in apis]
+    for refresher in refreshers:
+        assert refresher.refresh(10)
+        clock.now += 60
+        assert refresher.refresh(10)
+    assert all(r.macie_status is None for r in refreshers)
+    assert all(api.calls["GetMacieSession"] == 1 for api in apis)  # not every refresh
+    assert all(api.calls["ListClassificationJobs"] == 2 for api in apis)
+    lines = [r for r in caplog.records if getattr(r, "kv", {}).get("missing_permission")
+             == "macie2:GetMacieSession"]
+    assert len(lines) <= 1  # once per process (earlier tests may have logged it already)
+
+
+def test_a_list_that_says_macie_is_off_turns_the_target_disabled(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING"},
+                    status=ApiError("GetMacieSession", "ThrottlingException", "slow down"))
+    api.list_error = ApiError("ListClassificationJobs", "AccessDeniedException",
+                              "Macie is not enabled.", 401)
+    refresher, store, _ = make(api, pool, Clock())
+    assert refresher.refresh(10)
+    assert result(store).macie_status == "DISABLED" and result(store).success
+
+
+def test_jobs_show_from_the_list_before_their_describes_finish(pool: CallPool) -> None:
+    jobs = {f"job{i:02d}": "RUNNING" for i in range(9)}
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), jobs)
+    api.describe_gate.clear()
+    refresher, store, _ = make(api, pool, Clock())
+    done = refresher.trigger()
+    assert done is not None
+    wait_for(lambda: len(result(store).jobs) == 9, what="the listed jobs in the snapshot")
+    partial = result(store)
+    assert {j.status for j in partial.jobs} == {"RUNNING"}
+    assert all(j.runs is None for j in partial.jobs)  # only what the list says
+    assert not partial.completed and not store.get().ready  # /readyz keeps its meaning
+    assert dict(partial.counts)[(ACCOUNT, "RUNNING", "ONE_TIME")] == 9
+    api.describe_gate.set()
+    assert done.wait(10)
+    final = result(store)
+    assert final.completed and all(j.runs == 3 for j in final.jobs)
+
+
+def test_list_failure_keeps_the_last_jobs(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING", "b": "IDLE", "c": "COMPLETE"})
+    refresher, store, _ = make(api, pool, Clock())
+    assert refresher.refresh(10)
+    api.list_error = ApiError("ListClassificationJobs", "InternalServerException")
+    assert not refresher.refresh(10)
+    target = result(store)
+    assert not target.success and target.completed and len(target.jobs) == 3
+    assert not refresher.running
+
+
+def test_an_account_learned_late_is_rekeyed_everywhere(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(UNKNOWN_ACCOUNT, REGION), {"a": "RUNNING"})
+    refresher, store, requests = make(api, pool, Clock())
+    requests.inc(api.key, "GetCallerIdentity", "EndpointConnectionError")
+    assert refresher.refresh(10)  # STS said nothing (account None): the job ARN tells it
+    assert result(store).key == TargetKey(ACCOUNT, REGION) == refresher.key
+    assert {j.account_id for j in result(store).jobs} == {ACCOUNT}
+    assert requests.items() == [((ACCOUNT, REGION, "GetCallerIdentity",
+                                  "EndpointConnectionError"), 1)]
+    assert refresher.refresh(10)
+    assert api.calls["GetCallerIdentity"] == 1
+
+
+def test_caller_identity_names_the_account_before_anything_is_stored(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(UNKNOWN_ACCOUNT, REGION), {"a": "RUNNING"})
+    api.account = "444455556666"
+    refresher, store, _ = make(api, pool, Clock())
+    assert refresher.refresh(10)
+    assert [t.key for t in store.get().targets] == [TargetKey("444455556666", REGION)]
+
+
+def test_a_second_trigger_during_a_refresh_is_skipped(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING"})
+    api.describe_gate.clear()
+    refresher, _, _ = make(api, pool, Clock())
+    first = refresher.trigger()
+    assert first is not None and refresher.running
+    assert refresher.trigger() is None
+    api.describe_gate.set()
+    assert first.wait(10)
+    wait_for(lambda: not refresher.running, what="the refresh to end")
+    assert api.calls["ListClassificationJobs"] == 1
+
+
+def test_a_big_target_does_not_hold_back_the_others() -> None:
+    """With one worker, ten small targets finish while the big one still has describes."""
+    pool = CallPool(1)
+    clock = Clock()
+    big = FakeMacie(TargetKey(ACCOUNT, "us-east-1"),
+                    {f"j{i:04d}": "RUNNING" for i in range(400)})
+    smalls = [FakeMacie(TargetKey(ACCOUNT, f"region-{i}"), {"x": "RUNNING"}) for i in range(10)]
+    big_refresher, _, _ = make(big, pool, clock)
+    small_refreshers = [make(api, pool, clock)[0] for api in smalls]
+    big_done = big_refresher.trigger()
+    small_done = [r.trigger() for r in small_refreshers]
+    pool.start()
+    try:
+        for event in small_done:
+            assert event is not None and event.wait(10)
+        assert big_done is not None and not big_done.is_set()
+        assert big.calls["DescribeClassificationJob"] < 400
+        assert big_done.wait(30)
+    finally:
+        pool.stop()
