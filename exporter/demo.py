@@ -10,7 +10,7 @@ import time
 
 from exporter.simulator import DAY, Simulator, make_job
 
-DEMO_REGIONS = ("eu-west-1", "us-east-1")
+DEMO_REGIONS = ("eu-west-1", "us-east-1", "ap-southeast-2")
 # Any access key the simulator has not issued itself is the default account's.
 DEMO_ACCESS_KEY = "AKIADEMOMACIEEXPORTER"
 DEMO_SECRET_KEY = "demo-secret-key-not-a-real-one"  # noqa: S105 - the demo's fixed key
@@ -22,7 +22,8 @@ class DemoAccount:
     eu-west-1: a fast and a slow one-time scan running (objects to process falling until they
     complete), a daily job cycling IDLE → RUNNING → IDLE with its runs rising, a weekly job whose
     last run had errors, a USER_PAUSED job four days from expiry, a quota-PAUSED job, and a
-    history of COMPLETE and CANCELLED jobs. us-east-1: a smaller second region.
+    history of COMPLETE and CANCELLED jobs. us-east-1: a smaller second region. ap-southeast-2:
+    Macie not enabled.
     """
 
     CYCLE = 300.0  # seconds per demo "day" of the scheduled job
@@ -76,6 +77,7 @@ class DemoAccount:
             "useastbaseline00000000000000001", "us-baseline", "COMPLETE",
             created_at=t0 - 50 * DAY, last_run_time=t0 - 50 * DAY,
         ))
+        sim.set_macie_status("ap-southeast-2", "DISABLED")
         self(t0, sim)
 
     def __call__(self, now: float, sim: Simulator) -> None:
