@@ -50,6 +50,7 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
                           cwd=REPO)
 
 
+@pytest.mark.tools
 def test_promtool_check_rules_is_clean() -> None:
     check = run(require_tool("promtool"), "check", "rules", str(RULES))
     assert check.returncode == 0, check.stdout + check.stderr
@@ -57,6 +58,7 @@ def test_promtool_check_rules_is_clean() -> None:
     assert "warning" not in (check.stdout + check.stderr).lower()
 
 
+@pytest.mark.tools
 def test_promtool_rule_unit_tests_pass() -> None:
     result = run(require_tool("promtool"), "test", "rules", str(RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -95,6 +97,7 @@ def test_pause_expiring_description_uses_humanized_time_left() -> None:
             assert "$value | humanizeDuration" in rule["annotations"]["description"]
 
 
+@pytest.mark.tools
 def test_example_alertmanager_config_is_valid_and_routes_by_severity() -> None:
     amtool = require_tool("amtool")
     check = run(amtool, "check-config", str(ALERTMANAGER_CONFIG))
@@ -151,6 +154,7 @@ def webhook(processes: list[Stoppable]) -> Webhook:
     return receiver
 
 
+@pytest.mark.tools
 def test_pause_expiry_alert_reaches_the_webhook(
     demo_exporter: ExporterProcess, webhook: Webhook, tmp_path: Path,
     processes: list[Stoppable],

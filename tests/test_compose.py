@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.conftest import REPO, require_tool, venv_tool
@@ -41,6 +42,7 @@ def binds(service: dict[str, Any]) -> dict[str, Path]:
             if volume["type"] == "bind"}
 
 
+@pytest.mark.tools
 def test_compose_file_is_valid_and_complete() -> None:
     config = compose_config()
     services = config["services"]
@@ -86,6 +88,7 @@ def test_prometheus_scrapes_the_exporter_and_alerts_alertmanager() -> None:
         prometheus["global"]["scrape_interval"]
 
 
+@pytest.mark.tools
 def test_promtool_checks_the_prometheus_config_with_its_rules(tmp_path: Path) -> None:
     # Lay out the files as the Prometheus container sees them, so rule_files resolve.
     mounts = binds(compose_config()["services"]["prometheus"])
@@ -101,6 +104,7 @@ def test_promtool_checks_the_prometheus_config_with_its_rules(tmp_path: Path) ->
     assert f"SUCCESS: {rules} rules found" in result.stdout
 
 
+@pytest.mark.tools
 def test_amtool_checks_the_alertmanager_config() -> None:
     result = subprocess.run(
         [require_tool("amtool"), "check-config", str(COMPOSE_DIR / "alertmanager.yml")],

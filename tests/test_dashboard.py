@@ -138,6 +138,7 @@ def prometheus(demo_exporter: ExporterProcess, tmp_path: Path,
     return server
 
 
+@pytest.mark.tools
 def test_every_panel_query_runs_and_fills_its_panel(prometheus: Prometheus) -> None:
     assert set(EMPTY_IN_DEMO) <= {panel["title"] for panel in panels()}
     for selection_name, selection in SELECTIONS.items():
@@ -163,6 +164,7 @@ def test_every_panel_query_runs_and_fills_its_panel(prometheus: Prometheus) -> N
     assert count["value"][1] == "6"
 
 
+@pytest.mark.tools
 def test_every_variable_query_finds_the_demo_s_values(prometheus: Prometheus) -> None:
     expected = {"account": {"123456789012"}, "region": {"eu-west-1", "us-east-1"},
                 "job": {"legal-hold-scan", "bulk-backup-scan", "Test run (aborted)"}}
@@ -192,6 +194,7 @@ def schema_check(dashboard: Path | None = None) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.tools
 def test_the_json_type_checks_against_grafana_schema() -> None:
     result = schema_check()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -203,6 +206,7 @@ def test_the_json_type_checks_against_grafana_schema() -> None:
     ("unknown enum value", "'\"absolut\"' is not assignable"),
     ("bad table cell option", "'\"colour-background\"'"),
 ])
+@pytest.mark.tools
 def test_the_schema_check_rejects_a_broken_dashboard(tmp_path: Path, breakage: str,
                                                       error: str) -> None:
     broken: dict[str, Any] = json.loads(OUTPUT.read_text(encoding="utf-8"))

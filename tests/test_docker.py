@@ -20,6 +20,7 @@ SMOKE = REPO / "scripts" / "docker-smoke.sh"
 
 
 
+@pytest.mark.tools
 def test_dockerfile_is_hadolint_clean() -> None:
     result = subprocess.run([venv_tool("hadolint"), "--no-color", str(DOCKERFILE)],
                             capture_output=True, text=True, timeout=60, check=False)
@@ -44,6 +45,7 @@ def test_dockerfile_shape() -> None:
         assert f"org.opencontainers.image.{label}=" in final
 
 
+@pytest.mark.tools
 def test_image_builds_and_serves_demo_metrics() -> None:
     for tool in ("dockerd", "docker", "debootstrap", "curl"):
         require_tool(tool)

@@ -26,6 +26,8 @@ from exporter.server import OPEN_PATHS
 from exporter.webconfig import load_web_config
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.tools
+
 CHART = REPO / "deploy" / "helm" / "macie-exporter"
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = REPO / "grafana" / "macie-classification-jobs.json"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ExporterProcess, Stoppable, wait_for
 from tests.prom import Prometheus
+
+pytestmark = pytest.mark.tools
 
 
 def test_prometheus_scrapes_the_demo(demo_exporter: ExporterProcess, tmp_path: Path,
