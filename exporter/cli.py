@@ -18,21 +18,16 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__, logs
 from exporter.collect import SelfCollector, SnapshotCollector
-from exporter.config import Config, ConfigError, TargetConfig, load
-from exporter.counters import ApiRequestCounter, WaitCounter
+from exporter.config import ALL_REGIONS, Config, ConfigError, TargetConfig, load
+from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
 from exporter.demo import DEMO_ACCESS_KEY, DEMO_REGIONS, DEMO_SECRET_KEY, demo_simulator
+from exporter.discovery import OrganizationsDiscovery
 from exporter.exposition import CachedExposition
+from exporter.fleet import Fleet
 from exporter.logs import fields
-from exporter.macie import Aws, AwsSettings, MacieTarget, default_region
-from exporter.model import UNKNOWN_ACCOUNT, TargetKey
+from exporter.macie import Aws, AwsSettings, available_regions, default_region, partition_of
 from exporter.pool import CallPool
-from exporter.refresh import (
-    Poller,
-    RefreshSettings,
-    SnapshotStore,
-    TargetRefresher,
-    refresh_all_once,
-)
+from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher, refresh_all_once
 from exporter.server import HttpServer, make_app
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, WebConfigWatcher
@@ -69,34 +64,41 @@ def _settings(config: Config) -> AwsSettings:
     )
 
 
-def _role_account(role_arn: str | None) -> str:
-    """The account of `arn:aws:iam::<account>:role/<name>`, else unknown until asked."""
-    return role_arn.split(":")[4] if role_arn else UNKNOWN_ACCOUNT
+def _sdk_region() -> str | None:
+    try:
+        return default_region()
+    except ValueError as err:
+        raise ConfigError(f"AWS SDK configuration: {err}") from None
+
+
+def _expand(regions: Sequence[str | None], fallback: Sequence[str],
+            partition: str) -> list[str]:
+    """Regions with `all` and the default (None: the demo's, or the SDK's) filled in."""
+    out: list[str] = []
+    for region in regions:
+        if region == ALL_REGIONS:
+            out.extend(available_regions(partition))
+        elif region is not None:
+            out.append(region)
+        elif fallback:
+            out.extend(fallback)
+        else:
+            found = _sdk_region()
+            if found is None:
+                raise ConfigError("--aws.regions: no region given and the AWS SDK has no "
+                                  "default region (set --aws.regions or AWS_DEFAULT_REGION)")
+            out.append(found)
+    return list(dict.fromkeys(out))
 
 
 def _regions(targets: Sequence[TargetConfig], fallback: Sequence[str]) -> list[TargetConfig]:
-    """Targets with the SDK's default region (or the demo's regions) filled in."""
-    out: list[TargetConfig] = []
-    for target in targets:
-        if target.region is not None:
-            out.append(target)
-            continue
-        regions = list(fallback)
-        if not regions:
-            try:
-                region = default_region()
-            except ValueError as err:
-                raise ConfigError(f"AWS SDK configuration: {err}") from None
-            if region is None:
-                raise ConfigError("--aws.regions: no region given and the AWS SDK has no "
-                                  "default region (set --aws.regions or AWS_DEFAULT_REGION)")
-            regions = [region]
-        out.extend(replace(target, region=r) for r in regions)
-    return out
+    """One target per region, `all` and the default region filled in."""
+    return [replace(target, region=region) for target in targets
+            for region in _expand([target.region], fallback, partition_of(target.role_arn))]
 
 
 class Exporter:
-    """The assembled process: AWS plumbing, call pool, refreshers, registry, optional demo."""
+    """The assembled process: AWS plumbing, call pool, fleet, registry, optional demo."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -107,23 +109,37 @@ class Exporter:
             self.simulator = demo_simulator()
             url = self.simulator.start()
             settings = replace(settings, endpoint_url=url, sts_endpoint_url=url,
+                               organizations_endpoint_url=url,
                                static_credentials=(DEMO_ACCESS_KEY, DEMO_SECRET_KEY))
             fallback = DEMO_REGIONS
+        else:
+            # AssumeRole goes to STS in the exporter's own region when it has one, never to an
+            # opt-in region that an account may not have enabled.
+            settings = replace(settings, sts_region=_sdk_region())
         self.requests = ApiRequestCounter()
         self.waits = WaitCounter()
+        self.status = FleetStatus()
         self.aws = Aws(settings, self.requests)
         self.pool = CallPool(config.concurrency, rate=config.requests_per_second,
                              on_wait=self._waited)
         self.store = SnapshotStore()
-        self.refresh_settings = RefreshSettings(
+        refresh_settings = RefreshSettings(
             tag_keys=config.tag_keys, interval=config.refresh_interval,
             full_redescribe_interval=config.full_redescribe_interval,
             terminal_max_age=config.terminal_max_age, status_interval=config.status_interval,
         )
-        self.refreshers: list[TargetRefresher] = []
-        for target in _regions(config.targets, fallback):
-            self.add_target(target)
-        live = SelfCollector(self.requests, self.waits)
+        self.fleet = Fleet(self.aws, self.pool, self.store, refresh_settings, self.requests,
+                           self.waits, list_filter=config.list_filter,
+                           shard_index=config.shard_index, shard_total=config.shard_total,
+                           status=self.status)
+        self.fleet.add_static(_regions(config.targets, fallback))
+        self.discovery: OrganizationsDiscovery | None = None
+        if config.discovery is not None:
+            partition = partition_of(config.discovery.organizations.role_arn)
+            regions = _expand(config.regions or (None,), fallback, partition)
+            self.discovery = OrganizationsDiscovery(self.aws, config.discovery, regions,
+                                                    self.fleet)
+        live = SelfCollector(self.requests, self.waits, self.status)
         # Our collectors describe nothing (registering does no work), so name[] filters need
         # support_collectors_without_names to reach them.
         self.registry = CollectorRegistry(auto_describe=False,
@@ -133,38 +149,33 @@ class Exporter:
         self.exposition = CachedExposition(self.store.get, config.tag_keys, [live])
         self.store.subscribe(self.exposition.snapshot_changed)
 
+    @property
+    def refreshers(self) -> list[TargetRefresher]:
+        return self.fleet.refreshers
+
     def _waited(self, owner: object, seconds: float) -> None:
         if isinstance(owner, TargetRefresher):
             self.waits.add(owner.key, seconds)
 
-    def add_target(self, target: TargetConfig) -> TargetRefresher | None:
-        """A refresher for one account x region; None if that key is polled already."""
-        key = TargetKey(_role_account(target.role_arn), target.region or "")
-        if key.account_id != UNKNOWN_ACCOUNT and any(r.key == key for r in self.refreshers):
-            log.warning("target polled already; the duplicate is ignored",
-                        extra=fields(account_id=key.account_id, region=key.region,
-                                     role_arn=target.role_arn or ""))
-            return None
-        api = MacieTarget(self.aws, key, target.role_arn, target.external_id,
-                          self.config.list_filter)
-        refresher = TargetRefresher(api, self.store, self.pool, self.refresh_settings,
-                                    counters=(self.requests, self.waits))
-        self.store.put(self.store.result(key))
-        self.refreshers.append(refresher)
-        return refresher
-
     def start(self) -> None:
+        """Start the call pool and the schedules (discovery first, then every target)."""
         self.pool.start()
+        if self.discovery is not None:
+            assert self.config.discovery is not None
+            self.fleet.every(self.config.discovery.interval, self.discovery.discover)
+        self.fleet.start()
 
     def close(self) -> None:
+        self.fleet.stop()
         self.pool.stop()
         if self.simulator is not None:
             self.simulator.stop()
 
 
 def _once(exporter: Exporter) -> int:
-    exporter.start()
-    ok = refresh_all_once(exporter.refreshers)
+    exporter.pool.start()
+    discovered = exporter.discovery.discover() if exporter.discovery is not None else True
+    ok = refresh_all_once(exporter.refreshers) and discovered
     sys.stdout.buffer.write(generate_latest(exporter.registry))
     sys.stdout.flush()
     exporter.close()
@@ -199,28 +210,25 @@ def _serve(exporter: Exporter) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    poller = Poller(exporter.refreshers, config.refresh_interval)
     exporter.start()
     exporter.exposition.start()
     server.start()
-    poller.start()
     log.info("listening", extra=fields(
         address=server.address, telemetry_path=config.telemetry_path, version=__version__,
         tls=bool(web and web.current().ssl_context),
         targets=len(exporter.refreshers), demo=config.demo,
         refresh_interval_seconds=config.refresh_interval))
     stop.wait()
-    poller.stop()
     server.stop()
     exporter.exposition.stop()
     exporter.close()
     # A refresh still waiting on AWS would hold the interpreter's exit (it joins the pool
     # threads) until its timeouts and retries run out: give it a moment, then leave without it.
     deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and any(r.running for r in exporter.refreshers):
+    while time.monotonic() < deadline and exporter.pool.busy:
         time.sleep(0.05)
-    in_flight = sum(r.running for r in exporter.refreshers)
-    log.info("stopped", extra=fields(abandoned_refreshes=in_flight))
+    in_flight = exporter.pool.busy
+    log.info("stopped", extra=fields(abandoned_calls=in_flight))
     if in_flight:
         logging.shutdown()
         sys.stdout.flush()

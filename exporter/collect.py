@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.counters import ApiRequestCounter, WaitCounter
+from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
 from exporter.model import JOB_STATUSES, MACIE_STATUSES, Job, Snapshot, tag_label_name
 
 JOB_LABELS = ("account_id", "region", "job_id", "job_name")
@@ -226,13 +226,35 @@ class SnapshotCollector(Collector):
         yield from (success, last_success, duration, failures)
 
 
+def _fleet_families(fleet: FleetStatus) -> Iterator[Metric]:
+    targets = _gauge("macie_exporter_targets",
+                     "Targets (account x region) this process polls: its shard of the static "
+                     "and discovered targets.", ())
+    targets.add_metric([], fleet.targets)
+    yield targets
+    if not fleet.discovery_enabled:
+        return
+    success = _gauge("macie_exporter_discovery_success",
+                     "1 if the last discovery of the organisation's accounts succeeded, 0 if it "
+                     "failed (the last discovered targets are kept).", ())
+    last = _gauge("macie_exporter_discovery_last_success_timestamp_seconds",
+                  "When discovery last succeeded, in seconds since the Unix epoch.", ())
+    if fleet.discovery_success is not None:
+        success.add_metric([], 1 if fleet.discovery_success else 0)
+    if fleet.discovery_last_success is not None:
+        last.add_metric([], fleet.discovery_last_success)
+    yield success
+    yield last
+
+
 class SelfCollector(Collector):
     """Live self-metrics: API request counts, rate-limit waits and build information."""
 
     def __init__(self, requests: ApiRequestCounter, waits: WaitCounter | None = None,
-                 build: Sequence[str] | None = None) -> None:
+                 fleet: FleetStatus | None = None, build: Sequence[str] | None = None) -> None:
         self._requests = requests
         self._waits = waits
+        self._fleet = fleet
         self._build = list(build or (__version__, platform.python_version(), version("boto3")))
 
     def describe(self) -> Iterable[Metric]:
@@ -257,6 +279,8 @@ class SelfCollector(Collector):
             for target, seconds in self._waits.items():
                 waits.add_metric(list(target), seconds)
             yield waits
+        if self._fleet is not None:
+            yield from _fleet_families(self._fleet)
         build = _gauge(
             "macie_exporter_build_info",
             "Build information of the exporter; the value is always 1.",

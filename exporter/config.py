@@ -45,6 +45,8 @@ class Config:
     telemetry_path: str
     web_config_file: str | None
     targets: tuple[TargetConfig, ...]
+    # --aws.regions as given (ALL_REGIONS for all); the regions of discovered targets.
+    regions: tuple[str, ...]
     endpoint_url: str | None
     retry_mode: str
     max_attempts: int
@@ -63,6 +65,26 @@ class Config:
     once: bool
     # ListClassificationJobs filterCriteria ({"includes": [...], "excludes": [...]}), or None.
     list_filter: dict[str, list[dict[str, Any]]] | None = None
+    discovery: DiscoveryConfig | None = None
+    shard_index: int = 0
+    shard_total: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationsConfig:
+    """`discovery.organizations`: every ACTIVE account of the organisation is a target."""
+
+    member_role_name: str
+    role_arn: str | None = None
+    external_id: str | None = None
+    member_external_id: str | None = None
+    exclude_accounts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    interval: float
+    organizations: OrganizationsConfig
 
 
 # ---------------------------------------------------------------- value parsers
@@ -149,8 +171,14 @@ def _list(value: Any) -> tuple[str, ...]:
     return tuple(v for v in items if v)
 
 
+ALL_REGIONS = "all"
+
+
 def _regions(value: Any) -> tuple[str, ...]:
+    """Regions, or `(ALL_REGIONS,)` for `all`: every region where botocore lists macie2."""
     regions = _list(value)
+    if regions == (ALL_REGIONS,):
+        return regions
     for region in regions:
         if not _REGION.match(region):
             raise ValueError(f"invalid AWS region {region!r}")
@@ -268,7 +296,8 @@ OPTIONS: tuple[Option, ...] = (
            "Exporter-toolkit web config file: TLS, client certificates, basic auth, headers.",
            yaml_key=("web", "config_file")),
     Option("aws.regions", "", _regions,
-           "Comma-separated AWS regions to poll (default: the SDK's default region)."),
+           "Comma-separated AWS regions to poll, or all: every region where botocore lists "
+           "macie2 (default: the SDK's default region)."),
     Option("aws.role-arn", "", _role_arn,
            "IAM role to assume for every region (default: the SDK's default credentials)."),
     Option("aws.external-id", "", _optional_string, "External ID to pass when assuming the role."),
@@ -298,6 +327,11 @@ OPTIONS: tuple[Option, ...] = (
            "Leave COMPLETE and CANCELLED jobs whose last run (or creation) is older than this "
            "out of the per-job series; they still count in macie_classification_jobs. "
            "0s keeps every job."),
+    Option("shard.index", "0", _int_between(0, 9999),
+           "This replica's shard: it polls the targets whose stable hash modulo "
+           "--shard.total is this index."),
+    Option("shard.total", "1", _int_between(1, 10000),
+           "Number of shards (replicas) the targets are split across."),
     Option("log.level", "info", _choice(*_LOG_LEVELS), "Log level: debug, info, warn, error."),
     Option("log.format", "logfmt", _choice("logfmt", "json"), "Log format: logfmt or json."),
     Option("demo", False, _bool,
@@ -366,7 +400,7 @@ def _flatten_yaml(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], A
     groups = {p[0] for p in known if len(p) == 2}
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("targets", "filters"):
+        if key in ("targets", "filters", "discovery"):
             continue
         if (key,) in known:
             values[known[(key,)]] = value
@@ -398,6 +432,62 @@ def _filters(raw: Any, path: str) -> dict[str, list[dict[str, Any]]] | None:
         criteria[side] = [_filter_term(term, f"{where}.{side}[{i}]")
                           for i, term in enumerate(terms)]
     return criteria or None
+
+
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+
+def _discovery(raw: Any, path: str) -> DiscoveryConfig | None:
+    """`discovery: {interval, organizations: {...}}`; errors name the key."""
+    if raw is None:
+        return None
+    where = f"config file {path}: discovery"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with interval and organizations")
+    for key in raw:
+        if key not in ("interval", "organizations"):
+            raise ConfigError(f"{where}: unknown key {key}")
+    try:
+        interval = _interval(_string(raw.get("interval", "1h")))
+    except ValueError as err:
+        raise ConfigError(f"{where}.interval: {err}") from None
+    orgs = raw.get("organizations")
+    where = f"{where}.organizations"
+    if not isinstance(orgs, dict):
+        raise ConfigError(f"{where}: expected a mapping with at least member_role_name")
+    known = ("role_arn", "external_id", "member_role_name", "member_external_id",
+             "exclude_accounts")
+    for key in orgs:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key}")
+    values: dict[str, Any] = {}
+    for key, parse in (("role_arn", _role_arn), ("external_id", _optional_string),
+                       ("member_role_name", _string), ("member_external_id", _optional_string)):
+        try:
+            values[key] = parse(orgs.get(key, ""))
+        except ValueError as err:
+            raise ConfigError(f"{where}.{key}: {err}") from None
+    if not values["member_role_name"]:
+        raise ConfigError(f"{where}.member_role_name: required (the role to assume in every "
+                          "account, e.g. macie-exporter)")
+    if not _ROLE_NAME.match(values["member_role_name"]):
+        raise ConfigError(f"{where}.member_role_name: invalid IAM role name "
+                          f"{values['member_role_name']!r}")
+    if values["external_id"] and not values["role_arn"]:
+        raise ConfigError(f"{where}.external_id: set only together with role_arn")
+    excluded = orgs.get("exclude_accounts", [])
+    if not isinstance(excluded, list) or not all(
+            isinstance(a, str | int) and not isinstance(a, bool) for a in excluded):
+        raise ConfigError(f"{where}.exclude_accounts: expected a list of 12-digit account IDs")
+    for account in excluded:
+        if not _ACCOUNT_ID.match(str(account)):
+            raise ConfigError(f"{where}.exclude_accounts: {account!r} is not a 12-digit "
+                              "account ID (quote it in YAML to keep leading zeros)")
+    return DiscoveryConfig(interval, OrganizationsConfig(
+        member_role_name=values["member_role_name"], role_arn=values["role_arn"],
+        external_id=values["external_id"], member_external_id=values["member_external_id"],
+        exclude_accounts=frozenset(str(a) for a in excluded)))
 
 
 def _filter_term(term: Any, where: str) -> dict[str, Any]:
@@ -446,10 +536,12 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
     yaml_values: dict[str, Any] = {}
     raw_targets = None
     list_filter = None
+    discovery = None
     if config_path:
         data = _read_yaml(config_path)
         yaml_values, raw_targets = _flatten_yaml(data, config_path)
         list_filter = _filters(data.get("filters"), config_path)
+        discovery = _discovery(data.get("discovery"), config_path)
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -495,6 +587,11 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
                              {"role_arn": values["aws.role-arn"] or "",
                               "external_id": values["aws.external-id"] or ""})]
     targets = build_targets(specs, values["aws.regions"])
+    if discovery is not None and raw_targets is None and not values["aws.role-arn"]:
+        targets = ()  # discovery alone: the organisation's accounts are the targets
+    if values["shard.index"] >= values["shard.total"]:
+        raise ConfigError(f"{sources['shard.index']}: {values['shard.index']} is not below "
+                          f"--shard.total ({values['shard.total']})")
     host, port = values["web.listen-address"]
     return Config(
         listen_host=host,
@@ -502,6 +599,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         telemetry_path=values["web.telemetry-path"],
         web_config_file=values["web.config.file"],
         targets=targets,
+        regions=values["aws.regions"],
         endpoint_url=values["aws.endpoint-url"],
         retry_mode=values["aws.retry-mode"],
         max_attempts=values["aws.max-attempts"],
@@ -519,6 +617,9 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         demo=values["demo"],
         once=values["once"],
         list_filter=list_filter,
+        discovery=discovery,
+        shard_index=values["shard.index"],
+        shard_total=values["shard.total"],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from exporter.model import TargetKey
@@ -43,6 +44,12 @@ class ApiRequestCounter(_Counter[tuple[TargetKey, str, str]]):
                 moved = (new, key[1], key[2])
                 self._values[moved] = self._values.get(moved, 0) + self._values.pop(key)
 
+    def forget(self, target: TargetKey) -> None:
+        """Drop a removed target's counts (its series disappear)."""
+        with self._lock:
+            for key in [k for k in self._values if k[0] == target]:
+                del self._values[key]
+
     def total(self, operation: str | None = None) -> int:
         return int(sum(count for (_, op, _), count in self._items()
                        if operation is None or op == operation))
@@ -57,7 +64,21 @@ class WaitCounter(_Counter[TargetKey]):
     def items(self) -> list[tuple[tuple[str, str], float]]:
         return sorted(((k.account_id, k.region), v) for k, v in self._items())
 
+    def forget(self, target: TargetKey) -> None:
+        with self._lock:
+            self._values.pop(target, None)
+
     def rekey(self, old: TargetKey, new: TargetKey) -> None:
         with self._lock:
             if old in self._values:
                 self._values[new] = self._values.get(new, 0) + self._values.pop(old)
+
+
+@dataclass
+class FleetStatus:
+    """Live figures of the fleet for the self-metrics (plain attributes, set by one thread)."""
+
+    targets: int = 0
+    discovery_enabled: bool = False
+    discovery_success: bool | None = None
+    discovery_last_success: float | None = None

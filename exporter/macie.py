@@ -46,7 +46,14 @@ IAM_ACTIONS = {
     "GetMacieSession": "macie2:GetMacieSession",
     "GetCallerIdentity": "sts:GetCallerIdentity",
     "AssumeRole": "sts:AssumeRole",
+    "ListAccounts": "organizations:ListAccounts",
 }
+# What AWS answers when the credentials are not accepted at all; in a region the account has
+# not enabled (an opt-in region), credentials that work elsewhere get these too.
+_AUTH_FAILURES = frozenset({"UnrecognizedClientException", "InvalidClientTokenId",
+                            "InvalidSignatureException", "AuthFailure"})
+# The largest page ListAccounts accepts.
+ACCOUNTS_PAGE_SIZE = 20
 _DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
 
 
@@ -63,9 +70,19 @@ class ApiError(Exception):
 
     @property
     def macie_disabled(self) -> bool:
-        """Macie is not enabled in this account and region (HTTP 401 AccessDeniedException)."""
+        """Macie is not enabled in this account and region: AWS answers HTTP 401
+        AccessDeniedException "Macie is not enabled."; GetMacieSession may also say there is
+        no session (ResourceNotFoundException, as moto does)."""
+        if self.operation == "GetMacieSession" and self.code == "ResourceNotFoundException":
+            return True
         return (self.code == "AccessDeniedException" and self.operation in _MACIE_OPERATIONS
                 and (self.http_status == 401 or "macie is not enabled" in self.message.lower()))
+
+    @property
+    def auth_failed(self) -> bool:
+        """The credentials were not accepted (bad keys, or a region the account has not
+        enabled)."""
+        return self.code in _AUTH_FAILURES
 
     @property
     def missing_permission(self) -> str | None:
@@ -87,8 +104,12 @@ class AwsSettings:
     # HTTP connections each client may keep: the calls in flight at once, plus a margin.
     max_pool_connections: int = 10
     sts_endpoint_url: str | None = None
+    organizations_endpoint_url: str | None = None
     # Static credentials (demo mode only); None: the SDK's default credential chain.
     static_credentials: tuple[str, str] | None = None
+    # Where AssumeRole goes (a region every account has, not an opt-in one); None: the
+    # region of the first target of that account.
+    sts_region: str | None = None
 
     def botocore_config(self) -> BotoConfig:
         return BotoConfig(
@@ -100,6 +121,17 @@ class AwsSettings:
             max_pool_connections=self.max_pool_connections,
             user_agent_extra=f"macie-exporter/{__version__}",
         )
+
+
+def available_regions(partition: str = "aws") -> tuple[str, ...]:
+    """Every region where botocore lists macie2 in `partition`."""
+    regions = botocore.session.Session().get_available_regions("macie2", partition)
+    return tuple(sorted(regions))
+
+
+def partition_of(arn: str | None) -> str:
+    """`aws`, `aws-cn`, `aws-us-gov`, ... from an ARN; `aws` when there is none."""
+    return arn.split(":")[1] if arn and arn.count(":") >= 5 else "aws"
 
 
 def default_region() -> str | None:
@@ -169,6 +201,8 @@ class Aws:
         self._clients: dict[tuple[str, str], Any] = {}
         self._credentials: dict[tuple[str, str | None], Credentials] = {}
         self._caller_account: str | None = None
+        # Credentials (by id) that AWS has accepted at least once.
+        self._working: set[int] = set()
         self._caller_lock = threading.Lock()
 
     # ------------------------------------------------------------ event handlers
@@ -184,6 +218,8 @@ class Aws:
             outcome = type(exception).__name__
         elif response_dict is not None and response_dict["status_code"] < 300:
             outcome = "success"
+            if _bound.credentials is not None:
+                self._working.add(id(_bound.credentials))
             if operation in _MACIE_OPERATIONS and not _is_json(response_dict.get("body")):
                 # botocore reads a body that is not JSON as an empty answer: flag it.
                 outcome = "MalformedResponse"
@@ -213,8 +249,10 @@ class Aws:
         with self._lock:
             client = self._clients.get((service, region))
             if client is None:
-                endpoint = (self.settings.sts_endpoint_url if service == "sts"
-                            else self.settings.endpoint_url)
+                endpoint = {"macie2": self.settings.endpoint_url,
+                            "sts": self.settings.sts_endpoint_url,
+                            "organizations": self.settings.organizations_endpoint_url,
+                            }.get(service)
                 try:
                     client = self._new_client(service, region, endpoint)
                 except BotoCoreError as err:
@@ -247,7 +285,8 @@ class Aws:
         if external_id:
             extra["ExternalId"] = external_id
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=functools.partial(self._sts_client, region),
+            client_creator=functools.partial(self._sts_client,
+                                             self.settings.sts_region or region),
             source_credentials=source, role_arn=role_arn, extra_args=extra,
         )
         created = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
@@ -258,6 +297,10 @@ class Aws:
     def _sts_client(self, region: str, service: str, **kwargs: Any) -> Any:
         """The AssumeRole fetcher's client (with the source credentials it passes)."""
         return self._new_client(service, region, self.settings.sts_endpoint_url, **kwargs)
+
+    def accepted(self, credentials: Credentials | None) -> bool:
+        """True once AWS has answered a call signed with these credentials."""
+        return credentials is not None and id(credentials) in self._working
 
     def caller_account(self, target: MacieTarget) -> str:
         """The account of the default credentials (sts:GetCallerIdentity), asked until known."""
@@ -307,6 +350,10 @@ class MacieTarget:
             raise ApiError(operation, "MalformedResponse", "the answer is not valid JSON")
         answer.pop("ResponseMetadata", None)
         return answer
+
+    def credentials_accepted(self) -> bool:
+        """True once this account's credentials have worked somewhere (another region)."""
+        return self.aws.accepted(self._credentials)
 
     def resolve_account(self) -> str | None:
         """The account of a target without a role (GetCallerIdentity), or None if STS fails."""
@@ -369,3 +416,31 @@ class MacieTarget:
             raise _error(operation, err) from None
         except _PARSE_ERRORS as err:
             raise ApiError(operation, "MalformedResponse", str(err)) from None
+
+
+def list_organization_accounts(aws: Aws, key: TargetKey, role_arn: str | None,
+                               external_id: str | None) -> list[tuple[str, str]]:
+    """(account id, status) of every account of the organisation (ListAccounts, every page),
+    asked with the discovery role or the exporter's own credentials; calls counted under
+    `key`."""
+    caller = MacieTarget(aws, key, role_arn, external_id)
+    operation = "ListAccounts"
+    accounts: list[tuple[str, str]] = []
+    try:
+        with caller._bound():
+            paginator = aws.client("organizations", key.region).get_paginator("list_accounts")
+            pages: Iterator[Any] = iter(paginator.paginate(
+                PaginationConfig={"PageSize": ACCOUNTS_PAGE_SIZE}))
+        while True:
+            with caller._bound():
+                page = next(pages, None)
+            if page is None:
+                return accounts
+            for account in page.get("Accounts") or []:
+                account_id, status = account.get("Id"), account.get("Status")
+                if isinstance(account_id, str):
+                    accounts.append((account_id, str(status or "")))
+    except (ClientError, BotoCoreError) as err:
+        raise _error(operation, err) from None
+    except _PARSE_ERRORS as err:
+        raise ApiError(operation, "MalformedResponse", str(err)) from None

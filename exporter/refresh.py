@@ -16,11 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
-
-from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.logs import fields
 from exporter.macie import ApiError
@@ -46,6 +42,7 @@ class MacieApi(Protocol):
     role_arn: str | None
 
     def resolve_account(self) -> str | None: ...
+    def credentials_accepted(self) -> bool: ...
     def get_macie_session(self) -> dict[str, Any]: ...
     def list_pages(self) -> Iterator[list[Any]]: ...
     def describe_job(self, job_id: str) -> dict[str, Any]: ...
@@ -340,7 +337,7 @@ class _Run:
         try:
             status = str(r.api.get_macie_session().get("status") or "ENABLED")
         except ApiError as err:
-            if err.macie_disabled:
+            if err.macie_disabled or self._region_not_enabled(err):
                 r.set_status("DISABLED", self.now)
             elif err.missing_permission:
                 _log_denied_once(
@@ -354,6 +351,16 @@ class _Run:
             return
         r.set_status(status, self.now)
 
+    def _region_not_enabled(self, err: ApiError) -> bool:
+        """An opt-in region the account has not enabled: AWS rejects credentials there that
+        it accepts elsewhere. Credentials never accepted anywhere are a real failure."""
+        if not err.auth_failed or not self.r.api.credentials_accepted():
+            return False
+        log.info("credentials rejected in this region but accepted elsewhere: taken as a "
+                 "region the account has not enabled", extra=fields(
+                     **self.r.labels(), operation=err.operation, error_code=err.code))
+        return True
+
     def _end_disabled(self) -> None:
         with self.lock:
             self.disabled = True
@@ -364,7 +371,7 @@ class _Run:
         try:
             page = next(self.pages, None)
         except ApiError as err:
-            if err.macie_disabled:
+            if err.macie_disabled or self._region_not_enabled(err):
                 self.r.set_status("DISABLED", self.now)
                 self._end_disabled()
                 return
@@ -496,34 +503,6 @@ class _Run:
             success=True, completed=True, last_success_at=self.now,
             describe_failures=len(self.failures), macie_status=r.macie_status,
         )
-
-
-class Poller:
-    """Starts every target's refresh on an APScheduler interval; a refresh still under way
-    when its next tick comes is not started twice."""
-
-    def __init__(self, refreshers: Sequence[TargetRefresher], interval: float) -> None:
-        self.refreshers = list(refreshers)
-        # Ticks only queue work on the call pool, so two scheduler threads are plenty.
-        self.scheduler = BackgroundScheduler(
-            executors={"default": SchedulerPool(2)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=UTC,
-        )
-        self._interval = interval
-        for refresher in self.refreshers:
-            self.add(refresher)
-        logging.getLogger("apscheduler").setLevel(logging.ERROR)
-
-    def add(self, refresher: TargetRefresher) -> None:
-        self.scheduler.add_job(refresher.trigger, "interval", seconds=self._interval,
-                               next_run_time=datetime.now(UTC))
-
-    def start(self) -> None:
-        self.scheduler.start()
-
-    def stop(self) -> None:
-        self.scheduler.shutdown(wait=False)
 
 
 def refresh_all_once(refreshers: Sequence[TargetRefresher]) -> bool:

@@ -264,7 +264,7 @@ def test_signals_stop_promptly_with_exit_0(sim: FaultySimulator, start: Start, s
     began = time.monotonic()
     assert exporter.stop(sig) == 0, exporter.logs()
     assert time.monotonic() - began < 5
-    assert "msg=stopped abandoned_refreshes=1" in exporter.logs()
+    assert "msg=stopped abandoned_calls=1" in exporter.logs()
     assert "Traceback" not in exporter.logs()
 
 

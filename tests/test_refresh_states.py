@@ -41,9 +41,13 @@ class FakeMacie:
         self.list_error: ApiError | None = None
         self.account: str | None = None  # what GetCallerIdentity says
         self.arn_account = ACCOUNT
+        self.accepted = True  # the credentials worked in another region
         self.calls: Counter[str] = Counter()
         self.describe_gate = threading.Event()
         self.describe_gate.set()
+
+    def credentials_accepted(self) -> bool:
+        return self.accepted
 
     def resolve_account(self) -> str | None:
         self.calls["GetCallerIdentity"] += 1
@@ -238,3 +242,21 @@ def test_a_big_target_does_not_hold_back_the_others() -> None:
         assert big_done.wait(30)
     finally:
         pool.stop()
+
+
+def test_credentials_rejected_only_here_mean_a_region_the_account_has_not_enabled(
+        pool: CallPool) -> None:
+    rejected = ApiError("GetMacieSession", "UnrecognizedClientException",
+                        "The security token included in the request is invalid.", 403)
+    api = FakeMacie(TargetKey(ACCOUNT, "af-south-1"), {"a": "RUNNING"}, status=rejected)
+    api.list_error = ApiError("ListClassificationJobs", "UnrecognizedClientException")
+    refresher, store, _ = make(api, pool, Clock())
+    assert refresher.refresh(10)
+    assert result(store).macie_status == "DISABLED" and result(store).success
+    # Credentials that never worked anywhere are a failing target, not a quiet one.
+    other = FakeMacie(TargetKey(ACCOUNT, "eu-west-1"), {"a": "RUNNING"}, status=rejected)
+    other.list_error = ApiError("ListClassificationJobs", "UnrecognizedClientException")
+    other.accepted = False
+    refresher, store, _ = make(other, pool, Clock())
+    assert not refresher.refresh(10)
+    assert result(store).macie_status is None and not result(store).success

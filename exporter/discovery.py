@@ -1,0 +1,71 @@
+"""Targets from AWS Organizations: every ACTIVE account, in each configured region."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from exporter.config import DiscoveryConfig, TargetConfig
+from exporter.fleet import Fleet
+from exporter.logs import fields
+from exporter.macie import ApiError, Aws, list_organization_accounts, partition_of
+from exporter.model import TargetKey
+
+log = logging.getLogger(__name__)
+# Where the Organizations API is asked, per partition (it is a global service).
+_ORGANIZATIONS_REGION = {"aws": "us-east-1", "aws-cn": "cn-northwest-1",
+                         "aws-us-gov": "us-gov-west-1"}
+
+
+class OrganizationsDiscovery:
+    """Lists the organisation's accounts and hands the fleet its targets; a failure keeps the
+    last discovered targets."""
+
+    def __init__(self, aws: Aws, config: DiscoveryConfig, regions: Sequence[str], fleet: Fleet,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._aws = aws
+        self._orgs = config.organizations
+        self._regions = tuple(regions)
+        self._fleet = fleet
+        self._clock = clock
+        self._partition = partition_of(self._orgs.role_arn)
+        discovery_account = self._orgs.role_arn.split(":")[4] if self._orgs.role_arn else ""
+        # ListAccounts calls are counted under the discovery account (empty: own credentials).
+        self._key = TargetKey(discovery_account,
+                              _ORGANIZATIONS_REGION.get(self._partition, "us-east-1"))
+        fleet.status.discovery_enabled = True
+
+    def targets(self, accounts: Sequence[tuple[str, str]]) -> list[TargetConfig]:
+        """A target per ACTIVE, not excluded account and region, assuming the member role."""
+        role = f"arn:{self._partition}:iam::{{account}}:role/{self._orgs.member_role_name}"
+        active = sorted({account for account, status in accounts
+                         if status == "ACTIVE" and account not in self._orgs.exclude_accounts})
+        return [TargetConfig(region, role.format(account=account), self._orgs.member_external_id)
+                for account in active for region in self._regions]
+
+    def discover(self) -> bool:
+        """Discover once and reconcile the fleet; True on success."""
+        status = self._fleet.status
+        try:
+            accounts = list_organization_accounts(self._aws, self._key, self._orgs.role_arn,
+                                                  self._orgs.external_id)
+        except ApiError as err:
+            status.discovery_success = False
+            extra = fields(operation=err.operation, error_code=err.code, error=err.message,
+                           missing_permission=err.missing_permission or "",
+                           targets_kept=status.targets)
+            log.error("discovery failed; the last discovered targets are kept", extra=extra)
+            return False
+        except Exception:  # a bug must not stop later discoveries
+            status.discovery_success = False
+            log.exception("discovery crashed; the last discovered targets are kept")
+            return False
+        targets = self.targets(accounts)
+        added, removed = self._fleet.reconcile(targets)
+        status.discovery_success = True
+        status.discovery_last_success = self._clock()
+        log.info("discovered the organisation", extra=fields(
+            accounts=len(accounts), active_targets=len(targets), added=added, removed=removed,
+            targets=status.targets))
+        return True
