@@ -1,18 +1,45 @@
-"""Synthetic fleets for the benchmarks: the simulator holding many jobs.
+"""Synthetic fleets for the benchmarks: the simulator holding many jobs, or many targets.
 
     python -m benchmarks.fleets --jobs 10000 --active 300 --latency 0.005
+        one target (the simulator's default account in --region) holding --jobs jobs, --active
+        of them non-terminal (benchmarks/bench.py, benchmarks/soak.py)
 
-One target (the simulator's default account in `--region`) holding `--jobs` jobs, `--active` of
-them non-terminal, every call delayed by `--latency` seconds. The simulator's URL is the first
-line of stdout; it runs until interrupted or terminated.
+    python -m benchmarks.fleets --accounts 200 --regions 10 --jobs-per-target 3 \\
+        --running-per-target 1 --off-every 10 --latency 0.005 [--config exporter.yaml]
+        an organisation: accounts 100000000000, 100000000001, … in the first --regions of
+        MACIE_REGIONS, each (account, region) holding --jobs-per-target jobs of which
+        --running-per-target RUNNING (the others COMPLETE), and every --off-every-th account
+        with Macie not enabled in any region. --config writes the exporter's config file, one
+        target per account, assuming arn:aws:iam::<account>:role/macie-exporter.
+
+Every call is delayed by --latency seconds. The simulator's URL is the first line of stdout;
+it runs until interrupted or terminated. `GET <url>/_simulator/requests` answers its request
+counts (see `request_counts`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from exporter.simulator import DAY, Simulator, make_job
+
+# Regions where Macie is available (botocore's endpoints data), the most used first.
+MACIE_REGIONS = (
+    "us-east-1", "eu-west-1", "us-west-2", "eu-central-1", "ap-southeast-2", "us-east-2",
+    "eu-west-2", "ap-northeast-1", "ap-southeast-1", "ca-central-1", "ap-south-1",
+    "eu-north-1", "eu-west-3", "ap-northeast-2", "sa-east-1", "us-west-1", "eu-south-1",
+    "ap-northeast-3", "ap-east-1", "me-south-1", "af-south-1", "il-central-1",
+)
+FIRST_ACCOUNT = 100_000_000_000
+ROLE_NAME = "macie-exporter"
 
 
 def add_synthetic_jobs(sim: Simulator, region: str, total: int, active: int) -> None:
@@ -37,18 +64,100 @@ def add_synthetic_jobs(sim: Simulator, region: str, total: int, active: int) -> 
         sim.put_job(region, job)
 
 
+@dataclass(frozen=True)
+class Fleet:
+    """An organisation: every account in every region a small target, some with Macie off."""
+
+    accounts: int
+    regions: int
+    jobs_per_target: int = 3
+    running_per_target: int = 1
+    off_every: int = 0  # every Nth account has Macie DISABLED everywhere (0: none)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.regions <= len(MACIE_REGIONS):
+            raise ValueError(f"regions: expected 1 to {len(MACIE_REGIONS)}")
+        if not 0 <= self.running_per_target <= self.jobs_per_target:
+            raise ValueError("running_per_target: expected 0 to jobs_per_target")
+
+    @property
+    def account_ids(self) -> list[str]:
+        return [str(FIRST_ACCOUNT + i) for i in range(self.accounts)]
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        return MACIE_REGIONS[:self.regions]
+
+    @property
+    def off_accounts(self) -> list[str]:
+        """The accounts with Macie not enabled: every off_every-th one."""
+        if not self.off_every:
+            return []
+        return [a for i, a in enumerate(self.account_ids, 1) if i % self.off_every == 0]
+
+    def populate(self, sim: Simulator) -> None:
+        now = time.time()
+        off = set(self.off_accounts)
+        for account in self.account_ids:
+            for r, region in enumerate(self.region_names):
+                if account in off:
+                    sim.set_macie_status(region, "DISABLED", account_id=account)
+                    continue  # disabling Macie deletes its jobs
+                for k in range(self.jobs_per_target):
+                    running = k < self.running_per_target
+                    sim.put_job(region, make_job(
+                        f"{account}{r:02d}{k:04d}", f"fleet-job-{k}",
+                        "RUNNING" if running else "COMPLETE", created_at=now - DAY * (k + 1),
+                        objects_to_process=1000 if running else 0,
+                        last_run_time=now - DAY * k - 600,
+                    ), account_id=account)
+
+    def write_exporter_config(self, path: Path) -> None:
+        """The exporter's config file: one target per account, assuming its ROLE_NAME role."""
+        targets = [{"role_arn": f"arn:aws:iam::{account}:role/{ROLE_NAME}",
+                    "regions": list(self.region_names)} for account in self.account_ids]
+        path.write_text(yaml.safe_dump({"targets": targets}, sort_keys=False,
+                                       default_flow_style=None), encoding="utf-8")
+
+
+def request_counts(url: str) -> dict[str, Any]:
+    """The request counts of a simulator running at `url` (`Simulator.counts()`)."""
+    with urllib.request.urlopen(f"{url}/_simulator/requests", timeout=10) as response:
+        counts: dict[str, Any] = json.loads(response.read())
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the one target")
-    parser.add_argument("--active", type=int, default=300, help="non-terminal jobs among them")
-    parser.add_argument("--region", default="eu-west-1")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per call")
+    single = parser.add_argument_group("one target with many jobs")
+    single.add_argument("--jobs", type=int, default=10_000)
+    single.add_argument("--active", type=int, default=300, help="non-terminal jobs among them")
+    single.add_argument("--region", default="eu-west-1")
+    fleet = parser.add_argument_group("many targets (chosen by --accounts)")
+    fleet.add_argument("--accounts", type=int, default=0)
+    fleet.add_argument("--regions", type=int, default=1)
+    fleet.add_argument("--jobs-per-target", type=int, default=3)
+    fleet.add_argument("--running-per-target", type=int, default=1)
+    fleet.add_argument("--off-every", type=int, default=0,
+                       help="every Nth account has Macie not enabled (0: none)")
+    fleet.add_argument("--config", type=Path, help="write the exporter's config file here")
     args = parser.parse_args()
     sim = Simulator()
-    add_synthetic_jobs(sim, args.region, args.jobs, min(args.active, args.jobs))
+    if args.accounts:
+        try:
+            scenario = Fleet(args.accounts, args.regions, args.jobs_per_target,
+                             args.running_per_target, args.off_every)
+        except ValueError as err:
+            parser.error(str(err))
+        scenario.populate(sim)
+        if args.config:
+            scenario.write_exporter_config(args.config)
+    else:
+        add_synthetic_jobs(sim, args.region, args.jobs, min(args.active, args.jobs))
     sim.latency = args.latency
     print(sim.start(args.host, args.port), flush=True)
     try:
