@@ -539,12 +539,3 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-
-
-def __getattr__(name: str) -> Any:
-    # Temporary: exporter/cli.py still imports the demo from here; it lives in exporter.demo.
-    if name in ("DEMO_ACCESS_KEY", "DEMO_SECRET_KEY", "demo_simulator"):
-        from exporter import demo
-
-        return getattr(demo, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
