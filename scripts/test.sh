@@ -6,7 +6,8 @@
 #
 # `bash scripts/test.sh --fast` needs no root: it installs only the Python packages (no apt-get,
 # no npm) and runs ruff, mypy and the tests not marked `tools`, i.e. every test that runs no
-# external tool (Prometheus, promtool, Alertmanager, Helm, node, hadolint, docker).
+# external tool (Prometheus, promtool, Alertmanager, Helm, Node.js, hadolint, Docker Compose,
+# dockerd, moto's server, cfn-lint).
 #
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh --fast -k config`.
 set -euo pipefail
