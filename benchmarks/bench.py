@@ -31,11 +31,12 @@ from botocore.config import Config
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collect import ApiRequestCounter, SelfCollector, SnapshotCollector
-from exporter.config import TargetConfig
+from exporter.collect import SelfCollector, SnapshotCollector
+from exporter.counters import ApiRequestCounter
 from exporter.exposition import CachedExposition
-from exporter.macie import LIST_PAGE_SIZE, ClientSettings, MacieTarget
-from exporter.model import TargetKey
+from exporter.macie import LIST_PAGE_SIZE, Aws, AwsSettings, MacieTarget
+from exporter.model import UNKNOWN_ACCOUNT, TargetKey
+from exporter.pool import CallPool
 from exporter.refresh import SnapshotStore, TargetRefresher
 from exporter.server import HttpServer, make_app
 
@@ -86,12 +87,17 @@ def reference_refresh(url: str, threads: int = 16) -> float:
 
 def exporter_refresher(url: str, concurrency: int = 16) -> tuple[TargetRefresher,
                                                                   ApiRequestCounter]:
+    """One target's refresher on a call pool of `concurrency` threads (daemons, left running)."""
     counter = ApiRequestCounter()
-    settings = ClientSettings(endpoint_url=url, retry_mode="standard", max_attempts=3,
-                              connect_timeout=5, read_timeout=20, concurrency=concurrency)
-    api = MacieTarget(TargetConfig(REGION), REGION, settings, counter)
-    store = SnapshotStore([TargetKey("unknown", REGION)])
-    return TargetRefresher(0, api, store, concurrency=concurrency), counter
+    settings = AwsSettings(endpoint_url=url, retry_mode="standard", max_attempts=3,
+                           connect_timeout=5, read_timeout=20,
+                           max_pool_connections=concurrency + 2)
+    key = TargetKey(UNKNOWN_ACCOUNT, REGION)
+    pool = CallPool(concurrency)
+    pool.start()
+    refresher = TargetRefresher(MacieTarget(Aws(settings, counter), key), SnapshotStore([key]),
+                                pool)
+    return refresher, counter
 
 
 def count(counter: ApiRequestCounter, operation: str) -> int:
