@@ -3,6 +3,8 @@
 Core objects are validated with kubernetes-validate --strict; the ServiceMonitor and the
 PrometheusRule against the prometheus-operator models; the PrometheusRule's rules and the
 dashboard ConfigMap against deploy/prometheus/alerts.yml and grafana/ (their single sources).
+The rendered flags, env and config file go through the exporter's own parser, the sharded
+StatefulSet's pods with their shard index resolved as the downward API would.
 """
 
 from __future__ import annotations
@@ -81,6 +83,23 @@ ALL_ON: dict[str, Any] = {
                          "annotations": {"grafana_folder": "Amazon Macie"}},
 }
 
+SHARDS = 3
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+SHARD_INDEX_ENV = {"name": "MACIE_EXPORTER_SHARD_INDEX", "valueFrom": {
+    "fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}}}
+DISCOVERY: dict[str, Any] = {
+    "interval": "1h",
+    "organizations": {
+        "role_arn": "arn:aws:iam::111111111111:role/macie-exporter-discovery",
+        "external_id": "example",
+        "member_role_name": "macie-exporter",
+        "member_external_id": "example",
+        "exclude_accounts": ["222222222222"],
+    },
+}
+# Every option on, sharded, with AWS Organizations discovery.
+SHARDED: dict[str, Any] = {**ALL_ON, "sharding": {"shards": SHARDS}, "discovery": DISCOVERY}
+
 BAD_VALUES = [
     ({"replicaCount": 3}, "additional properties 'replicaCount' not allowed"),
     ({"service": {"port": "http"}}, "/service/port"),
@@ -91,6 +110,20 @@ BAD_VALUES = [
     ({"extraArgs": ["aws.regions=eu-west-1"]}, "/extraArgs/0"),
     ({"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": 12}}},
      "/serviceAccount/annotations"),
+    ({"sharding": {"shards": 0}}, "/sharding/shards"),
+    ({"sharding": {"shards": "3"}}, "/sharding/shards"),
+    ({"sharding": {"replicas": 3}}, "additional properties 'replicas' not allowed"),
+    ({"discovery": {"interval": "1h"}}, "missing property 'organizations'"),
+    ({"discovery": {"organizations": {}}}, "missing property 'member_role_name'"),
+    ({"discovery": {"organizations": {"member_role_name": "m", "accounts": ["222222222222"]}}},
+     "additional properties 'accounts' not allowed"),
+    ({"discovery": {"organizations": {"member_role_name": "m",
+                                      "exclude_accounts": [222222222222]}}},
+     "/discovery/organizations/exclude_accounts/0"),
+    ({"discovery": {"organizations": {"member_role_name": "m", "external_id": "e"}}},
+     "'role_arn' required"),
+    ({"discovery": {"interval": "hourly", "organizations": {"member_role_name": "m"}}},
+     "/discovery/interval"),
 ]
 
 
@@ -113,10 +146,47 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def workload(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Deployment, or the StatefulSet when sharded: never both."""
+    found = [obj for obj in objects if obj["kind"] in ("Deployment", "StatefulSet")]
+    assert len(found) == 1, [obj["kind"] for obj in found]
+    return found[0]
+
+
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = workload(objects)["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return dict(containers[0])
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) against a set of labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, values = expression["key"], expression.get("values", [])
+        matched = {"In": key in labels and labels[key] in values,
+                   "NotIn": key not in labels or labels[key] not in values,
+                   "Exists": key in labels,
+                   "DoesNotExist": key not in labels}[expression["operator"]]
+        if not matched:
+            return False
+    return True
+
+
+def local_args(args: list[str], mount_path: str, tmp_path: Path, config_text: str) -> list[str]:
+    """The container's args with the mounted files replaced by copies under tmp_path."""
+    (tmp_path / "config.yml").write_text(config_text, encoding="utf-8")
+    (tmp_path / "web-config.yml").write_text("{}\n", encoding="utf-8")
+    return [arg.replace(mount_path, str(tmp_path / "config.yml"))
+               .replace(WEB_CONFIG_FILE, str(tmp_path / "web-config.yml")) for arg in args]
+
+
+def config_file(objects: list[dict[str, Any]]) -> str:
+    configmaps = [obj for obj in objects if obj["kind"] == "ConfigMap"
+                  and not obj["metadata"]["name"].endswith("-dashboard")]
+    assert len(configmaps) == 1
+    return str(configmaps[0]["data"]["config.yml"])
 
 
 def test_chart_metadata_matches_the_exporter() -> None:
@@ -126,7 +196,7 @@ def test_chart_metadata_matches_the_exporter() -> None:
     assert helm.Chart.load(CHART).name == "macie-exporter"
 
 
-@pytest.mark.parametrize("values", [{}, ALL_ON], ids=["defaults", "all-on"])
+@pytest.mark.parametrize("values", [{}, ALL_ON, SHARDED], ids=["defaults", "all-on", "sharded"])
 def test_lint_strict_is_clean(values: dict[str, Any]) -> None:
     report = helm.lint(CHART, values, strict=True, namespace="monitoring")
     assert report["total_charts_linted"] == 1
@@ -162,6 +232,9 @@ def test_schema_accepts_the_documented_values() -> None:
     chart = helm.Chart.load(CHART)
     chart.validate_schema({})
     chart.validate_schema(ALL_ON)
+    chart.validate_schema(SHARDED)
+    chart.validate_schema({"discovery": None, "sharding": {"shards": 1}})
+    chart.validate_schema({"discovery": {"organizations": {"member_role_name": "macie-exporter"}}})
 
 
 def current_kubernetes() -> str:
@@ -171,17 +244,23 @@ def current_kubernetes() -> str:
     return version
 
 
-@pytest.mark.parametrize("values", [{}, ALL_ON], ids=["defaults", "all-on"])
+@pytest.mark.parametrize("values", [{}, ALL_ON, SHARDED], ids=["defaults", "all-on", "sharded"])
 def test_core_objects_pass_kubernetes_validate_strict(values: dict[str, Any]) -> None:
-    version = current_kubernetes()
+    # The current release, and the oldest the chart supports: Chart.yaml's kubeVersion, or 1.28
+    # when sharded (the apps.kubernetes.io/pod-index label).
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    minimum = re.fullmatch(r">=(\d+\.\d+\.\d+)-0", chart["kubeVersion"])
+    assert minimum, chart["kubeVersion"]
+    oldest = "1.28.0" if "sharding" in values else minimum.group(1)
     core = [obj for obj in render(values) if not obj["apiVersion"].startswith("monitoring.")]
     assert core
-    for obj in core:
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as err:
-            pytest.fail(f"{obj['kind']} {obj['metadata']['name']} (Kubernetes {version}): "
-                        f"{err.message} at {'.'.join(str(p) for p in err.path)}")
+    for version in (current_kubernetes(), oldest):
+        for obj in core:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as err:
+                pytest.fail(f"{obj['kind']} {obj['metadata']['name']} (Kubernetes {version}): "
+                            f"{err.message} at {'.'.join(str(p) for p in err.path)}")
 
 
 def without_nulls(value: Any) -> Any:
@@ -192,9 +271,11 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
+@pytest.mark.parametrize("values", [ALL_ON, SHARDED], ids=["all-on", "sharded"])
 @pytest.mark.parametrize("kind", ["ServiceMonitor", "PrometheusRule"])
-def test_operator_objects_validate_against_prometheus_operator_models(kind: str) -> None:
-    obj = one(render(ALL_ON), kind)
+def test_operator_objects_validate_against_prometheus_operator_models(
+        kind: str, values: dict[str, Any]) -> None:
+    obj = one(render(values), kind)
     parsed: monitoring.ServiceMonitor | monitoring.PrometheusRule
     if kind == "ServiceMonitor":
         parsed = monitoring.ServiceMonitor.model_validate(obj)
@@ -262,20 +343,14 @@ def test_irsa_annotation_lands_on_the_service_account_the_pod_uses() -> None:
 
 def test_config_file_is_mounted_and_accepted_by_the_exporter(tmp_path: Path) -> None:
     objects = render(ALL_ON)
-    configmaps = [obj for obj in objects if obj["kind"] == "ConfigMap"
-                  and not obj["metadata"]["name"].endswith("-dashboard")]
-    assert len(configmaps) == 1
-    text = configmaps[0]["data"]["config.yml"]
+    text = config_file(objects)
     assert yaml.safe_load(text) == ALL_ON["config"]
     main = container(objects)
     mount = next(m for m in main["volumeMounts"] if m["name"] == "config")
     assert f"--config.file={mount['mountPath']}" in main["args"]
 
     # The exporter's own parser takes the rendered flags and file.
-    (tmp_path / "config.yml").write_text(text, encoding="utf-8")
-    (tmp_path / "web-config.yml").write_text("{}\n", encoding="utf-8")
-    args = [arg.replace(mount["mountPath"], str(tmp_path / "config.yml"))
-               .replace(WEB_CONFIG_FILE, str(tmp_path / "web-config.yml")) for arg in main["args"]]
+    args = local_args(main["args"], mount["mountPath"], tmp_path, text)
     parsed = exporter_config.load(args, {})
     assert len(parsed.targets) == 3
     assert parsed.log_format == "json"
@@ -336,9 +411,203 @@ def test_service_monitor_scrapes_the_service_port_and_path() -> None:
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
+def test_default_render_is_the_one_pod_deployment() -> None:
+    objects = render()
+    assert workload(objects)["kind"] == "Deployment"
+    assert not [obj for obj in objects if obj["kind"] == "StatefulSet"]
+    main = container(objects)
+    assert "env" not in main
+    assert not [arg for arg in main["args"] if arg.startswith("--shard.")]
+    assert render({"sharding": {"shards": 1}, "discovery": None}) == objects
+    # Unsharded, the ServiceMonitor selects by the selector labels alone, as before sharding.
+    assert "matchExpressions" not in one(render(ALL_ON), "ServiceMonitor")["spec"]["selector"]
+
+
+def test_sharded_render_is_a_statefulset_of_one_pod_per_shard() -> None:
+    objects = render({"sharding": {"shards": SHARDS}})
+    assert sorted(obj["kind"] for obj in objects) == ["Service", "Service", "ServiceAccount",
+                                                      "StatefulSet"]
+    statefulset = one(objects, "StatefulSet")
+    spec = statefulset["spec"]
+    assert spec["replicas"] == SHARDS
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert selects(spec["selector"], spec["template"]["metadata"]["labels"])
+
+    main = container(objects)
+    assert main["env"] == [SHARD_INDEX_ENV]
+    assert f"--shard.total={SHARDS}" in main["args"]
+    assert not [arg for arg in main["args"] if arg.startswith("--shard.index")]
+
+    # The serviceName is a headless Service over the same pods; the normal Service is still there.
+    services = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "Service"}
+    headless = services.pop(spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == spec["selector"]["matchLabels"]
+    (service,) = services.values()
+    assert service["metadata"]["name"] == statefulset["metadata"]["name"]
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    assert "clusterIP" not in service["spec"]
+
+
+@pytest.mark.parametrize("values", [{}, ALL_ON], ids=["defaults", "all-on"])
+def test_statefulset_pods_are_the_deployments_pods_plus_the_shard(values: dict[str, Any]) -> None:
+    deployment = one(render(values), "Deployment")["spec"]["template"]
+    statefulset = one(render({**values, "sharding": {"shards": SHARDS}}),
+                      "StatefulSet")["spec"]["template"]
+    main = statefulset["spec"]["containers"][0]
+    assert main["env"][0] == SHARD_INDEX_ENV
+    del main["env"][0]
+    if not main["env"]:
+        del main["env"]
+    main["args"].remove(f"--shard.total={SHARDS}")
+    # One pod template (_helpers.tpl): the same security contexts, probes, volumes, config, etc.
+    assert statefulset == deployment
+    pod = statefulset["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def pod_env(main: dict[str, Any], pod_labels: dict[str, str]) -> dict[str, str]:
+    """The container's env as the kubelet resolves it; a missing label resolves to ""."""
+    env: dict[str, str] = {}
+    for var in main.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        match = re.fullmatch(r"metadata\.labels\['([^']+)'\]",
+                             var["valueFrom"]["fieldRef"]["fieldPath"])
+        assert match, var
+        env[var["name"]] = pod_labels.get(match.group(1), "")
+    return env
+
+
+def test_each_shard_runs_its_own_index_and_the_exporter_accepts_it(tmp_path: Path) -> None:
+    objects = render(SHARDED)
+    statefulset = one(objects, "StatefulSet")
+    main = container(objects)
+    mount = next(m for m in main["volumeMounts"] if m["name"] == "config")
+    args = local_args(main["args"], mount["mountPath"], tmp_path, config_file(objects))
+    template_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    for ordinal in range(SHARDS):
+        # What the StatefulSet controller (Kubernetes 1.28+) adds to pod <name>-<ordinal>.
+        labels = {**template_labels, POD_INDEX_LABEL: str(ordinal),
+                  "statefulset.kubernetes.io/pod-name":
+                      f"{statefulset['metadata']['name']}-{ordinal}"}
+        parsed = exporter_config.load(args, pod_env(main, labels))
+        assert (parsed.shard_index, parsed.shard_total) == (ordinal, SHARDS)
+        assert parsed.discovery is not None
+    # Without the label (Kubernetes before 1.28) the exporter refuses to start rather than
+    # every pod polling shard 0.
+    with pytest.raises(exporter_config.ConfigError, match="MACIE_EXPORTER_SHARD_INDEX"):
+        exporter_config.load(args, pod_env(main, template_labels))
+
+
+def test_service_monitor_scrapes_every_shard_once() -> None:
+    objects = render(SHARDED)
+    monitor = one(objects, "ServiceMonitor")
+    statefulset = one(objects, "StatefulSet")
+    services = [obj for obj in objects if obj["kind"] == "Service"]
+    assert len(services) == 2
+    # Only the normal Service: through the headless one too, every pod would be scraped twice.
+    selected = [svc for svc in services if selects(monitor["spec"]["selector"],
+                                                    svc["metadata"]["labels"])]
+    assert [svc["metadata"]["name"] for svc in selected] == [statefulset["metadata"]["name"]]
+    service = selected[0]
+    # Its endpoints are every ready pod, whatever its shard: each is a target of its own, with
+    # its own instance (pod IP:port) and pod target labels.
+    for ordinal in range(SHARDS):
+        labels = {**statefulset["spec"]["template"]["metadata"]["labels"],
+                  POD_INDEX_LABEL: str(ordinal)}
+        assert selects({"matchLabels": service["spec"]["selector"]}, labels)
+    assert "publishNotReadyAddresses" not in service["spec"]
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"] == "http"
+    assert container(objects)["ports"][0]["name"] == service["spec"]["ports"][0]["targetPort"]
+    for relabeling in endpoint.get("relabelings", []):
+        assert relabeling.get("targetLabel") not in ("instance", "pod")
+        assert relabeling.get("action") not in ("labeldrop", "labelkeep")
+
+
+def test_sharded_names_fit_kubernetes_limits() -> None:
+    objects = render({"sharding": {"shards": 2}, "fullnameOverride": "m" * 63})
+    statefulset = one(objects, "StatefulSet")
+    # Its pods get the label controller-revision-hash=<name>-<10 characters>: at most 63.
+    assert len(statefulset["metadata"]["name"]) <= 52
+    names = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Service"}
+    assert len(names) == 2
+    assert all(len(name) <= 63 for name in names)
+    assert statefulset["spec"]["serviceName"] in names
+
+
+def test_sharding_needs_kubernetes_1_28(capfd: pytest.CaptureFixture[str]) -> None:
+    # `helm lint` renders in lint mode, where the chart's `fail` is logged (on stderr, by Helm's
+    # Go logger) instead of raised; `helm install` against an older cluster fails with it.
+    message = "sharding.shards > 1 needs Kubernetes 1.28 or later"
+    for kube_version, refused in (("v1.27.16", True), ("v1.28.0", False), ("v1.25.0", False)):
+        values = {"sharding": {"shards": 2}} if kube_version != "v1.25.0" else {}
+        report = helm.lint(CHART, values, strict=True, namespace="monitoring",
+                           kube_version=kube_version)
+        assert report["errors"] == []
+        assert (message in capfd.readouterr().err) is refused, kube_version
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"sharding": {"shards": 2}, "extraArgs": ["--shard.index=1"]}, "extraArgs: --shard.index=1"),
+    ({"sharding": {"shards": 2}, "env": [{"name": "MACIE_EXPORTER_SHARD_TOTAL", "value": "4"}]},
+     "env: MACIE_EXPORTER_SHARD_TOTAL"),
+    ({"sharding": {"shards": 2}, "config": {"shard": {"total": 4}}}, "config.shard"),
+    ({"discovery": DISCOVERY, "config": {"discovery": DISCOVERY}},
+     "set discovery either in `discovery` or in `config.discovery`"),
+], ids=["shard-flag", "shard-env", "shard-config", "discovery-twice"])
+def test_contradictory_values_are_refused(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(values)
+    # Unsharded, a hand-made shard (one release per shard) is allowed.
+    if "sharding" in values:
+        render({key: value for key, value in values.items() if key != "sharding"})
+
+
+def test_discovery_alone_renders_the_config_file(tmp_path: Path) -> None:
+    objects = render({"discovery": DISCOVERY})
+    text = config_file(objects)
+    assert yaml.safe_load(text) == {"discovery": DISCOVERY}
+    main = container(objects)
+    mount = next(m for m in main["volumeMounts"] if m["name"] == "config")
+    assert f"--config.file={mount['mountPath']}" in main["args"]
+    volume = next(v for v in workload(objects)["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "config")
+    assert volume["configMap"]["name"] == one(objects, "ConfigMap")["metadata"]["name"]
+
+    parsed = exporter_config.load(local_args(main["args"], mount["mountPath"], tmp_path, text), {})
+    assert parsed.discovery is not None
+    assert parsed.discovery.interval == 3600
+    organizations = parsed.discovery.organizations
+    assert organizations.member_role_name == "macie-exporter"
+    assert organizations.role_arn == DISCOVERY["organizations"]["role_arn"]
+    assert organizations.external_id == organizations.member_external_id == "example"
+    assert organizations.exclude_accounts == frozenset({"222222222222"})
+
+
+def test_discovery_merges_into_the_config_and_restarts_the_pods() -> None:
+    objects = render({**ALL_ON, "discovery": DISCOVERY})
+    assert yaml.safe_load(config_file(objects)) == {**ALL_ON["config"], "discovery": DISCOVERY}
+
+    def checksum(values: dict[str, Any]) -> str:
+        annotations = workload(render(values))["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    assert checksum({**ALL_ON, "discovery": DISCOVERY}) != checksum(ALL_ON)
+    assert checksum(SHARDED) == checksum({**ALL_ON, "discovery": DISCOVERY})
+
+
 # Values that group settings; the others (config, resources, securityContext, ...) are one row.
-SECTIONS = {"image", "serviceAccount", "webConfig", "service", "serviceMonitor", "prometheusRule",
-            "grafanaDashboard"}
+SECTIONS = {"image", "serviceAccount", "sharding", "webConfig", "service", "serviceMonitor",
+            "prometheusRule", "grafanaDashboard"}
 
 
 def value_rows(values: dict[str, Any]) -> set[str]:
