@@ -34,8 +34,9 @@ REQUIRED_ALERTS = {
     "MacieClassificationJobNoProgress",
     "MacieExporterRefreshFailing",
     "MacieExporterDataStale",
+    "MacieExporterDiscoveryFailing",
 }
-# The demo account's USER_PAUSED job, four days from cancellation (exporter/simulator.py).
+# The demo account's USER_PAUSED job, four days from cancellation (exporter/demo.py).
 PAUSED_JOB_ID = "legalhold0000000000000000000001"
 PAUSED_JOB_NAME = "legal-hold-scan"
 

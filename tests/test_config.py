@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import OPTIONS, ConfigError, TargetConfig, load, parse_address, parse_duration
+from exporter.config import (
+    OPTIONS,
+    ConfigError,
+    DiscoveryConfig,
+    OrganizationsConfig,
+    TargetConfig,
+    load,
+    parse_address,
+    parse_duration,
+)
 from tests.conftest import FIXTURES, REPO, exporter_env
 
 CONFIGS = FIXTURES / "config"
@@ -65,6 +74,26 @@ def test_defaults() -> None:
     assert not config.demo and not config.once
     assert config.list_filter is None
     assert load([f"--config.file={CONFIGS / 'empty.ok.yaml'}"], environ={}) == config
+
+
+def test_discovery_section() -> None:
+    config = load([f"--config.file={CONFIGS / 'discovery.ok.yaml'}"], environ={})
+    assert config.discovery == DiscoveryConfig(7200, OrganizationsConfig(
+        member_role_name="macie-exporter",
+        role_arn="arn:aws:iam::111111111111:role/macie-exporter-discovery",
+        external_id="example", member_external_id="member-example",
+        exclude_accounts=frozenset({"222222222222", "333333333333"})))
+    assert config.regions == ("all",)
+    assert config.targets == ()  # discovery alone: no implied target of the own account
+
+
+def test_shards() -> None:
+    config = load(["--shard.index=2", "--shard.total=3"], environ={})
+    assert (config.shard_index, config.shard_total) == (2, 3)
+    with pytest.raises(ConfigError, match=r"--shard.index: 3 is not below --shard.total \(3\)"):
+        load(["--shard.index=3", "--shard.total=3"], environ={})
+    with pytest.raises(ConfigError, match=r"--shard\.total: expected a whole number from 1"):
+        load(["--shard.total=0"], environ={})
 
 
 def test_precedence_flag_over_env_over_file() -> None:
