@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.collect import SelfCollector, SnapshotCollector
-from exporter.counters import ApiRequestCounter, WaitCounter
+from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
 from exporter.model import TargetKey, tag_label_name
 from tests.conftest import FIXTURES, parse, require_tool, series, value
 from tests.snapshots import ACCOUNT, snapshot
@@ -27,7 +27,9 @@ def render() -> bytes:
     waits.add(target, 1.5)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot, ["team", "cost-center"]))
-    registry.register(SelfCollector(requests, waits, build=("0.0.0", "3.11.0", "1.0.0")))
+    fleet = FleetStatus(targets=3, discovery_enabled=True, discovery_success=True,
+                        discovery_last_success=1_795_000_000.0)
+    registry.register(SelfCollector(requests, waits, fleet, build=("0.0.0", "3.11.0", "1.0.0")))
     return generate_latest(registry)
 
 
@@ -112,3 +114,10 @@ def test_rate_limit_waits_counter() -> None:
     samples = parse(render().decode())
     assert value(samples, "macie_exporter_rate_limit_wait_seconds_total",
                  region="eu-west-1") == 1.5
+
+
+def test_fleet_figures() -> None:
+    samples = parse(render().decode())
+    assert value(samples, "macie_exporter_targets") == 3
+    assert value(samples, "macie_exporter_discovery_success") == 1
+    assert value(samples, "macie_exporter_discovery_last_success_timestamp_seconds") == 1.795e9
