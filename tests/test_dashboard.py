@@ -131,10 +131,10 @@ def prometheus(demo_exporter: ExporterProcess, tmp_path: Path,
     server = Prometheus(tmp_path, [demo_exporter.address])
     processes.append(server)
     wait_for(server.targets_up, timeout=30, what="the exporter target to be up")
-    # Enough samples for rate() over $__rate_interval, and both regions refreshed.
+    # Enough samples for rate() over $__rate_interval, and every demo region refreshed.
     wait_for(lambda: len(server.query(
-        "sum by (region) (rate(macie_exporter_api_requests_total[10s]))")) == 2,
-        timeout=30, what="two regions' API request rates")
+        "sum by (region) (rate(macie_exporter_api_requests_total[10s]))")) == 3,
+        timeout=30, what="three regions' API request rates")
     return server
 
 
@@ -166,7 +166,8 @@ def test_every_panel_query_runs_and_fills_its_panel(prometheus: Prometheus) -> N
 
 @pytest.mark.tools
 def test_every_variable_query_finds_the_demo_s_values(prometheus: Prometheus) -> None:
-    expected = {"account": {"123456789012"}, "region": {"eu-west-1", "us-east-1"},
+    expected = {"account": {"123456789012"},
+                "region": {"eu-west-1", "us-east-1", "ap-southeast-2"},
                 "job": {"legal-hold-scan", "bulk-backup-scan", "Test run (aborted)"}}
     for name, variable in variables().items():
         if variable["type"] != "query":

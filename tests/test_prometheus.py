@@ -20,7 +20,7 @@ def test_prometheus_scrapes_the_demo(demo_exporter: ExporterProcess, tmp_path: P
     wait_for(lambda: prometheus.query('macie_classification_job_status{status="USER_PAUSED"} == 1'),
              timeout=30, what="the paused demo job in Prometheus")
     regions = {r["metric"]["region"] for r in prometheus.query("macie_exporter_refresh_success")}
-    assert regions == {"eu-west-1", "us-east-1"}
+    assert regions == {"eu-west-1", "us-east-1", "ap-southeast-2"}  # the last: Macie off
     # The exporter's labels survive Prometheus' own `job` and `instance` target labels.
     (info,) = prometheus.query('macie_classification_job_info{job_name="legal-hold-scan"}')
     assert info["metric"]["job"] == "macie-exporter"
