@@ -16,7 +16,7 @@ from types import FrameType
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter import __version__, logs
+from exporter import __version__, collectors, logs
 from exporter.collect import SelfCollector, SnapshotCollector
 from exporter.config import ALL_REGIONS, Config, ConfigError, TargetConfig, load
 from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
@@ -33,6 +33,8 @@ from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
+COLLECTORS = {"findings": collectors.findings, "usage": collectors.usage,
+              "members": collectors.members}
 
 
 M_ARENA_MAX = -8  # glibc's malloc.h
@@ -127,6 +129,7 @@ class Exporter:
             tag_keys=config.tag_keys, interval=config.refresh_interval,
             full_redescribe_interval=config.full_redescribe_interval,
             terminal_max_age=config.terminal_max_age, status_interval=config.status_interval,
+            collectors=tuple(COLLECTORS[name](interval) for name, interval in config.collectors),
         )
         self.fleet = Fleet(self.aws, self.pool, self.store, refresh_settings, self.requests,
                            self.waits, list_filter=config.list_filter,
@@ -176,6 +179,8 @@ def _once(exporter: Exporter) -> int:
     exporter.pool.start()
     discovered = exporter.discovery.discover() if exporter.discovery is not None else True
     ok = refresh_all_once(exporter.refreshers) and discovered
+    # The collectors queued after each refresh; their answers are part of the output.
+    exporter.pool.wait_idle(exporter.config.read_timeout * exporter.config.max_attempts * 4)
     sys.stdout.buffer.write(generate_latest(exporter.registry))
     sys.stdout.flush()
     exporter.close()

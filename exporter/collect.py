@@ -12,7 +12,15 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
-from exporter.model import JOB_STATUSES, MACIE_STATUSES, Job, Snapshot, tag_label_name
+from exporter.model import (
+    JOB_STATUSES,
+    MACIE_STATUSES,
+    MEMBER_STATUSES,
+    SEVERITIES,
+    Job,
+    Snapshot,
+    tag_label_name,
+)
 
 JOB_LABELS = ("account_id", "region", "job_id", "job_name")
 TARGET_LABELS = ("account_id", "region")
@@ -66,11 +74,20 @@ _JOB_VALUES: tuple[tuple[str, str, Callable[[Job], float | bool | None]], ...] =
 )
 
 
-JobRow = tuple[str, Job]  # (region, job)
+# (region, job, the job's findings per severity: None until the findings collector succeeded)
+JobRow = tuple[str, Job, tuple[int, int, int] | None]
+_NO_FINDINGS = (0, 0, 0)
 
 
 def job_rows(snapshot: Snapshot) -> list[JobRow]:
-    return [(t.key.region, job) for t in snapshot.targets for job in t.jobs]
+    rows: list[JobRow] = []
+    for target in snapshot.targets:
+        found = target.collected.findings
+        counts = dict(found) if found is not None else None
+        rows.extend((target.key.region, job,
+                     None if counts is None else counts.get(job.job_id, _NO_FINDINGS))
+                    for job in target.jobs)
+    return rows
 
 
 def _ids(region: str, job: Job) -> list[str]:
@@ -104,13 +121,33 @@ class SnapshotCollector(Collector):
         builders += [functools.partial(self._value, *spec) for spec in _JOB_VALUES]
         if self._tag_keys:
             builders.append(self._tags)
+        builders.append(self._findings)
         return builders
+
+    @staticmethod
+    def _findings(rows: Sequence[JobRow]) -> Metric:
+        family = _gauge(
+            "macie_classification_job_findings",
+            "Findings the job produced, by severity, archived (suppressed) findings not "
+            "counted (GetFindingStatistics). Macie keeps findings for 90 days, so a count can "
+            "fall.",
+            (*JOB_LABELS, "severity"),
+        )
+        for region, job, counts in rows:
+            if counts is not None:
+                ids = _ids(region, job)
+                for severity, count in zip(SEVERITIES, counts, strict=True):
+                    family.add_metric([*ids, severity], count)
+        return family
 
     def summary_families(self, snapshot: Snapshot) -> Iterator[Metric]:
         """The families that do not grow with the number of jobs, after the per-job ones."""
         yield self._counts(snapshot)
         yield self._macie_status(snapshot)
+        yield from self._usage(snapshot)
+        yield self._members(snapshot)
         yield from self._target_families(snapshot)
+        yield from self._collector_families(snapshot)
 
     @staticmethod
     def _info(rows: Sequence[JobRow]) -> Metric:
@@ -119,7 +156,7 @@ class SnapshotCollector(Collector):
             "Information about a classification job; the value is always 1.",
             (*JOB_LABELS, "job_type", "schedule", "managed_data_identifier_selector"),
         )
-        for region, job in rows:
+        for region, job, _ in rows:
             family.add_metric([*_ids(region, job), job.job_type, job.schedule,
                                job.managed_data_identifier_selector], 1)
         return family
@@ -131,7 +168,7 @@ class SnapshotCollector(Collector):
             "Current status of the job: 1 for the current status, 0 for the others.",
             (*JOB_LABELS, "status"),
         )
-        for region, job in rows:
+        for region, job, _ in rows:
             ids = _ids(region, job)
             for state in JOB_STATUSES:
                 family.add_metric([*ids, state], 1 if job.status == state else 0)
@@ -143,7 +180,7 @@ class SnapshotCollector(Collector):
     def _value(name: str, documentation: str, get: Callable[[Job], float | bool | None],
                rows: Sequence[JobRow]) -> Metric:
         family = _gauge(name, documentation, JOB_LABELS)
-        for region, job in rows:
+        for region, job, _ in rows:
             value = get(job)
             if value is not None:
                 family.add_metric(_ids(region, job), float(value))
@@ -155,7 +192,7 @@ class SnapshotCollector(Collector):
             "Allow-listed tags of the job as labels; the value is always 1.",
             (*JOB_LABELS, *self._tag_labels),
         )
-        for region, job in rows:
+        for region, job, _ in rows:
             if job.tags is not None:
                 present = dict(job.tags)
                 family.add_metric([*_ids(region, job),
@@ -191,6 +228,85 @@ class SnapshotCollector(Collector):
             if target.macie_status not in MACIE_STATUSES:
                 family.add_metric([*labels, target.macie_status], 1)
         return family
+
+    @staticmethod
+    def _usage(snapshot: Snapshot) -> Iterator[Metric]:
+        cost = _gauge(
+            "macie_usage_estimated_cost",
+            "Estimated cost of Macie this month to date, by account and usage type "
+            "(GetUsageStatistics estimatedCost). An administrator account reports its members.",
+            (*TARGET_LABELS, "usage_type", "currency"),
+        )
+        reached = _gauge(
+            "macie_usage_quota_reached",
+            "1 if the account has reached the quota of this usage type "
+            "(serviceLimit.isServiceLimited), 0 otherwise. Macie pauses jobs that would go past "
+            "it.",
+            (*TARGET_LABELS, "usage_type"),
+        )
+        quota = _gauge(
+            "macie_usage_quota_bytes",
+            "The quota of this usage type in bytes (serviceLimit.value, a terabyte being 2^40 "
+            "bytes); absent when the API gives no quota.",
+            (*TARGET_LABELS, "usage_type"),
+        )
+        seen: set[tuple[str, str, str]] = set()
+        # An account's own target first: its record wins over its administrator's copy.
+        targets = sorted(snapshot.targets, key=lambda t: t.collected.usage is None)
+        for own in (True, False):
+            for target in targets:
+                for item in target.collected.usage or ():
+                    if (item.account_id == target.key.account_id) != own:
+                        continue
+                    key = (item.account_id, target.key.region, item.usage_type)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    labels = list(key)
+                    if item.estimated_cost is not None:
+                        cost.add_metric([*labels, item.currency], item.estimated_cost)
+                    if item.quota_reached is not None:
+                        reached.add_metric(labels, 1 if item.quota_reached else 0)
+                    if item.quota_bytes is not None:
+                        quota.add_metric(labels, item.quota_bytes)
+        yield from (cost, reached, quota)
+
+    @staticmethod
+    def _members(snapshot: Snapshot) -> Metric:
+        family = _gauge(
+            "macie_member_relationship_status",
+            "Relationship of each member account with this Macie administrator account "
+            "(ListMembers): 1 for the current status, 0 for the others.",
+            (*TARGET_LABELS, "member_account_id", "status"),
+        )
+        for target in snapshot.targets:
+            for member, status in target.collected.members or ():
+                labels = [target.key.account_id, target.key.region, member]
+                for state in MEMBER_STATUSES:
+                    family.add_metric([*labels, state], 1 if status == state else 0)
+                if status not in MEMBER_STATUSES:
+                    family.add_metric([*labels, status], 1)
+        return family
+
+    @staticmethod
+    def _collector_families(snapshot: Snapshot) -> Iterator[Metric]:
+        success = _gauge(
+            "macie_exporter_collector_success",
+            "1 if the collector's last run for this target succeeded, 0 if it failed (its "
+            "series keep their last values).",
+            (*TARGET_LABELS, "collector"),
+        )
+        duration = _gauge(
+            "macie_exporter_collector_duration_seconds",
+            "How long the collector's last run for this target took.",
+            (*TARGET_LABELS, "collector"),
+        )
+        for target in snapshot.targets:
+            for name, health in target.collected.health:
+                labels = [target.key.account_id, target.key.region, name]
+                success.add_metric(labels, 1 if health.success else 0)
+                duration.add_metric(labels, health.duration_seconds)
+        yield from (success, duration)
 
     def _target_families(self, snapshot: Snapshot) -> Iterator[Metric]:
         success = _gauge(

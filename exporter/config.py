@@ -68,6 +68,8 @@ class Config:
     discovery: DiscoveryConfig | None = None
     shard_index: int = 0
     shard_total: int = 1
+    # Collector name -> its interval in seconds, for the collectors switched on.
+    collectors: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +334,24 @@ OPTIONS: tuple[Option, ...] = (
            "--shard.total is this index."),
     Option("shard.total", "1", _int_between(1, 10000),
            "Number of shards (replicas) the targets are split across."),
+    Option("collector.findings", True, _bool,
+           "Collect findings per job and severity (GetFindingStatistics).", True,
+           yaml_key=("collector", "findings")),
+    Option("collector.findings.interval", "5m", _from_text(_interval),
+           "How often to collect findings (at least 1s).",
+           yaml_key=("collector", "findings_interval")),
+    Option("collector.usage", True, _bool,
+           "Collect month-to-date usage, cost and quota (GetUsageStatistics).", True,
+           yaml_key=("collector", "usage")),
+    Option("collector.usage.interval", "1h", _from_text(_interval),
+           "How often to collect usage (at least 1s).",
+           yaml_key=("collector", "usage_interval")),
+    Option("collector.members", True, _bool,
+           "Collect the member accounts of a Macie administrator account (ListMembers).", True,
+           yaml_key=("collector", "members")),
+    Option("collector.members.interval", "1h", _from_text(_interval),
+           "How often to collect member accounts (at least 1s).",
+           yaml_key=("collector", "members_interval")),
     Option("log.level", "info", _choice(*_LOG_LEVELS), "Log level: debug, info, warn, error."),
     Option("log.format", "logfmt", _choice("logfmt", "json"), "Log format: logfmt or json."),
     Option("demo", False, _bool,
@@ -340,6 +360,7 @@ OPTIONS: tuple[Option, ...] = (
            "Refresh once, print the metrics to stdout, exit 0 if every target succeeded.", True),
 )
 CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"
+COLLECTORS = ("findings", "usage", "members")
 _TARGET_KEYS = {"role_arn", "external_id", "regions"}
 # ListJobsFilterTerm, as the botocore macie2 model defines it.
 FILTER_KEYS = ("jobType", "jobStatus", "createdAt", "name")
@@ -364,7 +385,11 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
                         help=f"YAML configuration file (env {CONFIG_FILE_ENV}).")
     for option in OPTIONS:
         help_text = f"{option.help} (env {option.env})"
-        if option.boolean:
+        if option.boolean and option.default is True:  # on by default: --no-<flag> turns it off
+            parser.add_argument(f"--{option.flag}", dest=option.flag,
+                                action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default on)")
+        elif option.boolean:
             parser.add_argument(f"--{option.flag}", dest=option.flag, action="store_const",
                                 const=True, default=None, help=help_text)
         else:
@@ -620,6 +645,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         discovery=discovery,
         shard_index=values["shard.index"],
         shard_total=values["shard.total"],
+        collectors=tuple((name, values[f"collector.{name}.interval"])
+                         for name in COLLECTORS if values[f"collector.{name}"]),
     )
 
 

@@ -44,6 +44,9 @@ IAM_ACTIONS = {
     "ListClassificationJobs": "macie2:ListClassificationJobs",
     "DescribeClassificationJob": "macie2:DescribeClassificationJob",
     "GetMacieSession": "macie2:GetMacieSession",
+    "GetFindingStatistics": "macie2:GetFindingStatistics",
+    "GetUsageStatistics": "macie2:GetUsageStatistics",
+    "ListMembers": "macie2:ListMembers",
     "GetCallerIdentity": "sts:GetCallerIdentity",
     "AssumeRole": "sts:AssumeRole",
     "ListAccounts": "organizations:ListAccounts",
@@ -152,7 +155,12 @@ def default_region() -> str | None:
 # (an unparseable timestamp, a map where a list belongs).
 _PARSE_ERRORS = (ValueError, TypeError, AttributeError, KeyError)
 _MACIE_OPERATIONS = frozenset({"ListClassificationJobs", "DescribeClassificationJob",
-                               "GetMacieSession"})
+                               "GetMacieSession", "GetFindingStatistics", "GetUsageStatistics",
+                               "ListMembers"})
+# The largest page ListMembers accepts (botocore's model), and the page asked of
+# GetUsageStatistics (the model gives no maximum).
+MEMBERS_PAGE_SIZE = 25
+USAGE_PAGE_SIZE = 25
 
 
 def _is_json(body: object) -> bool:
@@ -367,6 +375,55 @@ class MacieTarget:
 
     def get_macie_session(self) -> dict[str, Any]:
         return self.call("macie2", "get_macie_session", "GetMacieSession")
+
+    def finding_statistics(self, criteria: dict[str, Any], size: int) -> list[dict[str, Any]]:
+        """GetFindingStatistics grouped by job: [{groupKey, count}], largest counts first."""
+        answer = self.call("macie2", "get_finding_statistics", "GetFindingStatistics",
+                           findingCriteria={"criterion": criteria},
+                           groupBy="classificationDetails.jobId", size=size,
+                           sortCriteria={"attributeName": "count", "orderBy": "DESC"})
+        groups = answer.get("countsByGroup") or []
+        if not isinstance(groups, list):
+            raise ApiError("GetFindingStatistics", "MalformedResponse", "countsByGroup")
+        return groups
+
+    def _pages(self, operation: str, method: str, key: str,
+               **arguments: Any) -> list[dict[str, Any]]:
+        """Every item under `key` of every page, through botocore's paginator."""
+        items: list[dict[str, Any]] = []
+        try:
+            with self._bound():
+                pages: Iterator[Any] = iter(self.aws.client("macie2", self.key.region)
+                                            .get_paginator(method).paginate(**arguments))
+            while True:
+                with self._bound():
+                    page = next(pages, None)
+                    malformed = _bound.malformed
+                if page is None:
+                    return items
+                if malformed:
+                    raise ApiError(operation, "MalformedResponse", "the answer is not valid JSON")
+                found = page.get(key) or []
+                if not isinstance(found, list):
+                    raise ApiError(operation, "MalformedResponse", f"{key} is not a list")
+                items.extend(item for item in found if isinstance(item, dict))
+                if len(items) > MAX_LIST_PAGES * 200:
+                    raise ApiError(operation, "TooManyPages", "more items than ever expected")
+        except (ClientError, BotoCoreError) as err:
+            raise _error(operation, err) from None
+        except _PARSE_ERRORS as err:
+            raise ApiError(operation, "MalformedResponse", str(err)) from None
+
+    def usage_records(self) -> list[dict[str, Any]]:
+        """GetUsageStatistics month to date, every page: one record per account."""
+        return self._pages("GetUsageStatistics", "get_usage_statistics", "records",
+                           timeRange="MONTH_TO_DATE",
+                           PaginationConfig={"PageSize": USAGE_PAGE_SIZE})
+
+    def members(self) -> list[dict[str, Any]]:
+        """ListMembers, every page, including accounts no longer associated."""
+        return self._pages("ListMembers", "list_members", "members", onlyAssociated="false",
+                           PaginationConfig={"PageSize": MEMBERS_PAGE_SIZE})
 
     def describe_job(self, job_id: str) -> dict[str, Any]:
         return self.call("macie2", "describe_classification_job", "DescribeClassificationJob",

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from exporter.model import Job
+from exporter.model import Job, Usage
 
 
 class MappingError(ValueError):
@@ -120,3 +120,58 @@ def job_from_api(
         pause_expires_at=_timestamp(paused, "jobExpiresAt"),
         tags=_tags(data, tag_keys),
     )
+
+
+def _cost(value: object) -> float | None:
+    """The API's decimal string (estimatedCost) as a number; None when absent or not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise MappingError(f"estimatedCost: not a decimal number: {value!r}") from None
+    if not math.isfinite(number):
+        raise MappingError(f"estimatedCost: not a finite number: {value!r}")
+    return number
+
+
+# TERABYTES as Macie counts them: 2^40 bytes.
+UNIT_BYTES = {"TERABYTES": float(2**40)}
+
+
+def usage_from_api(records: Iterable[Mapping[str, Any]]) -> tuple[Usage, ...]:
+    """GetUsageStatistics records → one `Usage` per account and usage type."""
+    out: dict[tuple[str, str], Usage] = {}
+    for record in records:
+        account = _text(record, "accountId")
+        if not account:
+            continue
+        for item in record.get("usage") or []:
+            if not isinstance(item, Mapping):
+                raise MappingError("usage: expected a list of objects")
+            usage_type = _text(item, "type") or "UNKNOWN"
+            limit = item.get("serviceLimit")
+            reached = quota = None
+            if isinstance(limit, Mapping):
+                if isinstance(limit.get("isServiceLimited"), bool):
+                    reached = bool(limit["isServiceLimited"])
+                value = _number(limit, "value")
+                unit = UNIT_BYTES.get(_text(limit, "unit"))
+                if value is not None and unit is not None:
+                    quota = value * unit
+            out[(account, usage_type)] = Usage(
+                account_id=account, usage_type=usage_type,
+                currency=_text(item, "currency") or "USD",
+                estimated_cost=_cost(item.get("estimatedCost")),
+                quota_reached=reached, quota_bytes=quota)
+    return tuple(out[k] for k in sorted(out))
+
+
+def members_from_api(members: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """ListMembers items → (member account, relationship status), sorted."""
+    out: dict[str, str] = {}
+    for member in members:
+        account = _text(member, "accountId")
+        if account:
+            out[account] = _text(member, "relationshipStatus") or "Unknown"
+    return tuple(sorted(out.items()))

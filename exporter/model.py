@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Documented JobStatus values, in the API's order (botocore macie2 model).
 JOB_STATUSES = ("RUNNING", "PAUSED", "CANCELLED", "COMPLETE", "IDLE", "USER_PAUSED")
@@ -17,6 +17,12 @@ TERMINAL_STATUSES = frozenset({"COMPLETE", "CANCELLED"})
 # for "Macie is not enabled" (the API answers AccessDeniedException then).
 MACIE_STATUSES = ("ENABLED", "PAUSED", "DISABLED")
 UNKNOWN_ACCOUNT = "unknown"
+# Finding severities (SeverityDescription), lowest first.
+SEVERITIES = ("Low", "Medium", "High")
+# Documented RelationshipStatus values of a Macie member account.
+MEMBER_STATUSES = ("Enabled", "Paused", "Invited", "Created", "Removed", "Resigned",
+                   "EmailVerificationInProgress", "EmailVerificationFailed", "RegionDisabled",
+                   "AccountSuspended")
 
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -58,6 +64,45 @@ class Job:
 Counts = tuple[tuple[tuple[str, str, str], int], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One usage type of one account, month to date (GetUsageStatistics)."""
+
+    account_id: str
+    usage_type: str
+    currency: str
+    estimated_cost: float | None = None
+    quota_reached: bool | None = None
+    quota_bytes: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorHealth:
+    """How a collector's last run for a target went."""
+
+    success: bool
+    duration_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """What the collectors beside the jobs refresh found for a target; None: not (yet) known.
+
+    Kept as the last good values when a collector fails."""
+
+    # job id -> findings per severity, in SEVERITIES order (archived findings not counted).
+    findings: tuple[tuple[str, tuple[int, int, int]], ...] | None = None
+    usage: tuple[Usage, ...] | None = None
+    # (member account, relationship status)
+    members: tuple[tuple[str, str], ...] | None = None
+    health: tuple[tuple[str, CollectorHealth], ...] = ()
+
+    def healthy(self, name: str, health: CollectorHealth) -> Collected:
+        """A copy with `name`'s health replaced."""
+        others = tuple((n, h) for n, h in self.health if n != name)
+        return replace(self, health=tuple(sorted((*others, (name, health)))))
+
+
 def zero_filled_counts(counted: dict[tuple[str, str, str], int],
                        accounts: Iterable[str]) -> Counts:
     """(account, status, type) counts with every documented status x type present, sorted."""
@@ -84,6 +129,7 @@ class TargetResult:
     describe_failures: int = 0
     # One of MACIE_STATUSES, or None while unknown (not checked yet, or GetMacieSession denied).
     macie_status: str | None = None
+    collected: Collected = Collected()
 
 
 @dataclass(frozen=True, slots=True)

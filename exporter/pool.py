@@ -112,6 +112,17 @@ class CallPool:
                 queue.urgent.clear()
                 queue.normal.clear()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is queued or under way (--once); False if `timeout` passed."""
+        deadline = self._clock() + timeout
+        with self._cond:
+            while any(self._queues.values()) or self.busy:
+                left = deadline - self._clock()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
     def pending(self) -> int:
         with self._cond:
             return sum(len(q.urgent) + len(q.normal) for q in self._queues.values())

@@ -18,12 +18,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from exporter.collectors import Collector, CollectorApi
 from exporter.logs import fields
 from exporter.macie import ApiError
 from exporter.mapping import MappingError, job_from_api
 from exporter.model import (
     TERMINAL_STATUSES,
     UNKNOWN_ACCOUNT,
+    Collected,
+    CollectorHealth,
     Job,
     Snapshot,
     TargetKey,
@@ -35,7 +38,7 @@ from exporter.pool import CallPool
 log = logging.getLogger(__name__)
 
 
-class MacieApi(Protocol):
+class MacieApi(CollectorApi, Protocol):
     """What a refresher needs from one target (exporter.macie.MacieTarget)."""
 
     key: TargetKey
@@ -75,6 +78,13 @@ class SnapshotStore:
 
     def _swap(self) -> None:
         self._snapshot = Snapshot(tuple(self._results.values()))
+
+    def update(self, key: TargetKey, change: Callable[[TargetResult], TargetResult]) -> None:
+        """Replace a target's result with `change(current)`, atomically."""
+        with self._lock:
+            self._results[key] = change(self._results.get(key) or TargetResult(key=key))
+            self._swap()
+        self._changed()
 
     def put(self, result: TargetResult) -> None:
         """Store a target's result under its key (a target not held yet is added)."""
@@ -117,6 +127,7 @@ class RefreshSettings:
     full_redescribe_interval: float = 86400.0
     terminal_max_age: float = 0.0
     status_interval: float = 3600.0
+    collectors: tuple[Collector, ...] = ()
 
 
 _GONE = object()
@@ -152,6 +163,8 @@ class TargetRefresher:
         self._asked_account = False
         self.macie_status: str | None = None
         self._status_checked_at: float | None = None
+        self._collected_at: dict[str, float] = {}
+        self._collecting: set[str] = set()
         self.last_ok = False
 
     @property
@@ -241,17 +254,21 @@ class TargetRefresher:
     def ended(self, run: _Run, result: TargetResult | None, error: ApiError | None,
               duration: float) -> None:
         """Store what a run left behind (called once per run, with the run's lock held)."""
-        previous = self._store.result(self.key)
+        key, status = self.key, self.macie_status
         if result is None:
             # Keep serving the last good jobs; only the health fields change.
-            self._store.put(replace(previous, key=self.key, success=False, completed=True,
-                                    duration_seconds=duration, macie_status=self.macie_status))
+            self._store.update(key, lambda previous: replace(
+                previous, key=key, success=False, completed=True, duration_seconds=duration,
+                macie_status=status))
             if error is not None:
                 self._log_failure(error)
             self._failing = True
             self.last_ok = False
         else:
-            self._store.put(replace(result, duration_seconds=duration))
+            # What the collectors found stays: they keep their own cadence.
+            kept = Collected() if result.macie_status == "DISABLED" else None
+            self._store.update(key, lambda previous: replace(
+                result, duration_seconds=duration, collected=kept or previous.collected))
             if self._failing:
                 log.info("refresh recovered", extra=fields(**self.labels()))
                 self._failing = False
@@ -263,6 +280,58 @@ class TargetRefresher:
         with self._lock:
             self._run = None
         run.done.set()
+        self._collect_due(run.now)
+
+    # ------------------------------------------------------------ collectors
+
+    def _collect_due(self, now: float) -> None:
+        """Queue the collectors whose interval has passed (none while Macie is off)."""
+        if self.macie_status == "DISABLED":
+            return
+        for collector in self.settings.collectors:
+            last = self._collected_at.get(collector.name)
+            with self._lock:
+                if collector.name in self._collecting or (
+                        last is not None and now - last < collector.interval):
+                    continue
+                self._collecting.add(collector.name)
+            self._collected_at[collector.name] = now
+            self._pool.submit(self, functools.partial(self._collect, collector))
+
+    def _collect(self, collector: Collector) -> None:
+        started = time.monotonic()
+        jobs = [job.job_id for job in self._store.result(self.key).jobs]
+        value: Any = None
+        error: ApiError | None = None
+        try:
+            value = collector.fetch(self.api, jobs)
+        except ApiError as err:
+            error = err
+        except Exception:  # a bug in one collector must not touch the rest
+            log.exception("collector crashed", extra=fields(**self.labels(),
+                                                            collector=collector.name))
+            error = ApiError(collector.name, "CollectorCrashed")
+        health = CollectorHealth(error is None, time.monotonic() - started)
+
+        def change(result: TargetResult) -> TargetResult:
+            collected = (result.collected if error is not None
+                         else collector.apply(result.collected, value))
+            return replace(result, collected=collected.healthy(collector.name, health))
+
+        self._store.update(self.key, change)
+        with self._lock:
+            self._collecting.discard(collector.name)
+        if error is None:
+            return
+        if error.missing_permission:
+            _log_denied_once(error.missing_permission,
+                             f"{collector.name} collector denied; it keeps its last values",
+                             **self.labels(), collector=collector.name,
+                             operation=error.operation, error_code=error.code)
+        elif error.code != "CollectorCrashed":
+            log.warning("collector failed; it keeps its last values", extra=fields(
+                **self.labels(), collector=collector.name, operation=error.operation,
+                error_code=error.code, error=error.message))
 
     def _log_failure(self, err: ApiError) -> None:
         extra = {**self.labels(), "operation": err.operation, "error_code": err.code}
@@ -386,7 +455,7 @@ class _Run:
             if page is None:
                 self.listed_all = True
                 if self.new_jobs and self.outstanding:
-                    self.r._store.put(self._partial())
+                    self.r._store.update(self.r.key, self._partial)
                 self._finish_if_done()
                 return
             to_describe = self._take(page)
@@ -469,10 +538,9 @@ class _Run:
         return tuple(sorted((j for j in jobs.values() if not self.r.too_old(j, self.now)),
                             key=lambda j: j.job_id))
 
-    def _partial(self) -> TargetResult:
+    def _partial(self, previous: TargetResult) -> TargetResult:
         """The list's view while describes are under way; health fields stay as they were."""
         jobs = self._current_jobs()
-        previous = self.r._store.result(self.r.key)
         return replace(previous, jobs=self._exported(jobs), counts=self._counts(jobs),
                        macie_status=self.r.macie_status)
 

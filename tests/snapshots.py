@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from exporter.model import Job, Snapshot, TargetKey, TargetResult, zero_filled_counts
+from exporter.model import (
+    Collected,
+    CollectorHealth,
+    Job,
+    Snapshot,
+    TargetKey,
+    TargetResult,
+    Usage,
+    zero_filled_counts,
+)
 
 ACCOUNT = "111122223333"
+MEMBER = "222233334444"
 
 
 def snapshot() -> Snapshot:
@@ -24,6 +34,16 @@ def snapshot() -> Snapshot:
                                    (ACCOUNT, "ARCHIVED", "ONE_TIME"): 1}, [ACCOUNT]),
         success=True, completed=True, last_success_at=1_795_000_100.5, duration_seconds=1.25,
         macie_status="ENABLED",
+        collected=Collected(
+            # job-odd has no findings: a real zero; an unexported job's count is not shown.
+            findings=(("job-paused", (1, 0, 4)), ("job-run", (12, 3, 0)), ("gone", (9, 9, 9))),
+            usage=(Usage(ACCOUNT, "SENSITIVE_DATA_DISCOVERY", "USD", 12.5, True, 5 * 2.0**40),
+                   Usage(ACCOUNT, "DATA_INVENTORY_EVALUATION", "USD", 0.1),
+                   Usage(MEMBER, "SENSITIVE_DATA_DISCOVERY", "USD", 3.0, False, 2.0**40)),
+            members=((MEMBER, "Enabled"), ("444455556666", "Removed"),
+                     ("777788889999", "Quarantined")),
+            health=(("findings", CollectorHealth(True, 0.25)),
+                    ("usage", CollectorHealth(False, 1.5)))),
     )
     failing = TargetResult(key=TargetKey(ACCOUNT, "us-east-1"), success=False, completed=True,
                            duration_seconds=0.5, describe_failures=0, macie_status="PAUSED")
