@@ -30,6 +30,15 @@ def _gauge(name: str, documentation: str, labels: Sequence[str]) -> GaugeMetricF
     return GaugeMetricFamily(name, documentation, labels=list(labels))
 
 
+def _state_set(family: GaugeMetricFamily, labels: Sequence[str], states: Sequence[str],
+               current: str) -> None:
+    """One series per documented state, 1 for the current one; an undocumented one is kept."""
+    for state in states:
+        family.add_metric([*labels, state], 1 if current == state else 0)
+    if current not in states:
+        family.add_metric([*labels, current], 1)
+
+
 # Per-job numeric series: (metric suffix, HELP text, Job attribute).
 _JOB_VALUES: tuple[tuple[str, str, Callable[[Job], float | bool | None]], ...] = (
     (
@@ -169,11 +178,7 @@ class SnapshotCollector(Collector):
             (*JOB_LABELS, "status"),
         )
         for region, job, _ in rows:
-            ids = _ids(region, job)
-            for state in JOB_STATUSES:
-                family.add_metric([*ids, state], 1 if job.status == state else 0)
-            if job.status not in JOB_STATUSES:
-                family.add_metric([*ids, job.status], 1)
+            _state_set(family, _ids(region, job), JOB_STATUSES, job.status)
         return family
 
     @staticmethod
@@ -222,11 +227,8 @@ class SnapshotCollector(Collector):
         for target in snapshot.targets:
             if target.macie_status is None:
                 continue
-            labels = [target.key.account_id, target.key.region]
-            for state in MACIE_STATUSES:
-                family.add_metric([*labels, state], 1 if target.macie_status == state else 0)
-            if target.macie_status not in MACIE_STATUSES:
-                family.add_metric([*labels, target.macie_status], 1)
+            _state_set(family, [target.key.account_id, target.key.region], MACIE_STATUSES,
+                       target.macie_status)
         return family
 
     @staticmethod
@@ -281,11 +283,8 @@ class SnapshotCollector(Collector):
         )
         for target in snapshot.targets:
             for member, status in target.collected.members or ():
-                labels = [target.key.account_id, target.key.region, member]
-                for state in MEMBER_STATUSES:
-                    family.add_metric([*labels, state], 1 if status == state else 0)
-                if status not in MEMBER_STATUSES:
-                    family.add_metric([*labels, status], 1)
+                _state_set(family, [target.key.account_id, target.key.region, member],
+                           MEMBER_STATUSES, status)
         return family
 
     @staticmethod

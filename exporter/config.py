@@ -290,6 +290,17 @@ class Option:
         return tuple(part.replace("-", "_") for part in self.flag.split("."))
 
 
+def _collector_options(name: str, interval: str, help_text: str) -> tuple[Option, Option]:
+    """`--collector.<name>` (on by default) and `--collector.<name>.interval`."""
+    return (
+        Option(f"collector.{name}", True, _bool, help_text, True,
+               yaml_key=("collector", name)),
+        Option(f"collector.{name}.interval", interval, _from_text(_interval),
+               f"How often to collect {name} (at least 1s).",
+               yaml_key=("collector", f"{name}_interval")),
+    )
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("web.listen-address", f":{DEFAULT_PORT}", _from_text(parse_address),
            "Address on which to expose metrics and the web endpoints."),
@@ -334,24 +345,12 @@ OPTIONS: tuple[Option, ...] = (
            "--shard.total is this index."),
     Option("shard.total", "1", _int_between(1, 10000),
            "Number of shards (replicas) the targets are split across."),
-    Option("collector.findings", True, _bool,
-           "Collect findings per job and severity (GetFindingStatistics).", True,
-           yaml_key=("collector", "findings")),
-    Option("collector.findings.interval", "5m", _from_text(_interval),
-           "How often to collect findings (at least 1s).",
-           yaml_key=("collector", "findings_interval")),
-    Option("collector.usage", True, _bool,
-           "Collect month-to-date usage, cost and quota (GetUsageStatistics).", True,
-           yaml_key=("collector", "usage")),
-    Option("collector.usage.interval", "1h", _from_text(_interval),
-           "How often to collect usage (at least 1s).",
-           yaml_key=("collector", "usage_interval")),
-    Option("collector.members", True, _bool,
-           "Collect the member accounts of a Macie administrator account (ListMembers).", True,
-           yaml_key=("collector", "members")),
-    Option("collector.members.interval", "1h", _from_text(_interval),
-           "How often to collect member accounts (at least 1s).",
-           yaml_key=("collector", "members_interval")),
+    *_collector_options("findings", "5m",
+                        "Collect findings per job and severity (GetFindingStatistics)."),
+    *_collector_options("usage", "1h",
+                        "Collect month-to-date usage, cost and quota (GetUsageStatistics)."),
+    *_collector_options("members", "1h", "Collect the member accounts of a Macie "
+                        "administrator account (ListMembers)."),
     Option("log.level", "info", _choice(*_LOG_LEVELS), "Log level: debug, info, warn, error."),
     Option("log.format", "logfmt", _choice("logfmt", "json"), "Log format: logfmt or json."),
     Option("demo", False, _bool,

@@ -54,10 +54,16 @@ def _number(data: object, key: str) -> float | None:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MappingError(f"{key}: expected a number, got {type(value).__name__}")
+    return _finite(key, value)
+
+
+def _finite(key: str, value: int | float | str) -> float:
     try:
         number = float(value)
     except OverflowError:
         raise MappingError(f"{key}: number out of range") from None
+    except ValueError:
+        raise MappingError(f"{key}: not a decimal number: {value!r}") from None
     if not math.isfinite(number):
         raise MappingError(f"{key}: not a finite number")
     return number
@@ -123,16 +129,8 @@ def job_from_api(
 
 
 def _cost(value: object) -> float | None:
-    """The API's decimal string (estimatedCost) as a number; None when absent or not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise MappingError(f"estimatedCost: not a decimal number: {value!r}") from None
-    if not math.isfinite(number):
-        raise MappingError(f"estimatedCost: not a finite number: {value!r}")
-    return number
+    """The API's decimal string (estimatedCost) as a number; None when absent."""
+    return _finite("estimatedCost", value) if isinstance(value, str) else None
 
 
 # TERABYTES as Macie counts them: 2^40 bytes.
