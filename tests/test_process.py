@@ -97,6 +97,12 @@ def test_exports_the_simulated_account(sim: Simulator, start: Start) -> None:
     assert not [labels for (_, ls), _ in samples.items() for labels in [dict(ls)]
                 if "job" in labels or "instance" in labels]
 
+
+@pytest.mark.tools
+def test_the_live_exposition_passes_promtool(sim: FaultySimulator, start: Start) -> None:
+    seed(sim)
+    exporter = start()
+    exporter.wait_metric(healthy)
     promtool = require_tool("promtool")
     _, _, body = exporter.get()
     lint = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
