@@ -7,7 +7,7 @@
 # `bash scripts/test.sh --fast` needs no root: it installs only the Python packages (no apt-get,
 # no npm) and runs ruff, mypy and the tests not marked `tools`, i.e. every test that runs no
 # external tool (Prometheus, promtool, Alertmanager, Helm, Node.js, hadolint, Docker Compose,
-# dockerd, moto's server, cfn-lint).
+# dockerd, moto's server, cfn-lint), four at a time (pytest-xdist). The full run stays serial.
 #
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh --fast -k config`.
 set -euo pipefail
@@ -56,7 +56,8 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 if [ -n "$fast" ]; then
-  .venv/bin/pytest -m "not tools" "$@"
+  # Four workers: the process tests mostly wait on the exporter and the simulator.
+  .venv/bin/pytest -m "not tools" -n 4 "$@"
 else
   .venv/bin/pytest "$@"
 fi
