@@ -77,6 +77,31 @@ STATUS_MAPPING = value_map({status: (status, colour) for status, colour in STATU
 LAST_RUN_ERROR_MAPPING = value_map({"0": ("OK", "green"), "1": ("ERROR", "red")})
 REFRESH_MAPPING = value_map({"0": ("failing", "red"), "1": ("ok", "green")})
 PAUSE_THRESHOLDS = thresholds("red", (DAY, "orange"), (7 * DAY, "green"))
+COLOURED = {"type": "color-background", "mode": "basic"}
+
+SEVERITY_COLOURS = {"High": "red", "Medium": "orange", "Low": "yellow"}
+# Relationship statuses of Macie member accounts: red ones stop the analysis of the member's
+# buckets (the MacieMemberNotEnabled alert), blue ones are steps of joining.
+MEMBER_STATUS_COLOURS = {
+    "Enabled": "green",
+    "Paused": "orange",
+    "Removed": "red",
+    "Resigned": "red",
+    "RegionDisabled": "red",
+    "AccountSuspended": "red",
+    "EmailVerificationFailed": "red",
+    "Invited": "blue",
+    "Created": "blue",
+    "EmailVerificationInProgress": "blue",
+}
+MEMBER_STATUS_MAPPING = value_map(
+    {status: (status, colour) for status, colour in MEMBER_STATUS_COLOURS.items()})
+ANALYSED_MAPPING = value_map({"0": ("no", "red"), "1": ("yes", "green")})
+QUOTA_MAPPING = value_map({"0": ("below", "green"), "1": ("reached", "red")})
+# macie_status (a state set) as one number per account and region, for a state timeline.
+MACIE_STATUS_CODES = {"ENABLED": (1, "green"), "PAUSED": (2, "orange"), "DISABLED": (3, "#808080")}
+MACIE_STATUS_MAPPING = value_map(
+    {str(code): (status, colour) for status, (code, colour) in MACIE_STATUS_CODES.items()})
 
 
 def legend(placement: cm.LegendPlacement = cm.LegendPlacement.BOTTOM,
@@ -84,6 +109,35 @@ def legend(placement: cm.LegendPlacement = cm.LegendPlacement.BOTTOM,
     mode = cm.LegendDisplayMode.TABLE if calcs else cm.LegendDisplayMode.LIST
     return (common.VizLegendOptions().show_legend(True).display_mode(mode).placement(placement)
             .calcs(list(calcs)))
+
+
+def column(name: str, *properties: tuple[str, object],
+           ) -> dash.DashboardFieldConfigSourceOverrides:
+    """Field-config properties for one table column (or series), by its display name."""
+    return (dash.DashboardFieldConfigSourceOverrides()
+            .matcher(dm.MatcherConfig(id_val="byName", options=name))
+            .properties([dm.DynamicConfigValue(id_val=key, value=value)
+                         for key, value in properties]))
+
+
+def fixed_colour(name: str, colour: str) -> dash.DashboardFieldConfigSourceOverrides:
+    return column(name, ("color", {"mode": "fixed", "fixedColor": colour}))
+
+
+def merged_table(title: str, description: str, targets: list[prometheus.Dataquery],
+                 columns: dict[str, str], hidden: list[str]) -> table.Panel:
+    """A table of instant queries merged into one row per key, its columns renamed and ordered."""
+    return (
+        table.Panel().title(title).description(description).datasource(DATASOURCE)
+        .targets(list(targets))
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {name: True for name in hidden},
+            "indexByName": {name: index for index, name in enumerate(columns)},
+            "renameByName": columns,
+        }))
+        .filterable(True).cell_options(cm.TableAutoCellOptions())
+        .footer(common.TableFooterOptions().show(False).reducer(["sum"])))
 
 
 def count_stat(title: str, description: str, expr: str,
@@ -184,15 +238,6 @@ def jobs_table(board: dash.Dashboard) -> None:
         "region": "Region", "job_id": "Job ID",
     }
     hidden = ["Time", "Value #A", "Value #B"]
-
-    def column(name: str, *properties: tuple[str, object],
-               ) -> dash.DashboardFieldConfigSourceOverrides:
-        return (dash.DashboardFieldConfigSourceOverrides()
-                .matcher(dm.MatcherConfig(id_val="byName", options=name))
-                .properties([dm.DynamicConfigValue(id_val=key, value=value)
-                             for key, value in properties]))
-
-    coloured = {"type": "color-background", "mode": "basic"}
     board.with_panel(
         table.Panel().title("Classification jobs").datasource(DATASOURCE)
         .description("One row per job. Click a column header to sort. Pause expiry is the time "
@@ -209,15 +254,15 @@ def jobs_table(board: dash.Dashboard) -> None:
         .sort_by([common.TableSortByFieldState().display_name("Objects to process").desc(True)])
         .footer(common.TableFooterOptions().show(False).reducer(["sum"]))
         .overrides([
-            column("Status", ("mappings", STATUS_MAPPING), ("custom.cellOptions", coloured)),
+            column("Status", ("mappings", STATUS_MAPPING), ("custom.cellOptions", COLOURED)),
             column("Runs", ("unit", "none")),
             column("Objects to process", ("unit", "short")),
             column("Last run", ("unit", "dateTimeFromNow")),
             column("Pause expires in", ("unit", "dtdurations"),
                    ("thresholds", PAUSE_THRESHOLDS.build()),
-                   ("color", {"mode": "thresholds"}), ("custom.cellOptions", coloured)),
+                   ("color", {"mode": "thresholds"}), ("custom.cellOptions", COLOURED)),
             column("Last run errors", ("mappings", LAST_RUN_ERROR_MAPPING),
-                   ("custom.cellOptions", coloured)),
+                   ("custom.cellOptions", COLOURED)),
         ]))
 
 
@@ -261,6 +306,161 @@ def pause_expiry(board: dash.Dashboard) -> None:
         .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
         .orientation(cm.VizOrientation.HORIZONTAL)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+
+
+def findings(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Findings: what sensitive data have the jobs found?"))
+    per_job = [
+        query(f"max by ({JOB_LABELS}) "
+              f'(macie_classification_job_findings{{{JOBS}, severity="{severity}"}})',
+              ref=ref, instant=True, as_table=True)
+        for ref, severity in zip("ABC", SEVERITY_COLOURS, strict=True)
+    ]
+    board.with_panel(
+        merged_table(
+            "Findings per job by severity",
+            "Findings each job produced, by severity; archived (suppressed) findings are not "
+            "counted. Macie keeps findings for 90 days, so a count can fall.",
+            per_job,
+            {"job_name": "Job", "Value #A": "High", "Value #B": "Medium", "Value #C": "Low",
+             "account_id": "Account", "region": "Region", "job_id": "Job ID"},
+            ["Time"])
+        .height(9).span(14)
+        .sort_by([common.TableSortByFieldState().display_name("High").desc(True)])
+        .overrides([
+            column("High", ("unit", "none"),
+                   ("thresholds", thresholds("green", (1, "red")).build()),
+                   ("color", {"mode": "thresholds"}), ("custom.cellOptions", COLOURED)),
+            column("Medium", ("unit", "none"),
+                   ("thresholds", thresholds("green", (1, "orange")).build()),
+                   ("color", {"mode": "thresholds"}), ("custom.cellOptions", COLOURED)),
+            column("Low", ("unit", "none")),
+        ]))
+    board.with_panel(
+        merged_table(
+            "Jobs with the most High findings",
+            "The ten jobs with the most High-severity findings (not archived): the data to "
+            "review first.",
+            [query(f"topk(10, max by ({JOB_LABELS}) "
+                   f'(macie_classification_job_findings{{{JOBS}, severity="High"}}) > 0)',
+                   instant=True, as_table=True)],
+            {"job_name": "Job", "Value": "High findings", "account_id": "Account",
+             "region": "Region", "job_id": "Job ID"},
+            ["Time"])
+        .height(9).span(10)
+        .sort_by([common.TableSortByFieldState().display_name("High findings").desc(True)])
+        .overrides([column("High findings", ("unit", "none"), ("color", {
+            "mode": "fixed", "fixedColor": "red"}), ("custom.cellOptions", COLOURED))]))
+    board.with_panel(
+        timeseries.Panel().title("Findings by severity over time").datasource(DATASOURCE)
+        .description("All the selected jobs' findings (not archived), by severity. A step up "
+                     "in High is what MacieClassificationJobHighSeverityFindings alerts on.")
+        .with_target(query(
+            f"sum by (severity) (macie_classification_job_findings{{{JOBS}}})", "{{severity}}"))
+        .height(7).span(24).unit("none").min(0).decimals(0)
+        .legend(legend(cm.LegendPlacement.RIGHT, calcs=("lastNotNull",)))
+        .overrides([fixed_colour(severity, colour)
+                    for severity, colour in SEVERITY_COLOURS.items()]))
+
+
+def usage(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Usage and quota: what does Macie cost, and who is at a quota?"))
+    per_usage = "{{account_id}} · {{usage_type}} ({{region}})"
+    cost = f"macie_usage_estimated_cost{{{TARGETS}}}"
+    board.with_panel(
+        bargauge.Panel().title("Estimated cost this month").datasource(DATASOURCE)
+        .description("Month-to-date estimated cost per account and usage type (GetUsageStatistics)."
+                     " A Macie administrator account reports its members' usage too; a member "
+                     "that the exporter does not poll shows only when Account is All.")
+        .with_target(query(
+            f"sum by (account_id, region, usage_type) ({cost})", per_usage, instant=True))
+        .height(9).span(12).unit("currencyUSD").min(0).decimals(2)
+        .display_mode(cm.BarGaugeDisplayMode.BASIC)
+        .orientation(cm.VizOrientation.HORIZONTAL)
+        .color_scheme(dash.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC_BY_NAME))
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+    quota_key = "account_id, region, usage_type"
+    board.with_panel(
+        merged_table(
+            "Quotas: who is at a quota?",
+            "Each account's monthly quota per usage type, and whether it is reached: Macie "
+            "pauses the jobs that would go past it until the next month (red: reached).",
+            [query(f"max by ({quota_key}) (macie_usage_quota_reached{{{TARGETS}}})",
+                   ref="A", instant=True, as_table=True),
+             query(f"max by ({quota_key}) (macie_usage_quota_bytes{{{TARGETS}}})",
+                   ref="B", instant=True, as_table=True),
+             query(f"sum by ({quota_key}) ({cost}) and on({quota_key}) "
+                   f"macie_usage_quota_reached{{{TARGETS}}}",
+                   ref="C", instant=True, as_table=True)],
+            {"account_id": "Account", "region": "Region", "usage_type": "Usage type",
+             "Value #A": "Quota", "Value #B": "Quota size", "Value #C": "Cost this month"},
+            ["Time"])
+        .height(9).span(12)
+        .sort_by([common.TableSortByFieldState().display_name("Quota").desc(True)])
+        .overrides([
+            column("Quota", ("mappings", QUOTA_MAPPING), ("custom.cellOptions", COLOURED)),
+            column("Quota size", ("unit", "bytes")),
+            column("Cost this month", ("unit", "currencyUSD"), ("decimals", 2)),
+        ]))
+    board.with_panel(
+        timeseries.Panel().title("Estimated cost this month, over time").datasource(DATASOURCE)
+        .description("How the month-to-date cost grows per account and usage type (it starts "
+                     "again from zero each month).")
+        .with_target(query(f"sum by (account_id, region, usage_type) ({cost})", per_usage))
+        .height(7).span(24).unit("currencyUSD").min(0)
+        .legend(legend(cm.LegendPlacement.RIGHT, calcs=("lastNotNull",))))
+
+
+def organisation(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row(
+        "Organisation: are all member accounts analysed, and is Macie on everywhere?"))
+    members = f"macie_member_relationship_status{{{TARGETS}}}"
+    board.with_panel(
+        bargauge.Panel().title("Members by status").datasource(DATASOURCE)
+        .description("Member accounts of the Macie administrator accounts, by relationship "
+                     "status. Red ones are no longer analysed (MacieMemberNotEnabled); blue "
+                     "ones are still joining.")
+        .with_target(query(f"count by (status) ({members} == 1)", "{{status}}", instant=True))
+        .height(8).span(8).unit("none").min(0).decimals(0)
+        .display_mode(cm.BarGaugeDisplayMode.BASIC)
+        .orientation(cm.VizOrientation.HORIZONTAL)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .overrides([fixed_colour(status, colour)
+                    for status, colour in MEMBER_STATUS_COLOURS.items()]))
+    member_key = "account_id, region, member_account_id"
+    board.with_panel(
+        merged_table(
+            "Member accounts",
+            "Every member account of each Macie administrator account (ListMembers, including "
+            "accounts that left), members that are not analysed first.",
+            [query(f"max by ({member_key}, status) ({members} == 1)",
+                   ref="A", instant=True, as_table=True),
+             query(f'max by ({member_key}) (macie_member_relationship_status{{{TARGETS}, '
+                   f'status="Enabled"}})', ref="B", instant=True, as_table=True)],
+            {"member_account_id": "Member", "status": "Status", "Value #B": "Analysed",
+             "account_id": "Administrator", "region": "Region"},
+            ["Time", "Value #A"])
+        .height(8).span(16)
+        .sort_by([common.TableSortByFieldState().display_name("Analysed").desc(False)])
+        .overrides([
+            column("Status", ("mappings", MEMBER_STATUS_MAPPING),
+                   ("custom.cellOptions", COLOURED)),
+            column("Analysed", ("mappings", ANALYSED_MAPPING), ("custom.cellOptions", COLOURED)),
+        ]))
+    status_code = " or ".join(
+        f'(max by (account_id, region) (macie_status{{{TARGETS}, status="{status}"}} == 1)'
+        f"{'' if code == 1 else f' * {code}'})"
+        for status, (code, _) in MACIE_STATUS_CODES.items())
+    board.with_panel(
+        statetimeline.Panel().title("Macie status per account and region")
+        .datasource(DATASOURCE)
+        .description("Macie's status from GetMacieSession: ENABLED, PAUSED (suspended: no job "
+                     "runs, MacieSessionPaused) or DISABLED (Macie is not enabled there).")
+        .with_target(query(status_code, "{{account_id}} {{region}}"))
+        .height(7).span(24).mappings(MACIE_STATUS_MAPPING)
+        .color_scheme(dash.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
+        .thresholds(thresholds("green"))
+        .show_value(cm.VisibilityMode.AUTO).merge_values(True))
 
 
 def exporter_health(board: dash.Dashboard) -> None:
@@ -343,7 +543,8 @@ def build() -> dm.Dashboard:
     board = (
         dash.Dashboard("Amazon Macie classification jobs").uid(UID)
         .description("Macie sensitive-data discovery jobs from macie-exporter: status, progress, "
-                     "pause expiry and the exporter's own health.")
+                     "pause expiry, findings, usage and quotas, member accounts and the "
+                     "exporter's own health.")
         .tags(["macie", "aws", "security", "prometheus"])
         .editable().tooltip(dm.DashboardCursorSync.CROSSHAIR)
         .time("now-6h", "now").refresh("1m").timezone("browser")
@@ -353,6 +554,9 @@ def build() -> dm.Dashboard:
     jobs_table(board)
     progress(board)
     pause_expiry(board)
+    findings(board)
+    usage(board)
+    organisation(board)
     exporter_health(board)
     model = board.build()
     for variable in model.templating.list_val or [] if model.templating else []:

@@ -22,7 +22,9 @@ PROVISIONING = REPO / "grafana" / "provisioning"
 DASHBOARD: dict[str, Any] = json.loads(OUTPUT.read_text(encoding="utf-8"))
 
 # Panels that the demo account legitimately leaves empty, with the reason. (None today: the
-# demo has running, scheduled, user-paused, quota-paused and erroring jobs.)
+# demo has running, scheduled, user-paused, quota-paused and erroring jobs; jobs with High
+# findings; an account at its quota; a Macie administrator with Enabled, Paused and Removed
+# members; and Macie ENABLED and DISABLED.)
 EMPTY_IN_DEMO: dict[str, str] = {}
 
 # Grafana's built-in interval variables, as Grafana would set them for a 1s scrape interval.
@@ -100,7 +102,14 @@ def test_the_issue_s_panels_are_there() -> None:
         "Jobs by status and type", "Classification jobs", "Objects to process: running jobs",
         "Runs: scheduled jobs", "Time left before Macie cancels USER_PAUSED jobs",
         "Refresh success per target", "Data age", "Refresh duration", "API requests by outcome",
+        # Findings, usage and quota, organisation (issue #14).
+        "Findings per job by severity", "Jobs with the most High findings",
+        "Estimated cost this month", "Quotas: who is at a quota?", "Members by status",
+        "Member accounts", "Macie status per account and region",
     } <= titles
+    rows = [panel["title"].split(":")[0] for panel in DASHBOARD["panels"] if panel["type"] == "row"]
+    assert rows == ["Overview", "Jobs", "Progress", "Pause expiry", "Findings", "Usage and quota",
+                    "Organisation", "Exporter health"]
     (jobs,) = [p for p in DASHBOARD["panels"] if p["title"] == "Classification jobs"]
     organize = next(t for t in jobs["transformations"] if t["id"] == "organize")["options"]
     shown = [name for name in organize["renameByName"].values()]
@@ -162,6 +171,59 @@ def test_every_panel_query_runs_and_fills_its_panel(prometheus: Prometheus) -> N
     (jobs,) = [panel for panel in panels() if panel["title"] == "Jobs"]
     (count,) = prometheus.query(substitute(jobs["targets"][0]["expr"], SELECTIONS["picked"]))
     assert count["value"][1] == "6"
+
+
+def panel(title: str) -> dict[str, Any]:
+    (found,) = [p for p in panels() if p["title"] == title]
+    return found
+
+
+def instant(prometheus: Prometheus, title: str, ref: str = "A") -> list[dict[str, Any]]:
+    """The series a panel's query returns for the whole demo (every variable at All)."""
+    (target,) = [t for t in panel(title)["targets"] if t["refId"] == ref]
+    expr = substitute(target["expr"], SELECTIONS["All"])
+    wait_for(lambda: prometheus.query(expr), timeout=10, what=f"data for {title!r}")
+    return prometheus.query(expr)
+
+
+@pytest.mark.tools
+def test_the_findings_usage_and_organisation_rows_tell_the_demo_s_story(
+    prometheus: Prometheus,
+) -> None:
+    # The jobs with the most High findings: the running data-lake scan and the paused legal-hold
+    # scan are among them, and only jobs with High findings are listed.
+    top = {s["metric"]["job_name"]: float(s["value"][1])
+           for s in instant(prometheus, "Jobs with the most High findings")}
+    assert {"pii-scan-prod-data-lake", "legal-hold-scan"} <= top.keys(), top
+    assert all(count > 0 for count in top.values()) and len(top) <= 10, top
+    per_job = {s["metric"]["job_name"]
+               for s in instant(prometheus, "Findings per job by severity", "C")}
+    assert {"pii-scan-prod-data-lake", "daily-customer-uploads", "us-baseline"} <= per_job
+    # The demo account is at its sensitive data discovery quota in eu-west-1, not in us-east-1.
+    quota = {(s["metric"]["account_id"], s["metric"]["region"], s["metric"]["usage_type"]):
+             s["value"][1] for s in instant(prometheus, "Quotas: who is at a quota?")}
+    assert quota[("123456789012", "eu-west-1", "SENSITIVE_DATA_DISCOVERY")] == "1"
+    assert quota[("123456789012", "us-east-1", "SENSITIVE_DATA_DISCOVERY")] == "0"
+    costs = {(s["metric"]["account_id"], s["metric"]["usage_type"])
+             for s in instant(prometheus, "Estimated cost this month")}
+    assert ("123456789012", "SENSITIVE_DATA_DISCOVERY") in costs
+    # Members of the administrator 123456789012 in eu-west-1: Enabled, one Paused, one Removed.
+    by_status = {s["metric"]["status"]: s["value"][1]
+                 for s in instant(prometheus, "Members by status")}
+    assert by_status["Paused"] == "1" and by_status["Removed"] == "1", by_status
+    assert int(by_status["Enabled"]) >= 1, by_status
+    analysed = {s["metric"]["member_account_id"]: s["value"][1]
+                for s in instant(prometheus, "Member accounts", "B")}
+    assert sorted(analysed.values()).count("0") == 2, analysed
+    # Macie's status as the state timeline's codes: ENABLED (1) in eu-west-1 and us-east-1,
+    # DISABLED (3) in ap-southeast-2.
+    mapping = panel("Macie status per account and region")["fieldConfig"]["defaults"]["mappings"]
+    texts = {code: option["text"] for code, option in mapping[0]["options"].items()}
+    status = {(s["metric"]["account_id"], s["metric"]["region"]): texts[s["value"][1]]
+              for s in instant(prometheus, "Macie status per account and region")}
+    assert status[("123456789012", "eu-west-1")] == "ENABLED"
+    assert status[("123456789012", "us-east-1")] == "ENABLED"
+    assert status[("123456789012", "ap-southeast-2")] == "DISABLED"
 
 
 @pytest.mark.tools
