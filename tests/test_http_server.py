@@ -1,0 +1,406 @@
+"""The bounded HTTP server: slow and idle clients are dropped, never given a thread."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import ipaddress
+import resource
+import select
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from exporter.server import REQUEST_TIMEOUT, HttpServer
+from exporter.webconfig import WebConfigWatcher
+from tests.conftest import ExporterProcess, wait_for
+
+Serve = Callable[..., HttpServer]
+
+
+def echo(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+    body = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}\n".encode()
+    start("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """An in-process HttpServer on 127.0.0.1; keyword arguments override its timeouts."""
+    servers: list[HttpServer] = []
+
+    def make(app: Callable[..., Iterable[bytes]] = echo, web: WebConfigWatcher | None = None,
+             **settings: float) -> HttpServer:
+        server = HttpServer("127.0.0.1", 0, app, web)
+        for name, value in settings.items():
+            setattr(server, name, value)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def endpoint(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def connect(address: str) -> socket.socket:
+    return socket.create_connection(endpoint(address), timeout=10)
+
+
+def read_response(stream: BinaryIO, head: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One response off a stream that may hold more (http.client closes its file after one)."""
+    status_line = stream.readline()
+    if not status_line:
+        raise EOFError("connection closed")
+    headers: dict[str, str] = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = b"" if head else stream.read(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+def closed_by_peer(sock: socket.socket, timeout: float) -> float:
+    """Seconds until the server closes `sock` (EOF or reset), reading whatever comes first."""
+    began = time.monotonic()
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - began
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def raise_open_file_limit(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        assert limit >= wanted, f"the hard open-file limit ({hard}) is below {wanted}"
+
+
+def get(address: str, path: str = "/metrics", timeout: float = 5,
+        context: ssl.SSLContext | None = None) -> int:
+    scheme = "https" if context else "http"
+    with urllib.request.urlopen(f"{scheme}://{address}{path}", timeout=timeout,
+                                context=context) as response:
+        response.read()
+        return int(response.status)
+
+
+def test_incomplete_request_is_dropped(demo_exporter: ExporterProcess) -> None:
+    partial, silent = connect(demo_exporter.address), connect(demo_exporter.address)
+    partial.sendall(b"GET /metrics HTTP/1.1\r\nHost: exporter\r\n")
+    waited: list[float] = []
+    other = threading.Thread(target=lambda: waited.append(closed_by_peer(silent, 30)))
+    other.start()
+    elapsed = closed_by_peer(partial, 30)
+    other.join(30)
+    # Dropped by the server's request deadline, not earlier; generous above it for slow CI.
+    for seconds in (elapsed, *waited):
+        assert REQUEST_TIMEOUT - 1 <= seconds < REQUEST_TIMEOUT + 5
+    assert len(waited) == 1
+    assert get(demo_exporter.address) == 200
+
+
+def test_idle_keep_alive_connection_is_closed(serve: Serve) -> None:
+    server = serve(idle_timeout=0.5)
+    with connect(server.address) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = read_response(stream)
+        assert (status, body) == (200, b"GET /one\n")
+        assert "connection" not in headers  # kept alive
+        assert closed_by_peer(sock, 10) < 10
+
+
+def test_default_idle_timeout_is_set(serve: Serve) -> None:
+    server = serve()
+    assert 0 < server.idle_timeout <= 120
+    assert server.request_timeout == REQUEST_TIMEOUT == 10
+
+
+def test_thousand_half_open_requests_cost_no_threads(demo_exporter: ExporterProcess) -> None:
+    raise_open_file_limit(1000 + 256)
+    wait_for(lambda: demo_exporter.get("/readyz")[0] == 200, what="the exporter to be ready")
+    pid, address = demo_exporter.proc.pid, demo_exporter.address
+    before = threads_of(pid)
+    attackers: list[socket.socket] = []
+    try:
+        for n in range(1000):
+            sock = connect(address)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: exporter\r\nX-Padding: " + b"a" * n)
+            attackers.append(sock)
+        statuses = [get(address, timeout=5) for _ in range(3)]
+        during = threads_of(pid)
+        poller = select.poll()
+        for sock in attackers:
+            poller.register(sock, select.POLLIN)
+        dropped = poller.poll(0)  # a closed connection reads as EOF
+    finally:
+        for sock in attackers:
+            sock.close()
+    assert statuses == [200, 200, 200]
+    assert during - before <= 64, (before, during)
+    assert dropped == [], f"{len(dropped)} of the 1,000 dropped early"
+
+
+def test_keep_alive_serves_several_requests(demo_exporter: ExporterProcess) -> None:
+    connection = http.client.HTTPConnection(*endpoint(demo_exporter.address), timeout=10)
+    statuses, sockets = [], []
+    try:
+        for path in ("/metrics", "/healthz", "/", "/metrics", "/nope"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+            sockets.append(connection.sock)
+    finally:
+        connection.close()
+    assert statuses == [200, 200, 200, 200, 404]
+    assert all(sock is sockets[0] for sock in sockets)  # one connection throughout
+
+
+def test_head(demo_exporter: ExporterProcess) -> None:
+    connection = http.client.HTTPConnection(*endpoint(demo_exporter.address), timeout=10)
+    try:
+        connection.request("HEAD", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert int(response.headers["Content-Length"]) > 0
+        assert response.read() == b""
+        connection.request("GET", "/healthz")  # the stream is still in step
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"ok\n")
+        connection.request("POST", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 405
+    finally:
+        connection.close()
+
+
+def test_pipelined_requests(serve: Serve) -> None:
+    server = serve()
+    with connect(server.address) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"HEAD /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                     b"GET /never HTTP/1.1\r\nHost: x\r\n\r\n")
+        first, second, third = (read_response(stream), read_response(stream, head=True),
+                                read_response(stream))
+        assert (first[0], first[2]) == (200, b"GET /a\n")
+        assert (second[0], second[1]["content-length"]) == (200, "8")  # "HEAD /b\n"
+        assert (third[0], third[1]["connection"], third[2]) == (200, "close", b"GET /c\n")
+        assert stream.read() == b""  # closed after the Connection: close request
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /old HTTP/1.0\r\n\r\n", 200),
+    (b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 200),
+    (b"POST /form HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+     200),
+    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"GET /x HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
+    (b"this is not http\r\n\r\n", 400),
+    (b"GET /x HTTP/1.1\r\n folded: header\r\n\r\n", 400),
+    (b"GET /x HTTP/2.0\r\n\r\n", 505),
+    (b"GET /x HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+    (b"GET /x HTTP/1.1\r\nX-Big: " + b"a" * 20_000, 431),  # too large before it even ends
+])
+def test_answered_then_closed(serve: Serve, request_bytes: bytes, status: int) -> None:
+    server = serve()
+    with connect(server.address) as sock, sock.makefile("rb") as stream:
+        sock.sendall(request_bytes)
+        answer, headers, _ = read_response(stream)
+        assert (answer, headers["connection"]) == (status, "close")
+        assert closed_by_peer(sock, 10) < 10
+
+
+def test_slow_reader_is_dropped_without_delaying_others(serve: Serve) -> None:
+    big = b"x" * (64 << 20)
+
+    def large(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/big":
+            start("200 OK", [("Content-Length", str(len(big)))])
+            return [big]
+        return echo(environ, start)
+
+    server = serve(large, write_timeout=1.0)
+    with connect(server.address) as slow:
+        slow.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        assert get(server.address, "/small") == 200
+        wait_for(lambda: not server._connections, timeout=10, what="the slow reader to be dropped")
+        received = 0
+        slow.settimeout(10)
+        try:
+            while data := slow.recv(1 << 20):
+                received += len(data)
+        except ConnectionResetError:
+            pass
+        assert received < len(big)
+
+
+def test_connection_limit_closes_the_oldest_unfinished(serve: Serve) -> None:
+    server = serve(max_connections=20)
+    threads = threading.active_count()
+    waiting = [connect(server.address) for _ in range(40)]
+    try:
+        for sock in waiting:
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+        assert get(server.address, "/fine") == 200
+        poller = select.poll()
+        for sock in waiting:
+            poller.register(sock, select.POLLIN)
+        closed = {fd for fd, _ in poller.poll(0)}
+        assert threading.active_count() == threads
+    finally:
+        for sock in waiting:
+            sock.close()
+    assert len(closed) >= 20
+    assert waiting[-1].fileno() not in closed  # the newest survive
+
+
+def test_stop_closes_the_listener(serve: Serve) -> None:
+    server = serve()
+    assert get(server.address, "/") == 200
+    server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        connect(server.address).close()
+
+
+# TLS: tests/test_web.py covers TLS, mTLS and basic auth through the real exporter; these cover
+# the non-blocking handshake, SAN allow-lists and certificates changed on disk.
+
+
+class Authority:
+    def __init__(self, directory: Path, name: str = "test-ca") -> None:
+        self.directory = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.cert = (self._builder(self.name, self.key.public_key()).issuer_name(self.name)
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                     .sign(self.key, hashes.SHA256()))
+        self.path = directory / f"{name}.pem"
+        self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    @staticmethod
+    def _builder(subject: x509.Name, key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+        now = datetime.datetime.now(datetime.UTC)
+        return (x509.CertificateBuilder().subject_name(subject).public_key(key)
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1)))
+
+    def issue(self, name: str, filename: str | None = None) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        sans = [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        cert = (self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+                              key.public_key())
+                .issuer_name(self.name).add_extension(x509.SubjectAlternativeName(sans), False)
+                .sign(self.key, hashes.SHA256()))
+        stem = self.directory / (filename or name)
+        cert_path, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return cert_path, key_path
+
+
+def tls_server(serve: Serve, tmp_path: Path, client_auth: dict[str, Any] | None = None,
+               **settings: float) -> tuple[HttpServer, Authority, Path]:
+    """A server with TLS (and client certificates from the same CA when `client_auth` is
+    given); (server, CA, web config path)."""
+    ca = Authority(tmp_path)
+    cert, key = ca.issue("exporter", "server")
+    tls: dict[str, Any] = {"cert_file": str(cert), "key_file": str(key)}
+    if client_auth is not None:
+        tls.update(client_ca_file=str(ca.path), client_auth_type="RequireAndVerifyClientCert",
+                   **client_auth)
+    config = tmp_path / "web.yml"
+    config.write_text(yaml.safe_dump({"tls_server_config": tls}), encoding="utf-8")
+    return serve(web=WebConfigWatcher(str(config)), **settings), ca, config
+
+
+def client(ca: Authority, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca.path))
+    if cert:
+        context.load_cert_chain(*map(str, cert))
+    return context
+
+
+def test_tls_handshakes_do_not_block(serve: Serve, tmp_path: Path) -> None:
+    server, ca, _ = tls_server(serve, tmp_path, request_timeout=1.0)
+    silent = [connect(server.address) for _ in range(50)]  # TCP, never a ClientHello
+    try:
+        assert get(server.address, "/", context=client(ca)) == 200
+        assert closed_by_peer(silent[0], 10) < 10  # the handshake has a deadline too
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_tls_keep_alive_and_pipelining(serve: Serve, tmp_path: Path) -> None:
+    server, ca, _ = tls_server(serve, tmp_path)
+    with client(ca).wrap_socket(connect(server.address), server_hostname="127.0.0.1") as sock, \
+            sock.makefile("rb") as stream:
+        # Both requests in one TLS record: the second waits in OpenSSL's buffer, where the
+        # selector cannot see it.
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(stream)[2] == b"GET /1\n"
+        assert read_response(stream)[2] == b"GET /2\n"
+        sock.sendall(b"GET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(stream)[2] == b"GET /3\n"
+
+
+def test_client_allowed_sans(serve: Serve, tmp_path: Path) -> None:
+    server, ca, _ = tls_server(serve, tmp_path, {"client_allowed_sans": ["prometheus"]})
+    assert get(server.address, "/", context=client(ca, ca.issue("prometheus"))) == 200
+    for cert in (ca.issue("intruder"), None):
+        with pytest.raises((OSError, http.client.HTTPException)):
+            get(server.address, "/", context=client(ca, cert))
+
+
+def test_changed_certificate_applies_to_new_connections(serve: Serve, tmp_path: Path) -> None:
+    server, ca, _ = tls_server(serve, tmp_path)
+    old = client(ca).wrap_socket(connect(server.address), server_hostname="127.0.0.1")
+
+    def served_name() -> str:
+        with client(ca).wrap_socket(connect(server.address),
+                                    server_hostname="127.0.0.1") as sock:
+            der = sock.getpeercert(binary_form=True)
+            assert der is not None
+            name = x509.load_der_x509_certificate(der).subject
+            return str(name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+    assert served_name() == "exporter"
+    time.sleep(0.01)  # a new mtime
+    ca.issue("renewed", "server")  # over the files the config names
+    wait_for(lambda: served_name() == "renewed", what="the renewed certificate")
+    with old, old.makefile("rb") as stream:  # an open connection keeps its session
+        old.sendall(b"GET /still HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(stream)[2] == b"GET /still\n"
