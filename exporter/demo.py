@@ -1,4 +1,5 @@
-"""The demo account behind `--demo`: jobs in several states, evolving with time.
+"""The demo account behind `--demo`: jobs in several states, findings, usage, member accounts
+and an organisation, evolving with time.
 
 `python -m exporter.demo --port 9999` runs the demo simulator on its own.
 """
@@ -8,12 +9,25 @@ from __future__ import annotations
 import argparse
 import time
 
-from exporter.simulator import DAY, Simulator, make_job
+from exporter.simulator import DAY, DEFAULT_ACCOUNT, Simulator, make_job
 
 DEMO_REGIONS = ("eu-west-1", "us-east-1", "ap-southeast-2")
 # Any access key the simulator has not issued itself is the default account's.
 DEMO_ACCESS_KEY = "AKIADEMOMACIEEXPORTER"
 DEMO_SECRET_KEY = "demo-secret-key-not-a-real-one"  # noqa: S105 - the demo's fixed key
+DEMO_ACCOUNT = DEFAULT_ACCOUNT
+# The member role that discovery assumes in each account of the demo's organisation.
+DEMO_ORGANIZATION_ROLE = "macie-exporter"
+ANALYTICS_ACCOUNT, PAYMENTS_ACCOUNT = "234567890123", "345678901234"
+# The organisation the demo account manages (ListAccounts), with the accounts' names.
+DEMO_ORGANIZATION = {DEMO_ACCOUNT: "ACTIVE", ANALYTICS_ACCOUNT: "ACTIVE",
+                     PAYMENTS_ACCOUNT: "ACTIVE", "456789012345": "SUSPENDED"}
+DEMO_ACCOUNT_NAMES = {DEMO_ACCOUNT: "security-tooling", ANALYTICS_ACCOUNT: "analytics",
+                      PAYMENTS_ACCOUNT: "payments", "456789012345": "legacy-sandbox"}
+# The demo account is Macie administrator in eu-west-1 of these members (ListMembers).
+DEMO_MEMBERS_REGION = "eu-west-1"
+DEMO_MEMBERS = {ANALYTICS_ACCOUNT: "Enabled", PAYMENTS_ACCOUNT: "Enabled",
+                "567890123456": "Enabled", "678901234567": "Paused", "789012345678": "Removed"}
 
 
 class DemoAccount:
@@ -24,6 +38,14 @@ class DemoAccount:
     last run had errors, a USER_PAUSED job four days from expiry, a quota-PAUSED job, and a
     history of COMPLETE and CANCELLED jobs. us-east-1: a smaller second region. ap-southeast-2:
     Macie not enabled.
+
+    Findings: the data-lake scan's Low, Medium and High findings grow while it runs, the paused
+    legal-hold scan holds High findings, and a few archived findings (which never count) sit
+    beside them. Usage: in eu-west-1 the account has reached its sensitive data discovery quota
+    (why bulk-backup-scan is PAUSED); in us-east-1 that cost keeps rising towards the quota.
+    Members: the account is Macie administrator in eu-west-1 of three Enabled members, one
+    Paused and one Removed. Organisation: it manages two ACTIVE accounts (analytics, payments),
+    each with jobs in eu-west-1, and a SUSPENDED one.
     """
 
     CYCLE = 300.0  # seconds per demo "day" of the scheduled job
@@ -77,25 +99,77 @@ class DemoAccount:
             "useastbaseline00000000000000001", "us-baseline", "COMPLETE",
             created_at=t0 - 50 * DAY, last_run_time=t0 - 50 * DAY,
         ))
+        # (job, archived, (Low, Medium, High)): the paused legal-hold scan holds High findings.
+        for job_id, archived, counts in (
+            ("legalhold0000000000000000000001", False, (63, 17, 4)),
+            ("legalhold0000000000000000000001", True, (5, 0, 0)),
+            ("weeklyfinance000000000000000001", False, (15, 8, 0)),
+            (f"hist09{'0' * 24}", False, (48, 11, 0)),  # Quarterly PII sweep 2026-Q3
+            (f"hist10{'0' * 24}", False, (120, 30, 2)),  # Data lake baseline
+            (f"hist10{'0' * 24}", True, (9, 0, 1)),
+        ):
+            for severity, count in zip(("Low", "Medium", "High"), counts, strict=True):
+                sim.set_findings("eu-west-1", job_id, severity, count, archived=archived)
+        sim.set_findings("us-east-1", "useastbaseline00000000000000001", "Low", 12)
+        # The monthly sensitive data discovery quota reached in eu-west-1.
+        sim.set_usage(DEMO_ACCOUNT, "SENSITIVE_DATA_DISCOVERY", "5093.72", limit_value=5,
+                      limited=True, region="eu-west-1")
         sim.set_macie_status("ap-southeast-2", "DISABLED")
+        self._populate_organization(sim)
         self(t0, sim)
+
+    def _populate_organization(self, sim: Simulator) -> None:
+        t0 = self.start
+        for member, status in DEMO_MEMBERS.items():
+            sim.set_member(DEMO_ACCOUNT, DEMO_MEMBERS_REGION, member, status)
+        sim.set_organization(DEMO_ACCOUNT, DEMO_ORGANIZATION, names=DEMO_ACCOUNT_NAMES)
+        for account in (ANALYTICS_ACCOUNT, PAYMENTS_ACCOUNT):
+            sim.set_macie_status("ap-southeast-2", "DISABLED", account_id=account)
+        sim.put_job("eu-west-1", make_job(
+            "analyticsweekly0000000000000001", "analytics-weekly-pii", "IDLE",
+            job_type="SCHEDULED", schedule="weekly:WEDNESDAY", created_at=t0 - 120 * DAY,
+            runs=17, last_run_time=t0 - 3 * DAY, account_id=ANALYTICS_ACCOUNT,
+            tags={"team": "analytics", "environment": "prod"},
+        ), account_id=ANALYTICS_ACCOUNT)
+        sim.put_job("eu-west-1", make_job(
+            "analyticsonboard000000000000001", "analytics-onboarding-scan", "COMPLETE",
+            created_at=t0 - 14 * DAY, last_run_time=t0 - 14 * DAY, account_id=ANALYTICS_ACCOUNT,
+            tags={"team": "analytics", "environment": "staging"},
+        ), account_id=ANALYTICS_ACCOUNT)
+        sim.put_job("eu-west-1", make_job(
+            "paymentsquarterly00000000000001", "payments-quarterly-review", "COMPLETE",
+            created_at=t0 - 40 * DAY, last_run_time=t0 - 40 * DAY, account_id=PAYMENTS_ACCOUNT,
+            tags={"team": "payments", "environment": "prod"},
+        ), account_id=PAYMENTS_ACCOUNT)
+        for account, job_id, counts in (
+            (ANALYTICS_ACCOUNT, "analyticsweekly0000000000000001", (22, 5, 0)),
+            (ANALYTICS_ACCOUNT, "analyticsonboard000000000000001", (9, 0, 1)),
+            (PAYMENTS_ACCOUNT, "paymentsquarterly00000000000001", (31, 6, 2)),
+        ):
+            for severity, count in zip(("Low", "Medium", "High"), counts, strict=True):
+                sim.set_findings("eu-west-1", job_id, severity, count, account_id=account)
 
     def __call__(self, now: float, sim: Simulator) -> None:
         t0, elapsed = self.start, max(0.0, now - self.start)
-        for region, job_id, name, total, rate in (
-            ("eu-west-1", "datalake000000000000000000000001", "pii-scan-prod-data-lake",
-             250000, 70.0),
-            ("eu-west-1", "crmexport00000000000000000000001", "crm-exports-deep-scan",
-             40000, 2.0),
-            ("us-east-1", "useastrun000000000000000000001", "us-customer-uploads",
-             90000, 40.0),
+        processed: dict[str, float] = {}
+        for account, region, job_id, name, total, rate in (
+            (DEMO_ACCOUNT, "eu-west-1", "datalake000000000000000000000001",
+             "pii-scan-prod-data-lake", 250000, 70.0),
+            (DEMO_ACCOUNT, "eu-west-1", "crmexport00000000000000000000001",
+             "crm-exports-deep-scan", 40000, 2.0),
+            (DEMO_ACCOUNT, "us-east-1", "useastrun000000000000000000001",
+             "us-customer-uploads", 90000, 40.0),
+            (PAYMENTS_ACCOUNT, "eu-west-1", "paymentscards000000000000000001",
+             "payments-card-data-scan", 60000, 10.0),
         ):
             left = max(0.0, total - rate * elapsed)
+            processed[job_id] = total - left
+            team = "payments" if account == PAYMENTS_ACCOUNT else "privacy"
             sim.put_job(region, make_job(
                 job_id, name, "RUNNING" if left else "COMPLETE", created_at=t0 - 3600,
                 runs=1, objects_to_process=round(left), last_run_time=t0 - 3600,
-                tags={"team": "privacy", "environment": "prod"},
-            ))
+                tags={"team": team, "environment": "prod"}, account_id=account,
+            ), account_id=account)
         cycles, into = divmod(elapsed + 30.0, self.CYCLE)
         running = into < self.RUNNING_FOR
         sim.put_job("eu-west-1", make_job(
@@ -105,6 +179,46 @@ class DemoAccount:
             objects_to_process=round(5000 * (1 - into / self.RUNNING_FOR)) if running else 0,
             last_run_time=now - into, tags={"team": "privacy", "environment": "prod"},
         ))
+        self._findings(sim, processed, cycles)
+        self._usage(sim, elapsed)
+
+    @staticmethod
+    def _findings(sim: Simulator, processed: dict[str, float], cycles: float) -> None:
+        """Findings that grow as the running jobs process objects and the daily job runs."""
+        lake = processed["datalake000000000000000000000001"]
+        crm = processed["crmexport00000000000000000000001"]
+        us = processed["useastrun000000000000000000001"]
+        cards = processed["paymentscards000000000000000001"]
+        for account, region, job_id, (low, medium, high) in (
+            (DEMO_ACCOUNT, "eu-west-1", "datalake000000000000000000000001",
+             (31 + lake // 1000, 9 + lake // 5000, 2 + lake // 25000)),
+            (DEMO_ACCOUNT, "eu-west-1", "crmexport00000000000000000000001",
+             (20 + crm // 800, 3 + crm // 4000, 0)),
+            (DEMO_ACCOUNT, "eu-west-1", "dailyuploads0000000000000000001",
+             (140 + 3 * cycles, 12 + cycles // 4, 0)),
+            (DEMO_ACCOUNT, "us-east-1", "useastrun000000000000000000001",
+             (us // 2000, us // 15000, 0)),
+            (PAYMENTS_ACCOUNT, "eu-west-1", "paymentscards000000000000000001",
+             (4 + cards // 3000, 2 + cards // 12000, 1 + cards // 20000)),
+        ):
+            for severity, count in (("Low", low), ("Medium", medium), ("High", high)):
+                sim.set_findings(region, job_id, severity, int(count), account_id=account)
+        # Reviewed and archived: never counted.
+        for severity, count in (("Low", 6), ("Medium", 2), ("High", 1)):
+            sim.set_findings("eu-west-1", "datalake000000000000000000000001", severity, count,
+                             archived=True)
+
+    @staticmethod
+    def _usage(sim: Simulator, elapsed: float) -> None:
+        """Costs that rise while jobs run: us-east-1 nears its quota, payments' scan adds up."""
+        sim.set_usage(DEMO_ACCOUNT, "SENSITIVE_DATA_DISCOVERY",
+                      f"{min(3874.10 + 0.05 * elapsed, 4990.0):.2f}", limit_value=5,
+                      region="us-east-1")
+        sim.set_usage(DEMO_ACCOUNT, "DATA_INVENTORY_EVALUATION",
+                      f"{38.40 + 0.001 * elapsed:.2f}", region="eu-west-1")
+        sim.set_usage(PAYMENTS_ACCOUNT, "SENSITIVE_DATA_DISCOVERY",
+                      f"{812.55 + min(elapsed, 6000.0) * 0.02:.2f}", limit_value=5,
+                      region="eu-west-1")
 
 
 def demo_simulator(start: float | None = None) -> Simulator:

@@ -13,6 +13,7 @@ from exporter.simulator import (
     Answer,
     Call,
     Simulator,
+    error_answer,
     json_answer,
     json_error,
     xml_error,
@@ -23,8 +24,9 @@ from exporter.simulator import (
 class Faults:
     """What to break; tests change these fields directly (reads happen under the lock).
 
-    Every field but `credential_ttl` applies to Macie calls in `regions` only; STS calls see
-    `denied` and the failure and throttling fields, in every region.
+    Every field but `credential_ttl` applies to Macie and Organizations calls in `regions` only
+    (errors in each service's own protocol); STS calls see `denied` and the failure and
+    throttling fields, in every region.
     """
 
     latency: float = 0.0  # seconds added to every request
@@ -88,7 +90,7 @@ class FaultySimulator(Simulator):
         if latency:
             time.sleep(latency)
         if fault:
-            return json_error(fault[0], fault[1], f"simulated {fault[1]}")
+            return error_answer(call.operation, fault[0], fault[1], f"simulated {fault[1]}")
         if not applies:
             return None
         if call.operation == "ListClassificationJobs":

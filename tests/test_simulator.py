@@ -1,10 +1,12 @@
-"""The simulator itself, through real boto3 clients: GetMacieSession, Macie's status, counters."""
+"""The simulator itself, through real boto3 clients: GetMacieSession, Macie's status, counters,
+finding statistics, usage, members, Organizations' ListAccounts and the demo's story."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,12 +19,24 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from mypy_boto3_macie2 import Macie2Client
+from mypy_boto3_macie2.type_defs import UsageRecordTypeDef
 
 from benchmarks.fleets import Fleet, request_counts
 from exporter.config import load
-from exporter.demo import DEMO_REGIONS, demo_simulator
+from exporter.demo import (
+    ANALYTICS_ACCOUNT,
+    DEMO_ACCOUNT,
+    DEMO_MEMBERS,
+    DEMO_ORGANIZATION,
+    DEMO_ORGANIZATION_ROLE,
+    DEMO_REGIONS,
+    PAYMENTS_ACCOUNT,
+    DemoAccount,
+    demo_simulator,
+)
 from exporter.simulator import DEFAULT_ACCOUNT, Simulator, make_job
 from tests.conftest import REPO
+from tests.simfaults import FaultySimulator
 
 REGION, OTHER_REGION = "eu-west-1", "us-east-1"
 MEMBER = "210987654321"
@@ -46,15 +60,33 @@ def macie(url: str, region: str = REGION, key: str = "AKIATESTEXAMPLE00001",
                         aws_session_token=token)
 
 
-def member_macie(url: str, region: str, account: str = MEMBER) -> Macie2Client:
+def member_macie(url: str, region: str, account: str = MEMBER,
+                 role: str = "macie-read") -> Macie2Client:
     """A Macie client for `account`, with credentials from the simulator's STS AssumeRole."""
+    creds = assumed(url, region, account, role)
+    return macie(url, region, creds["AccessKeyId"], creds["SecretAccessKey"],
+                 creds["SessionToken"])
+
+
+def assumed(url: str, region: str, account: str, role: str = "macie-read") -> Any:
     sts = boto3.client("sts", region_name=region, endpoint_url=url,
                        aws_access_key_id="AKIATESTEXAMPLE00001",
                        aws_secret_access_key="test-secret")
-    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/macie-read",
-                            RoleSessionName="test")["Credentials"]
-    return macie(url, region, creds["AccessKeyId"], creds["SecretAccessKey"],
-                 creds["SessionToken"])
+    return sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{role}",
+                           RoleSessionName="test")["Credentials"]
+
+
+def organizations(url: str, account: str | None = None) -> Any:
+    """An AWS Organizations client: the default account's, or `account`'s through AssumeRole."""
+    if account is None:
+        return boto3.client("organizations", region_name="us-east-1", endpoint_url=url,
+                            config=NO_RETRIES, aws_access_key_id="AKIATESTEXAMPLE00001",
+                            aws_secret_access_key="test-secret")
+    creds = assumed(url, "us-east-1", account)
+    return boto3.client("organizations", region_name="us-east-1", endpoint_url=url,
+                        config=NO_RETRIES, aws_access_key_id=creds["AccessKeyId"],
+                        aws_secret_access_key=creds["SecretAccessKey"],
+                        aws_session_token=creds["SessionToken"])
 
 
 def test_get_macie_session_follows_the_macie2_model(server: Simulator) -> None:
@@ -84,6 +116,10 @@ CALLS: dict[str, Callable[[Macie2Client], Any]] = {
     "ListClassificationJobs": lambda c: c.list_classification_jobs(),
     "DescribeClassificationJob": lambda c: c.describe_classification_job(jobId="j1"),
     "GetMacieSession": lambda c: c.get_macie_session(),
+    "GetFindingStatistics": lambda c: c.get_finding_statistics(
+        groupBy="classificationDetails.jobId"),
+    "GetUsageStatistics": lambda c: c.get_usage_statistics(),
+    "ListMembers": lambda c: c.list_members(),
 }
 
 
@@ -213,3 +249,393 @@ def test_fleet_layout() -> None:
     assert sum(len(jobs) for jobs in sim._jobs.values()) == 18 * 3 * 3
     with pytest.raises(ValueError, match="running_per_target"):
         Fleet(accounts=1, regions=1, jobs_per_target=1, running_per_target=2)
+
+
+# ------------------------------------------------------------ GetFindingStatistics
+
+def by_job(client: Macie2Client, **criterion: Any) -> dict[str, int]:
+    answer = client.get_finding_statistics(groupBy="classificationDetails.jobId",
+                                           findingCriteria={"criterion": criterion})
+    return {group["groupKey"]: group["count"] for group in answer["countsByGroup"]}
+
+
+def test_finding_statistics_filter_by_severity_job_and_archived(server: Simulator) -> None:
+    server.add_findings(REGION, "j1", "High", 3)
+    server.add_findings(REGION, "j1", "High", 2)  # added to the 3
+    server.add_findings(REGION, "j1", "Low", 7)
+    server.add_findings(REGION, "j1", "High", 4, archived=True)
+    server.add_findings(REGION, "j2", "Medium", 1)
+    server.add_findings(REGION, "j3", "High", 6)
+    server.add_findings(OTHER_REGION, "j1", "High", 100)
+    server.add_findings(REGION, "j1", "High", 50, account_id=MEMBER)
+    client = macie(server.url)
+    assert by_job(client) == {"j1": 16, "j2": 1, "j3": 6}
+    assert by_job(client, archived={"eq": ["false"]}) == {"j1": 12, "j2": 1, "j3": 6}
+    assert by_job(client, archived={"eq": ["true"]}) == {"j1": 4}
+    assert by_job(client, **{"severity.description": {"eq": ["High"]},
+                             "archived": {"eq": ["false"]}}) == {"j1": 5, "j3": 6}
+    assert by_job(client, **{"severity.description": {"eq": ["Low", "Medium"]}}) == {
+        "j1": 7, "j2": 1}
+    assert by_job(client, **{"severity.description": {"neq": ["High"]}}) == {"j1": 7, "j2": 1}
+    assert by_job(client, **{"severity.score": {"gte": 2}}) == {"j1": 9, "j2": 1, "j3": 6}
+    assert by_job(client, **{"classificationDetails.jobId": {"eq": ["j1", "j2"]},
+                             "archived": {"eq": ["false"]}}) == {"j1": 12, "j2": 1}
+    assert by_job(client, **{"classificationDetails.jobId": {"eq": ["nothing"]}}) == {}
+    severities = client.get_finding_statistics(
+        groupBy="severity.description",
+        findingCriteria={"criterion": {"classificationDetails.jobId": {"eq": ["j1"]},
+                                       "archived": {"eq": ["false"]}}})["countsByGroup"]
+    assert severities == [{"groupKey": "Low", "count": 7}, {"groupKey": "High", "count": 5}]
+    assert by_job(member_macie(server.url, REGION)) == {"j1": 50}
+    server.set_findings(REGION, "j1", "High", 0)
+    assert by_job(client, archived={"eq": ["false"]}) == {"j1": 7, "j2": 1, "j3": 6}
+    with pytest.raises(ValueError, match="severity 'Critical'"):
+        server.add_findings(REGION, "j1", "Critical", 1)
+
+
+def test_finding_statistics_group_by_bucket_and_type(server: Simulator) -> None:
+    server.put_job(REGION, make_job("j1"))
+    server.add_findings(REGION, "j1", "Low", 2)
+    server.add_findings(REGION, "gone", "Low", 3)  # its job no longer exists
+    client = macie(server.url)
+    buckets = client.get_finding_statistics(groupBy="resourcesAffected.s3Bucket.name")
+    assert buckets["countsByGroup"] == [{"groupKey": "bucket-gone", "count": 3},
+                                        {"groupKey": "bucket-j1", "count": 2}]
+    types = client.get_finding_statistics(groupBy="type")["countsByGroup"]
+    assert types == [{"groupKey": "SensitiveData:S3Object/Personal", "count": 5}]
+
+
+def test_finding_statistics_size_caps_the_sorted_groups(server: Simulator) -> None:
+    for i, count in enumerate([5, 9, 1, 9, 3]):
+        server.add_findings(REGION, f"job{i}", "High", count)
+    client = macie(server.url)
+
+    def groups(size: int | None = None, **sort: str) -> list[tuple[str, int]]:
+        arguments: dict[str, Any] = {"groupBy": "classificationDetails.jobId"}
+        if size is not None:
+            arguments["size"] = size
+        if sort:
+            arguments["sortCriteria"] = sort
+        answer = client.get_finding_statistics(**arguments)
+        return [(g["groupKey"], g["count"]) for g in answer["countsByGroup"]]
+
+    # By default the largest counts first, ties by group key.
+    assert groups() == [("job1", 9), ("job3", 9), ("job0", 5), ("job4", 3), ("job2", 1)]
+    assert groups(2, attributeName="count", orderBy="DESC") == [("job1", 9), ("job3", 9)]
+    assert groups(2, attributeName="count", orderBy="ASC") == [("job2", 1), ("job4", 3)]
+    assert groups(3, attributeName="groupKey", orderBy="ASC") == [
+        ("job0", 5), ("job1", 9), ("job2", 1)]
+    assert groups(1, attributeName="groupKey", orderBy="DESC") == [("job4", 3)]
+    assert len(groups(1000)) == 5
+    for size in (0, 1001):
+        with pytest.raises(ClientError, match="size must be an integer between 1 and 1000"):
+            groups(size)
+
+
+def test_finding_statistics_reject_what_they_cannot_answer(server: Simulator) -> None:
+    client = macie(server.url)
+    with pytest.raises(ClientError, match="does not support the finding property 'count'"):
+        by_job(client, count={"gt": 1})
+    with pytest.raises(ClientError, match="gt applies to numeric properties"):
+        by_job(client, **{"classificationDetails.jobId": {"gt": 1}})
+    with pytest.raises(ClientError) as raised:
+        by_job(client, archived={})
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+# ------------------------------------------------------------ GetUsageStatistics
+
+def usage_of(record: UsageRecordTypeDef) -> dict[str, Any]:
+    return {u["type"]: (u["estimatedCost"], u.get("serviceLimit")) for u in record["usage"]}
+
+
+def test_usage_statistics_default_records_follow_the_model(server: Simulator) -> None:
+    answer = macie(server.url).get_usage_statistics(timeRange="MONTH_TO_DATE")
+    assert answer["timeRange"] == "MONTH_TO_DATE"
+    assert "nextToken" not in answer
+    [record] = answer["records"]
+    assert record["accountId"] == DEFAULT_ACCOUNT
+    assert isinstance(record["freeTrialStartDate"], datetime)
+    assert {u["currency"] for u in record["usage"]} == {"USD"}
+    assert usage_of(record) == {
+        "DATA_INVENTORY_EVALUATION": ("0.12", None),  # no serviceLimit at all
+        "SENSITIVE_DATA_DISCOVERY": ("1.35", {"isServiceLimited": False, "unit": "TERABYTES",
+                                              "value": 5}),
+    }
+    assert macie(server.url).get_usage_statistics()["timeRange"] == "PAST_30_DAYS"
+
+
+def test_usage_is_per_account_and_region(server: Simulator) -> None:
+    server.set_usage(DEFAULT_ACCOUNT, "SENSITIVE_DATA_DISCOVERY", "4999.99", limit_value=5,
+                     limited=True, region=REGION)
+    server.set_usage(DEFAULT_ACCOUNT, "AUTOMATED_OBJECT_MONITORING", "3.10")  # every region
+    server.set_usage(DEFAULT_ACCOUNT, "DATA_INVENTORY_EVALUATION", None, region=OTHER_REGION)
+    [here] = macie(server.url).get_usage_statistics()["records"]
+    assert usage_of(here) == {
+        "AUTOMATED_OBJECT_MONITORING": ("3.10", None),
+        "DATA_INVENTORY_EVALUATION": ("0.12", None),
+        "SENSITIVE_DATA_DISCOVERY": ("4999.99", {"isServiceLimited": True,
+                                                 "unit": "TERABYTES", "value": 5}),
+    }
+    [there] = macie(server.url, OTHER_REGION).get_usage_statistics()["records"]
+    assert set(usage_of(there)) == {"AUTOMATED_OBJECT_MONITORING", "SENSITIVE_DATA_DISCOVERY"}
+    assert usage_of(there)["SENSITIVE_DATA_DISCOVERY"][0] == "1.35"
+    with pytest.raises(ValueError, match="not a decimal"):
+        server.set_usage(DEFAULT_ACCOUNT, "SENSITIVE_DATA_DISCOVERY", "lots")
+    with pytest.raises(ValueError, match="needs its limit_value"):
+        server.set_usage(DEFAULT_ACCOUNT, "SENSITIVE_DATA_DISCOVERY", "1", limited=True)
+
+
+def test_an_administrator_sees_its_members_usage_in_pages(server: Simulator) -> None:
+    members = {"100000000001": "Enabled", "100000000002": "Paused",
+               "100000000003": "Removed", "100000000004": "Invited"}
+    for member, status in members.items():
+        server.set_member(DEFAULT_ACCOUNT, REGION, member, status)
+    server.set_usage("100000000002", "SENSITIVE_DATA_DISCOVERY", "77.00", limit_value=5,
+                     limited=True)
+    client = macie(server.url)
+    pages = list(client.get_paginator("get_usage_statistics").paginate(
+        timeRange="MONTH_TO_DATE", PaginationConfig={"PageSize": 1}))
+    assert [len(page["records"]) for page in pages] == [1, 1, 1]
+    assert {page["timeRange"] for page in pages} == {"MONTH_TO_DATE"}
+    records = [r for page in pages for r in page["records"]]
+    # Itself and the members with Macie on for them; removed and invited ones report nothing.
+    assert [r["accountId"] for r in records] == ["100000000001", "100000000002", DEFAULT_ACCOUNT]
+    assert usage_of(records[1])["SENSITIVE_DATA_DISCOVERY"][1]["isServiceLimited"] is True
+    limited = client.get_usage_statistics(
+        filterBy=[{"key": "serviceLimit", "comparator": "EQ", "values": ["true"]}])
+    assert [r["accountId"] for r in limited["records"]] == ["100000000002"]
+    chosen = client.get_usage_statistics(
+        filterBy=[{"key": "accountId", "comparator": "CONTAINS",
+                   "values": [DEFAULT_ACCOUNT, "100000000001"]}])
+    assert [r["accountId"] for r in chosen["records"]] == ["100000000001", DEFAULT_ACCOUNT]
+    costly = client.get_usage_statistics(sortBy={"key": "total", "orderBy": "DESC"},
+                                         maxResults=1)
+    assert [r["accountId"] for r in costly["records"]] == ["100000000002"]
+    assert costly["nextToken"]
+    # Only an administrator sees other accounts.
+    assert [r["accountId"] for r in member_macie(
+        server.url, REGION, "100000000001").get_usage_statistics()["records"]] == [
+        "100000000001"]
+    for size in (0, 51):
+        with pytest.raises(ClientError, match="maxResults must be an integer between 1 and 50"):
+            client.get_usage_statistics(maxResults=size)
+    with pytest.raises(ClientError, match="invalid nextToken"):
+        client.get_usage_statistics(nextToken="not a token")
+
+
+# ------------------------------------------------------------ ListMembers
+
+def test_list_members_pages_of_at_most_25(server: Simulator) -> None:
+    for i in range(30):
+        server.set_member(DEFAULT_ACCOUNT, REGION, f"2000000000{i:02d}",
+                          "Removed" if i % 10 == 9 else "Enabled")
+    client = macie(server.url)
+    pages = list(client.get_paginator("list_members").paginate(onlyAssociated="false"))
+    assert [len(page["members"]) for page in pages] == [25, 5]
+    members = [m for page in pages for m in page["members"]]
+    assert [m["accountId"] for m in members] == [f"2000000000{i:02d}" for i in range(30)]
+    first = members[0]
+    assert first["administratorAccountId"] == first["masterAccountId"] == DEFAULT_ACCOUNT
+    assert first["arn"] == f"arn:aws:macie2:{REGION}:{DEFAULT_ACCOUNT}:member/200000000000"
+    assert first["email"] == "aws+200000000000@example.com"
+    assert first["relationshipStatus"] == "Enabled"
+    assert first["tags"] == {}
+    assert isinstance(first["invitedAt"], datetime) and isinstance(first["updatedAt"], datetime)
+    assert server.requests["ListMembers"] == 2
+
+    # Associated only, by default and with "true": the removed ones are left out.
+    current = [m["accountId"] for m in client.list_members()["members"]]
+    assert len(current) == 25 and "200000000009" not in current
+    associated = list(client.get_paginator("list_members").paginate(onlyAssociated="true"))
+    assert sum(len(page["members"]) for page in associated) == 27
+    assert [len(p["members"]) for p in client.get_paginator("list_members").paginate(
+        PaginationConfig={"PageSize": 10})] == [10, 10, 7]
+    with pytest.raises(ClientError, match="maxResults must be an integer between 1 and 25"):
+        client.list_members(maxResults=26)
+
+
+def test_only_an_administrator_has_members(server: Simulator) -> None:
+    server.set_member(DEFAULT_ACCOUNT, REGION, MEMBER, "Paused")
+    assert member_macie(server.url, REGION).list_members()["members"] == []
+    assert macie(server.url, OTHER_REGION).list_members()["members"] == []
+    [member] = macie(server.url).list_members()["members"]
+    assert member["relationshipStatus"] == "Paused"
+    updated = member["updatedAt"]
+    server.set_member(DEFAULT_ACCOUNT, REGION, MEMBER, "Resigned")
+    assert macie(server.url).list_members()["members"] == []
+    [member] = macie(server.url).list_members(onlyAssociated="false")["members"]
+    assert member["relationshipStatus"] == "Resigned"
+    assert member["updatedAt"] >= updated and member["invitedAt"] <= updated
+    with pytest.raises(ValueError, match="relationship status 'Gone'"):
+        server.set_member(DEFAULT_ACCOUNT, REGION, MEMBER, "Gone")
+
+
+# ------------------------------------------------------------ Organizations ListAccounts
+
+def test_list_accounts_through_the_organizations_paginator(server: Simulator) -> None:
+    accounts = {f"3000000000{i:02d}": "SUSPENDED" if i == 7 else "ACTIVE" for i in range(44)}
+    server.set_organization(DEFAULT_ACCOUNT, accounts, names={"300000000000": "analytics"})
+    client = organizations(server.url)
+    pages = list(client.get_paginator("list_accounts").paginate())
+    assert [len(page["Accounts"]) for page in pages] == [20, 20, 5]
+    listed = [a for page in pages for a in page["Accounts"]]
+    assert listed[0]["Id"] == DEFAULT_ACCOUNT  # the management account, first to join
+    assert listed[0]["JoinedMethod"] == "INVITED"
+    assert {a["Id"]: a["Status"] for a in listed[1:]} == accounts
+    analytics = listed[1]
+    assert analytics["Name"] == "analytics"
+    assert analytics["Arn"] == (f"arn:aws:organizations::{DEFAULT_ACCOUNT}:account/"
+                                f"o-{DEFAULT_ACCOUNT}/300000000000")
+    assert analytics["Email"] == "aws+300000000000@example.com"
+    assert analytics["State"] == "ACTIVE" and analytics["JoinedMethod"] == "CREATED"
+    assert isinstance(analytics["JoinedTimestamp"], datetime)
+    assert listed[8]["Status"] == listed[8]["State"] == "SUSPENDED"
+    assert server.requests["ListAccounts"] == 3
+    assert server.target_requests[("ListAccounts", DEFAULT_ACCOUNT, "us-east-1")] == 3
+    assert len(client.list_accounts(MaxResults=7)["Accounts"]) == 7
+    with pytest.raises(ClientError) as raised:
+        client.list_accounts(MaxResults=21)
+    assert raised.value.response["Error"]["Code"] == "InvalidInputException"
+
+
+def test_list_accounts_outside_the_management_account(server: Simulator) -> None:
+    with pytest.raises(ClientError) as raised:
+        organizations(server.url).list_accounts()
+    assert raised.value.response["Error"]["Code"] == "AWSOrganizationsNotInUseException"
+    server.set_organization(DEFAULT_ACCOUNT, {MEMBER: "ACTIVE"})
+    with pytest.raises(ClientError) as raised:
+        organizations(server.url, MEMBER).list_accounts()
+    assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert server.target_requests[("ListAccounts", MEMBER, "us-east-1")] == 1
+    with pytest.raises(ValueError, match="status 'CLOSED'"):
+        server.set_organization(DEFAULT_ACCOUNT, {MEMBER: "CLOSED"})
+
+
+def test_faults_answer_in_each_services_protocol() -> None:
+    sim = FaultySimulator()
+    sim.start()
+    try:
+        sim.set_organization(DEFAULT_ACCOUNT, {})
+        sim.faults.fail_all = True
+        sim.faults.fail_code = "ServiceException"
+        sim.faults.operations = {"ListAccounts", "GetUsageStatistics"}
+        with pytest.raises(ClientError) as raised:
+            organizations(sim.url).list_accounts()
+        assert raised.value.response["Error"]["Code"] == "ServiceException"
+        with pytest.raises(ClientError) as raised:
+            macie(sim.url).get_usage_statistics()
+        assert raised.value.response["Error"]["Code"] == "ServiceException"
+        assert macie(sim.url).list_members()["members"] == []
+    finally:
+        sim.stop()
+
+
+def test_new_operations_are_counted_and_delayed_like_the_others(server: Simulator) -> None:
+    server.set_organization(DEFAULT_ACCOUNT, {})
+    server.latency = 0.2
+    client = macie(server.url)
+    started = time.monotonic()
+    client.get_finding_statistics(groupBy="severity.description")
+    client.get_usage_statistics()
+    client.list_members()
+    organizations(server.url).list_accounts()
+    assert time.monotonic() - started >= 0.8
+    assert server.target_requests == {
+        ("GetFindingStatistics", DEFAULT_ACCOUNT, REGION): 1,
+        ("GetUsageStatistics", DEFAULT_ACCOUNT, REGION): 1,
+        ("ListMembers", DEFAULT_ACCOUNT, REGION): 1,
+        ("ListAccounts", DEFAULT_ACCOUNT, "us-east-1"): 1,
+    }
+
+
+# ------------------------------------------------------------ the demo
+
+def test_the_demo_has_findings_that_grow_and_archived_ones_that_do_not_count() -> None:
+    start = time.time()
+    demo = DemoAccount(start)
+    sim = Simulator()  # evolved by hand below
+    demo.populate(sim)
+    sim.start()
+    try:
+        client = macie(sim.url)
+        lake, legal = "datalake000000000000000000000001", "legalhold0000000000000000000001"
+        high = {"severity.description": {"eq": ["High"]}, "archived": {"eq": ["false"]}}
+        first = by_job(client, **high)
+        assert first[legal] == 4
+        assert first[lake] >= 2
+        everything = by_job(client)
+        current = by_job(client, archived={"eq": ["false"]})
+        assert everything[lake] - current[lake] == 9  # archived: 6 Low, 2 Medium, 1 High
+        assert by_job(client, archived={"eq": ["true"]})[legal] == 5
+        listed = {j["jobId"] for j in client.list_classification_jobs()["items"]}
+        assert set(everything) <= listed
+        demo(start + 1800, sim)  # half an hour into the data-lake scan
+        later = by_job(client, **high)
+        assert later[lake] > first[lake]
+        assert later[legal] == 4
+        assert by_job(client, archived={"eq": ["true"]})[lake] == 9
+        demo(start + 7200, sim)  # the scan is done: its findings stop growing
+        done = by_job(client, archived={"eq": ["false"]})[lake]
+        demo(start + 9000, sim)
+        assert by_job(client, archived={"eq": ["false"]})[lake] == done
+    finally:
+        sim.stop()
+
+
+def test_the_demo_has_usage_near_and_at_its_quota() -> None:
+    start = time.time()
+    demo = DemoAccount(start)
+    sim = Simulator()
+    demo.populate(sim)
+    sim.start()
+    try:
+        records = {r["accountId"]: usage_of(r)
+                   for r in macie(sim.url).get_usage_statistics()["records"]}
+        # The administrator sees itself and its Enabled and Paused members.
+        assert set(records) == {DEMO_ACCOUNT} | {
+            m for m, status in DEMO_MEMBERS.items() if status in ("Enabled", "Paused")}
+        limit = records[DEMO_ACCOUNT]["SENSITIVE_DATA_DISCOVERY"][1]
+        assert limit == {"isServiceLimited": True, "unit": "TERABYTES", "value": 5}
+        assert records[DEMO_ACCOUNT]["DATA_INVENTORY_EVALUATION"][1] is None
+
+        def us_cost() -> float:
+            [record] = macie(sim.url, "us-east-1").get_usage_statistics()["records"]
+            cost, limit = usage_of(record)["SENSITIVE_DATA_DISCOVERY"]
+            assert limit == {"isServiceLimited": False, "unit": "TERABYTES", "value": 5}
+            return float(cost)
+
+        before = us_cost()
+        demo(start + 3600, sim)
+        assert us_cost() > before
+    finally:
+        sim.stop()
+
+
+def test_the_demo_account_administers_members_and_an_organisation() -> None:
+    sim = demo_simulator()
+    sim.start()
+    try:
+        client = macie(sim.url, "eu-west-1")
+        members = {m["accountId"]: m["relationshipStatus"]
+                   for m in client.list_members(onlyAssociated="false")["members"]}
+        assert members == DEMO_MEMBERS
+        assert sorted(members.values()) == ["Enabled", "Enabled", "Enabled", "Paused",
+                                            "Removed"]
+        assert macie(sim.url, "us-east-1").list_members()["members"] == []
+        listed = organizations(sim.url).list_accounts()["Accounts"]
+        assert {a["Id"]: a["Status"] for a in listed} == DEMO_ORGANIZATION
+        assert sorted(DEMO_ORGANIZATION.values()) == ["ACTIVE", "ACTIVE", "ACTIVE", "SUSPENDED"]
+        # Discovery assumes the member role in each ACTIVE account and finds jobs there.
+        for account in (ANALYTICS_ACCOUNT, PAYMENTS_ACCOUNT):
+            member = member_macie(sim.url, "eu-west-1", account, DEMO_ORGANIZATION_ROLE)
+            jobs = member.list_classification_jobs()["items"]
+            assert jobs and all(j["bucketDefinitions"][0]["accountId"] == account for j in jobs)
+            assert by_job(member, archived={"eq": ["false"]})
+            [record] = member.get_usage_statistics()["records"]
+            assert record["accountId"] == account
+            with pytest.raises(ClientError, match="Macie is not enabled"):
+                member_macie(sim.url, "ap-southeast-2", account).get_macie_session()
+    finally:
+        sim.stop()
