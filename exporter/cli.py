@@ -18,9 +18,23 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__, collectors, logs
 from exporter.collect import SelfCollector, SnapshotCollector
-from exporter.config import ALL_REGIONS, Config, ConfigError, TargetConfig, load
+from exporter.config import (
+    ALL_REGIONS,
+    Config,
+    ConfigError,
+    DiscoveryConfig,
+    OrganizationsConfig,
+    TargetConfig,
+    load,
+)
 from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
-from exporter.demo import DEMO_ACCESS_KEY, DEMO_REGIONS, DEMO_SECRET_KEY, demo_simulator
+from exporter.demo import (
+    DEMO_ACCESS_KEY,
+    DEMO_ORGANIZATION_ROLE,
+    DEMO_REGIONS,
+    DEMO_SECRET_KEY,
+    demo_simulator,
+)
 from exporter.discovery import OrganizationsDiscovery
 from exporter.exposition import CachedExposition
 from exporter.fleet import Fleet
@@ -56,6 +70,15 @@ def limit_malloc_arenas() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1)
+
+
+def _demo(config: Config) -> Config:
+    """The demo discovers its small organisation, as a real deployment would, unless the
+    configuration names its own targets or discovery."""
+    if config.discovery is not None or config.targets != (TargetConfig(None),):
+        return config
+    return replace(config, targets=(), discovery=DiscoveryConfig(
+        config.refresh_interval * 10, OrganizationsConfig(DEMO_ORGANIZATION_ROLE)))
 
 
 def _settings(config: Config) -> AwsSettings:
@@ -103,6 +126,7 @@ class Exporter:
     """The assembled process: AWS plumbing, call pool, fleet, registry, optional demo."""
 
     def __init__(self, config: Config) -> None:
+        config = _demo(config) if config.demo else config
         self.config = config
         self.simulator: Simulator | None = None
         settings = _settings(config)

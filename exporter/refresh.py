@@ -103,8 +103,12 @@ class SnapshotStore:
     def rekey(self, old: TargetKey, new: TargetKey) -> None:
         """Hold `old`'s result under `new`, in the same place (an account learned late)."""
         with self._lock:
-            self._results = {(new if k == old else k): (replace(r, key=new) if k == old else r)
-                             for k, r in self._results.items()}
+            if new in self._results:  # another target has that key: it keeps its place
+                self._results.pop(old, None)
+            else:
+                self._results = {(new if k == old else k): (replace(r, key=new) if k == old
+                                                            else r)
+                                 for k, r in self._results.items()}
             self._swap()
         self._changed()
 
