@@ -139,16 +139,16 @@ class Exporter:
                                static_credentials=(DEMO_ACCESS_KEY, DEMO_SECRET_KEY))
             fallback = DEMO_REGIONS
         else:
-            # AssumeRole goes to STS in the exporter's own region when it has one, never to an
-            # opt-in region that an account may not have enabled.
+            # AssumeRole goes to STS in the exporter's own region when it has one (else the
+            # partition's first region), never to an opt-in region an account may not have on.
             settings = replace(settings, sts_region=_sdk_region())
         self.requests = ApiRequestCounter()
         self.waits = WaitCounter()
         self.status = FleetStatus()
         self.aws = Aws(settings, self.requests)
         self.pool = CallPool(config.concurrency, rate=config.requests_per_second,
-                             on_wait=self._waited)
-        self.store = SnapshotStore()
+                             on_wait=self._waited, calls_made=Aws.calls_made)
+        self.store = SnapshotStore(pending=config.discovery is not None)
         refresh_settings = RefreshSettings(
             tag_keys=config.tag_keys, interval=config.refresh_interval,
             full_redescribe_interval=config.full_redescribe_interval,
@@ -165,7 +165,7 @@ class Exporter:
             partition = partition_of(config.discovery.organizations.role_arn)
             regions = _expand(config.regions or (None,), fallback, partition)
             self.discovery = OrganizationsDiscovery(self.aws, config.discovery, regions,
-                                                    self.fleet)
+                                                    self.fleet, self.store)
         live = SelfCollector(self.requests, self.waits, self.status)
         # Our collectors describe nothing (registering does no work), so name[] filters need
         # support_collectors_without_names to reach them.

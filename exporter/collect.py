@@ -85,7 +85,6 @@ _JOB_VALUES: tuple[tuple[str, str, Callable[[Job], float | bool | None]], ...] =
 
 # (region, job, the job's findings per severity: None until the findings collector succeeded)
 JobRow = tuple[str, Job, tuple[int, int, int] | None]
-_NO_FINDINGS = (0, 0, 0)
 
 
 def job_rows(snapshot: Snapshot) -> list[JobRow]:
@@ -93,8 +92,8 @@ def job_rows(snapshot: Snapshot) -> list[JobRow]:
     for target in snapshot.targets:
         found = target.collected.findings
         counts = dict(found) if found is not None else None
-        rows.extend((target.key.region, job,
-                     None if counts is None else counts.get(job.job_id, _NO_FINDINGS))
+        # A job the last findings answers did not cover (new since) has no series until they do.
+        rows.extend((target.key.region, job, None if counts is None else counts.get(job.job_id))
                     for job in target.jobs)
     return rows
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from exporter.mapping import members_from_api, usage_from_api
-from exporter.model import SEVERITIES, Collected
+from exporter.model import SEVERITIES, Collected, TargetResult
 
 # Groups asked for per GetFindingStatistics call (its `size`), and job ids per criterion when
 # an answer was capped and the jobs it left out are asked for by id.
@@ -33,6 +33,8 @@ class Collector:
     # (api, ids of the target's exported jobs) -> the value `apply` stores.
     fetch: Callable[[CollectorApi, Sequence[str]], Any]
     apply: Callable[[Collected, Any], Collected]
+    # Due before its interval when this says the stored values miss something (new jobs).
+    stale: Callable[[TargetResult], bool] | None = None
 
 
 def fetch_findings(api: CollectorApi, job_ids: Sequence[str]
@@ -67,9 +69,20 @@ def fetch_findings(api: CollectorApi, job_ids: Sequence[str]
     return tuple(sorted((job_id, (c[0], c[1], c[2])) for job_id, c in counts.items()))
 
 
+def _findings_miss_a_job(result: TargetResult) -> bool:
+    known = result.collected.findings
+    if known is None:
+        return False
+    asked = {job_id for job_id, _ in known}
+    return any(job.job_id not in asked for job in result.jobs)
+
+
 def findings(interval: float) -> Collector:
+    """Also due as soon as the target exports a job the last answers did not cover, so that
+    every job's counts come from Macie (a new job has no series until then)."""
     return Collector("findings", interval, fetch_findings,
-                     lambda collected, value: replace(collected, findings=value))
+                     lambda collected, value: replace(collected, findings=value),
+                     _findings_miss_a_job)
 
 
 def usage(interval: float) -> Collector:

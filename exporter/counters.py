@@ -16,10 +16,28 @@ class _Counter(Generic[K]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[K, float] = {}
+        self._gone: set[TargetKey] = set()  # removed targets: a late call counts nothing
+
+    def _target(self, key: K) -> TargetKey:
+        return key if isinstance(key, TargetKey) else key[0]  # type: ignore[index]
 
     def _add(self, key: K, amount: float) -> None:
         with self._lock:
+            if self._target(key) in self._gone:
+                return
             self._values[key] = self._values.get(key, 0) + amount
+
+    def forget(self, target: TargetKey) -> None:
+        """Drop a removed target's figures (its series disappear) and ignore late ones."""
+        with self._lock:
+            self._gone.add(target)
+            for key in [k for k in self._values if self._target(k) == target]:
+                del self._values[key]
+
+    def revive(self, target: TargetKey) -> None:
+        """Count a target again (added back)."""
+        with self._lock:
+            self._gone.discard(target)
 
     def _items(self) -> list[tuple[K, float]]:
         with self._lock:
@@ -44,12 +62,6 @@ class ApiRequestCounter(_Counter[tuple[TargetKey, str, str]]):
                 moved = (new, key[1], key[2])
                 self._values[moved] = self._values.get(moved, 0) + self._values.pop(key)
 
-    def forget(self, target: TargetKey) -> None:
-        """Drop a removed target's counts (its series disappear)."""
-        with self._lock:
-            for key in [k for k in self._values if k[0] == target]:
-                del self._values[key]
-
     def total(self, operation: str | None = None) -> int:
         return int(sum(count for (_, op, _), count in self._items()
                        if operation is None or op == operation))
@@ -63,10 +75,6 @@ class WaitCounter(_Counter[TargetKey]):
 
     def items(self) -> list[tuple[tuple[str, str], float]]:
         return sorted(((k.account_id, k.region), v) for k, v in self._items())
-
-    def forget(self, target: TargetKey) -> None:
-        with self._lock:
-            self._values.pop(target, None)
 
     def rekey(self, old: TargetKey, new: TargetKey) -> None:
         with self._lock:

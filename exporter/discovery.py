@@ -9,13 +9,17 @@ from collections.abc import Callable, Sequence
 from exporter.config import DiscoveryConfig, TargetConfig
 from exporter.fleet import Fleet
 from exporter.logs import fields
-from exporter.macie import ApiError, Aws, list_organization_accounts, partition_of
+from exporter.macie import (
+    PARTITION_REGIONS,
+    ApiError,
+    Aws,
+    list_organization_accounts,
+    partition_of,
+)
 from exporter.model import TargetKey
+from exporter.refresh import SnapshotStore
 
 log = logging.getLogger(__name__)
-# Where the Organizations API is asked, per partition (it is a global service).
-_ORGANIZATIONS_REGION = {"aws": "us-east-1", "aws-cn": "cn-northwest-1",
-                         "aws-us-gov": "us-gov-west-1"}
 
 
 class OrganizationsDiscovery:
@@ -23,8 +27,9 @@ class OrganizationsDiscovery:
     last discovered targets."""
 
     def __init__(self, aws: Aws, config: DiscoveryConfig, regions: Sequence[str], fleet: Fleet,
-                 clock: Callable[[], float] = time.time) -> None:
+                 store: SnapshotStore, clock: Callable[[], float] = time.time) -> None:
         self._aws = aws
+        self._store = store
         self._orgs = config.organizations
         self._regions = tuple(regions)
         self._fleet = fleet
@@ -32,8 +37,8 @@ class OrganizationsDiscovery:
         self._partition = partition_of(self._orgs.role_arn)
         discovery_account = self._orgs.role_arn.split(":")[4] if self._orgs.role_arn else ""
         # ListAccounts calls are counted under the discovery account (empty: own credentials).
-        self._key = TargetKey(discovery_account,
-                              _ORGANIZATIONS_REGION.get(self._partition, "us-east-1"))
+        self._key = TargetKey(discovery_account, PARTITION_REGIONS.get(self._partition,
+                                                                       "us-east-1"))
         fleet.status.discovery_enabled = True
 
     def targets(self, accounts: Sequence[tuple[str, str]]) -> list[TargetConfig]:
@@ -46,6 +51,12 @@ class OrganizationsDiscovery:
 
     def discover(self) -> bool:
         """Discover once and reconcile the fleet; True on success."""
+        try:
+            return self._discover()
+        finally:
+            self._store.known()
+
+    def _discover(self) -> bool:
         status = self._fleet.status
         try:
             accounts = list_organization_accounts(self._aws, self._key, self._orgs.role_arn,

@@ -81,6 +81,9 @@ class Fleet:
                           self._list_filter)
         refresher = TargetRefresher(api, self._store, self._pool, self._settings,
                                     counters=(self._requests, self._waits))
+        refresher.before_rekey = self._rekeying
+        for counter in (self._requests, self._waits):
+            counter.revive(key)
         self._store.put(self._store.result(key))
         self._jobs[id(refresher)] = self.scheduler.add_job(
             refresher.trigger, "interval", seconds=self._settings.interval,
@@ -131,6 +134,18 @@ class Fleet:
         self._store.remove(refresher.key)
         self._requests.forget(refresher.key)
         self._waits.forget(refresher.key)
+
+    def _rekeying(self, refresher: TargetRefresher, new: TargetKey) -> None:
+        """A static target learned its account: a discovered target with that key gives way,
+        so that no account x region is polled twice."""
+        with self._lock:
+            duplicate = self._discovered.get(new)
+            if duplicate is not None and duplicate is not refresher:
+                del self._discovered[new]
+                self._remove(duplicate)
+                self.status.targets = len(self._static) + len(self._discovered)
+            for counter in (self._requests, self._waits):
+                counter.revive(new)
 
     def every(self, interval: float, action: Callable[[], object]) -> None:
         """Run `action` now and every `interval` seconds (discovery)."""

@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,8 +54,19 @@ IAM_ACTIONS = {
 }
 # What AWS answers when the credentials are not accepted at all; in a region the account has
 # not enabled (an opt-in region), credentials that work elsewhere get these too.
-_AUTH_FAILURES = frozenset({"UnrecognizedClientException", "InvalidClientTokenId",
-                            "InvalidSignatureException", "AuthFailure"})
+_AUTH_FAILURES = frozenset({"UnrecognizedClientException", "InvalidClientTokenId"})
+# Regions an account must opt in to (disabled by default): the only regions where rejected
+# credentials can mean "not enabled for this account" rather than bad credentials.
+OPT_IN_REGIONS = frozenset({
+    "af-south-1", "ap-east-1", "ap-east-2", "ap-south-2", "ap-southeast-3", "ap-southeast-4",
+    "ap-southeast-5", "ap-southeast-6", "ap-southeast-7", "ca-west-1", "eu-central-2",
+    "eu-south-1", "eu-south-2", "il-central-1", "me-central-1", "me-south-1", "mx-central-1",
+})
+# STS and Organizations per partition when the exporter has no region of its own: a region
+# every account has.
+PARTITION_REGIONS = {"aws": "us-east-1", "aws-cn": "cn-north-1", "aws-us-gov": "us-gov-west-1"}
+# How long a failed AssumeRole is not tried again (calls in between fail with its error).
+ASSUME_ROLE_BACKOFF = 60.0
 # The largest page ListAccounts accepts.
 ACCOUNTS_PAGE_SIZE = 20
 _DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
@@ -110,8 +122,8 @@ class AwsSettings:
     organizations_endpoint_url: str | None = None
     # Static credentials (demo mode only); None: the SDK's default credential chain.
     static_credentials: tuple[str, str] | None = None
-    # Where AssumeRole goes (a region every account has, not an opt-in one); None: the
-    # region of the first target of that account.
+    # Where AssumeRole and GetCallerIdentity go; None: the partition's default region (never
+    # an opt-in region, which an account may not have enabled).
     sts_region: str | None = None
 
     def botocore_config(self) -> BotoConfig:
@@ -190,6 +202,7 @@ class _Binding(threading.local):
     key: TargetKey | None = None
     credentials: Credentials | None = None
     malformed: bool = False
+    calls: int = 0  # HTTP attempts this thread has signed since `Aws.calls_made()` last asked
 
 
 _bound = _Binding()
@@ -226,7 +239,7 @@ class Aws:
             outcome = type(exception).__name__
         elif response_dict is not None and response_dict["status_code"] < 300:
             outcome = "success"
-            if _bound.credentials is not None:
+            if _bound.credentials is not None and operation in _MACIE_OPERATIONS:
                 self._working.add(id(_bound.credentials))
             if operation in _MACIE_OPERATIONS and not _is_json(response_dict.get("body")):
                 # botocore reads a body that is not JSON as an empty answer: flag it.
@@ -240,6 +253,7 @@ class Aws:
 
     @staticmethod
     def _sign_as_bound_target(request: Any, **_: Any) -> None:
+        _bound.calls += 1
         if _bound.credentials is not None:
             request.context.setdefault("signing", {})["request_credentials"] = _bound.credentials
 
@@ -293,30 +307,48 @@ class Aws:
         if external_id:
             extra["ExternalId"] = external_id
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=functools.partial(self._sts_client,
-                                             self.settings.sts_region or region),
+            client_creator=functools.partial(
+                self._sts_client, self.sts_region(partition_of(role_arn), region)),
             source_credentials=source, role_arn=role_arn, extra_args=extra,
         )
-        created = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
-                                                 method="assume-role")
+        created = DeferredRefreshableCredentials(
+            refresh_using=_BackedOff(fetcher.fetch_credentials), method="assume-role")
         with self._lock:
             return self._credentials.setdefault((role_arn, external_id), created)
 
     def _sts_client(self, region: str, service: str, **kwargs: Any) -> Any:
         """The AssumeRole fetcher's client (with the source credentials it passes)."""
-        return self._new_client(service, region, self.settings.sts_endpoint_url, **kwargs)
+        with self._lock:  # botocore's session is not documented as safe across threads
+            return self._new_client(service, region, self.settings.sts_endpoint_url, **kwargs)
+
+    def sts_region(self, partition: str, fallback: str) -> str:
+        return self.settings.sts_region or PARTITION_REGIONS.get(partition, fallback)
+
+    @staticmethod
+    def calls_made() -> int:
+        """AWS calls (attempts) the calling thread signed since it last asked."""
+        calls, _bound.calls = _bound.calls, 0
+        return calls
 
     def accepted(self, credentials: Credentials | None) -> bool:
         """True once AWS has answered a call signed with these credentials."""
         return credentials is not None and id(credentials) in self._working
 
-    def caller_account(self, target: MacieTarget) -> str:
-        """The account of the default credentials (sts:GetCallerIdentity), asked until known."""
-        with self._caller_lock:  # one call for every target without a role
+    def caller_account(self, target: MacieTarget) -> str | None:
+        """The account of the default credentials (sts:GetCallerIdentity), asked until known;
+        None while another target is asking."""
+        if self._caller_account is not None:
+            return self._caller_account
+        if not self._caller_lock.acquire(blocking=False):
+            return None
+        try:
             if self._caller_account is None:
-                answer = target.call("sts", "get_caller_identity", "GetCallerIdentity")
+                answer = target.call("sts", "get_caller_identity", "GetCallerIdentity",
+                                     region=self.sts_region("aws", target.key.region))
                 self._caller_account = str(answer["Account"])
             return self._caller_account
+        finally:
+            self._caller_lock.release()
 
 
 class MacieTarget:
@@ -343,12 +375,13 @@ class MacieTarget:
         finally:
             _bound.key = _bound.credentials = None
 
-    def call(self, service: str, method: str, operation: str, **arguments: Any) -> dict[str, Any]:
-        """One API call for this target, errors as ApiError."""
+    def call(self, service: str, method: str, operation: str, region: str | None = None,
+             **arguments: Any) -> dict[str, Any]:
+        """One API call for this target (in its region unless told), errors as ApiError."""
         try:
             with self._bound():
-                answer: dict[str, Any] = dict(getattr(self.aws.client(service, self.key.region),
-                                                      method)(**arguments))
+                client = self.aws.client(service, region or self.key.region)
+                answer: dict[str, Any] = dict(getattr(client, method)(**arguments))
                 malformed = _bound.malformed
         except (ClientError, BotoCoreError) as err:
             raise _error(operation, err) from None
@@ -359,9 +392,11 @@ class MacieTarget:
         answer.pop("ResponseMetadata", None)
         return answer
 
-    def credentials_accepted(self) -> bool:
-        """True once this account's credentials have worked somewhere (another region)."""
-        return self.aws.accepted(self._credentials)
+    def region_not_enabled(self, err: ApiError) -> bool:
+        """True when Macie rejects in an opt-in region credentials it has accepted elsewhere:
+        the account has not enabled that region."""
+        return (err.auth_failed and err.operation in _MACIE_OPERATIONS
+                and self.key.region in OPT_IN_REGIONS and self.aws.accepted(self._credentials))
 
     def resolve_account(self) -> str | None:
         """The account of a target without a role (GetCallerIdentity), or None if STS fails."""
@@ -473,6 +508,28 @@ class MacieTarget:
             raise _error(operation, err) from None
         except _PARSE_ERRORS as err:
             raise ApiError(operation, "MalformedResponse", str(err)) from None
+
+
+class _BackedOff:
+    """An AssumeRole fetch that, once failed, fails again with the same error for a while
+    instead of asking STS on every call of every region of the account."""
+
+    def __init__(self, fetch: Any, clock: Any = time.monotonic) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failed: tuple[float, Exception] | None = None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._failed is not None and self._clock() < self._failed[0]:
+                raise self._failed[1]
+        try:
+            return self._fetch()
+        except Exception as err:
+            with self._lock:
+                self._failed = (self._clock() + ASSUME_ROLE_BACKOFF, err)
+            raise
 
 
 def list_organization_accounts(aws: Aws, key: TargetKey, role_arn: str | None,

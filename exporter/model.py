@@ -137,8 +137,11 @@ class Snapshot:
     """Everything /metrics serves, swapped in as one reference."""
 
     targets: tuple[TargetResult, ...] = ()
+    # True until the set of targets is known (discovery has not answered yet, once).
+    pending: bool = False
 
     @property
     def ready(self) -> bool:
-        """True once every target has finished at least one refresh, successful or not."""
-        return bool(self.targets) and all(t.completed for t in self.targets)
+        """True once the targets are known and every one has finished at least one refresh,
+        successful or not (no targets at all, e.g. a shard that owns none, is ready)."""
+        return not self.pending and all(t.completed for t in self.targets)

@@ -35,6 +35,10 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
 
+    def debit(self, tokens: float) -> None:
+        """Pay for calls made beyond the one token taken (the balance may go below zero)."""
+        self._tokens -= tokens
+
     def take(self, now: float) -> float:
         """Take a token and return 0, or return the seconds until one is there."""
         self._fill(now)
@@ -61,10 +65,14 @@ class CallPool:
 
     def __init__(self, workers: int, *, rate: float = 0.0,
                  on_wait: Callable[[Hashable, float], None] | None = None,
+                 calls_made: Callable[[], int] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.workers = workers
         self._rate = rate
         self._on_wait = on_wait
+        # How many AWS calls the calling thread made since last asked: a task that makes several
+        # (pages, retries) pays a token for each.
+        self._calls_made = calls_made
         self._clock = clock
         self._cond = threading.Condition()
         self._queues: dict[Hashable, _Queue] = {}
@@ -73,6 +81,7 @@ class CallPool:
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self._forgotten: set[Hashable] = set()
         self.busy = 0
 
     def start(self) -> None:
@@ -92,7 +101,7 @@ class CallPool:
 
     def submit(self, owner: Hashable, task: Task, *, urgent: bool = False) -> None:
         with self._cond:
-            if self._stopping:
+            if self._stopping or owner in self._forgotten:
                 return
             queue = self._queues.get(owner)
             if queue is None:
@@ -105,8 +114,10 @@ class CallPool:
             self._cond.notify()
 
     def forget(self, owner: Hashable) -> None:
-        """Drop an owner's queued calls and its bucket (a target that went away)."""
+        """Drop an owner's queued calls and its bucket, and refuse its calls from now on (a
+        target that went away)."""
         with self._cond:
+            self._forgotten.add(owner)
             queue = self._queues.pop(owner, None)
             if queue is not None:
                 queue.urgent.clear()
@@ -127,8 +138,8 @@ class CallPool:
         with self._cond:
             return sum(len(q.urgent) + len(q.normal) for q in self._queues.values())
 
-    def _next(self) -> Task | None:
-        """The next call to make, or None when stopping (called with the lock held)."""
+    def _next(self) -> tuple[Hashable, Task] | None:
+        """The next call to make and its owner, or None when stopping (lock held)."""
         while not self._stopping:
             now = self._clock()
             while self._deferred and self._deferred[0][0] <= now:
@@ -154,27 +165,37 @@ class CallPool:
                     continue
                 if queue.waiting_since is not None:
                     if self._on_wait is not None:
-                        self._on_wait(owner, now - queue.waiting_since)
+                        try:
+                            self._on_wait(owner, now - queue.waiting_since)
+                        except Exception:  # counting a wait must not stop a worker
+                            log.exception("counting a rate-limit wait failed")
                     queue.waiting_since = None
             task = queue.urgent.popleft() if queue.urgent else queue.normal.popleft()
             if queue:
                 self._ring.append(owner)
             else:
                 queue.scheduled = False
-            return task
+            return owner, task
         return None
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                task = self._next()
-                if task is None:
+                found = self._next()
+                if found is None:
                     return
+                owner, task = found
                 self.busy += 1
+            if self._calls_made is not None:
+                self._calls_made()
             try:
                 task()
             except Exception:  # a task must handle its own errors; this is a bug
                 log.exception("AWS call task crashed")
             finally:
+                extra = self._calls_made() - 1 if self._calls_made is not None else 0
                 with self._cond:
                     self.busy -= 1
+                    queue = self._queues.get(owner)
+                    if extra > 0 and queue is not None and queue.bucket is not None:
+                        queue.bucket.debit(extra)

@@ -45,7 +45,7 @@ class MacieApi(CollectorApi, Protocol):
     role_arn: str | None
 
     def resolve_account(self) -> str | None: ...
-    def credentials_accepted(self) -> bool: ...
+    def region_not_enabled(self, err: ApiError) -> bool: ...
     def get_macie_session(self) -> dict[str, Any]: ...
     def list_pages(self) -> Iterator[list[Any]]: ...
     def describe_job(self, job_id: str) -> dict[str, Any]: ...
@@ -60,10 +60,11 @@ class Rekeyable(Protocol):
 class SnapshotStore:
     """Holds the current snapshot; replacing one target's result swaps a new snapshot in."""
 
-    def __init__(self, keys: Iterable[TargetKey] = ()) -> None:
+    def __init__(self, keys: Iterable[TargetKey] = (), pending: bool = False) -> None:
         self._lock = threading.Lock()
         self._results: dict[TargetKey, TargetResult] = {k: TargetResult(key=k) for k in keys}
-        self._snapshot = Snapshot(tuple(self._results.values()))
+        self._pending = pending
+        self._snapshot = Snapshot(tuple(self._results.values()), pending)
         self._listeners: list[Callable[[], None]] = []
 
     def subscribe(self, listener: Callable[[], None]) -> None:
@@ -77,12 +78,25 @@ class SnapshotStore:
         return self._results.get(key) or TargetResult(key=key)
 
     def _swap(self) -> None:
-        self._snapshot = Snapshot(tuple(self._results.values()))
+        self._snapshot = Snapshot(tuple(self._results.values()), self._pending)
+
+    def known(self) -> None:
+        """The set of targets is known (discovery answered once, successfully or not)."""
+        with self._lock:
+            if not self._pending:
+                return
+            self._pending = False
+            self._swap()
+        self._changed()
 
     def update(self, key: TargetKey, change: Callable[[TargetResult], TargetResult]) -> None:
-        """Replace a target's result with `change(current)`, atomically."""
+        """Replace a target's result with `change(current)`, atomically; a key the store does
+        not hold (a target removed meanwhile) is left alone: only `put` adds targets."""
         with self._lock:
-            self._results[key] = change(self._results.get(key) or TargetResult(key=key))
+            current = self._results.get(key)
+            if current is None:
+                return
+            self._results[key] = change(current)
             self._swap()
         self._changed()
 
@@ -164,12 +178,14 @@ class TargetRefresher:
         self._lock = threading.Lock()
         self._run: _Run | None = None
         self._failing = False
-        self._asked_account = False
         self.macie_status: str | None = None
         self._status_checked_at: float | None = None
         self._collected_at: dict[str, float] = {}
         self._collecting: set[str] = set()
         self.last_ok = False
+        self.closed = False
+        # Called with (old, new) before the target moves to an account learned late.
+        self.before_rekey: Callable[[TargetRefresher, TargetKey], None] | None = None
 
     @property
     def key(self) -> TargetKey:
@@ -186,6 +202,8 @@ class TargetRefresher:
     def trigger(self) -> threading.Event | None:
         """Start a refresh unless one is under way; returns the event set when it ends."""
         with self._lock:
+            if self.closed:
+                return None
             if self._run is not None:
                 log.debug("refresh skipped: the previous one is still running",
                           extra=fields(**self.labels()))
@@ -203,6 +221,9 @@ class TargetRefresher:
         return self.last_ok
 
     def close(self) -> None:
+        """Stop for good (a target that went away): nothing more is queued or stored."""
+        with self._lock:
+            self.closed = True
         self._pool.forget(self)
 
     # ------------------------------------------------------------ what runs use
@@ -213,6 +234,8 @@ class TargetRefresher:
         if old.account_id == account:
             return
         new = TargetKey(account, old.region)
+        if self.before_rekey is not None:
+            self.before_rekey(self, new)
         self.api.key = new
         for keyed in (self._store, *self._counters):
             keyed.rekey(old, new)
@@ -269,10 +292,11 @@ class TargetRefresher:
             self._failing = True
             self.last_ok = False
         else:
-            # What the collectors found stays: they keep their own cadence.
-            kept = Collected() if result.macie_status == "DISABLED" else None
+            # What the collectors found stays (they keep their own cadence), unless Macie is off.
+            disabled = result.macie_status == "DISABLED"
             self._store.update(key, lambda previous: replace(
-                result, duration_seconds=duration, collected=kept or previous.collected))
+                result, duration_seconds=duration,
+                collected=Collected() if disabled else previous.collected))
             if self._failing:
                 log.info("refresh recovered", extra=fields(**self.labels()))
                 self._failing = False
@@ -281,50 +305,38 @@ class TargetRefresher:
                 log.warning("refresh took longer than the interval; the next one waits for it",
                             extra=fields(**self.labels(), duration_seconds=round(duration, 3),
                                          interval_seconds=self.settings.interval))
+
+    def release(self, run: _Run) -> None:
+        """A run is over, however it ended: the next one may start."""
         with self._lock:
-            self._run = None
+            if self._run is run:
+                self._run = None
         run.done.set()
-        self._collect_due(run.now)
 
     # ------------------------------------------------------------ collectors
 
     def _collect_due(self, now: float) -> None:
         """Queue the collectors whose interval has passed (none while Macie is off)."""
-        if self.macie_status == "DISABLED":
+        if self.macie_status == "DISABLED" or self.closed:
             return
+        result = self._store.result(self.key)
         for collector in self.settings.collectors:
             last = self._collected_at.get(collector.name)
+            due = (last is None or now - last >= collector.interval
+                   or (collector.stale is not None and collector.stale(result)))
             with self._lock:
-                if collector.name in self._collecting or (
-                        last is not None and now - last < collector.interval):
+                if collector.name in self._collecting or not due:
                     continue
                 self._collecting.add(collector.name)
             self._collected_at[collector.name] = now
             self._pool.submit(self, functools.partial(self._collect, collector))
 
     def _collect(self, collector: Collector) -> None:
-        started = time.monotonic()
-        jobs = [job.job_id for job in self._store.result(self.key).jobs]
-        value: Any = None
-        error: ApiError | None = None
         try:
-            value = collector.fetch(self.api, jobs)
-        except ApiError as err:
-            error = err
-        except Exception:  # a bug in one collector must not touch the rest
-            log.exception("collector crashed", extra=fields(**self.labels(),
-                                                            collector=collector.name))
-            error = ApiError(collector.name, "CollectorCrashed")
-        health = CollectorHealth(error is None, time.monotonic() - started)
-
-        def change(result: TargetResult) -> TargetResult:
-            collected = (result.collected if error is not None
-                         else collector.apply(result.collected, value))
-            return replace(result, collected=collected.healthy(collector.name, health))
-
-        self._store.update(self.key, change)
-        with self._lock:
-            self._collecting.discard(collector.name)
+            error = self._collect_once(collector)
+        finally:
+            with self._lock:
+                self._collecting.discard(collector.name)
         if error is None:
             return
         if error.missing_permission:
@@ -336,6 +348,35 @@ class TargetRefresher:
             log.warning("collector failed; it keeps its last values", extra=fields(
                 **self.labels(), collector=collector.name, operation=error.operation,
                 error_code=error.code, error=error.message))
+
+    def _collect_once(self, collector: Collector) -> ApiError | None:
+        if self.closed:
+            return None
+        started = time.monotonic()
+        jobs = [job.job_id for job in self._store.result(self.key).jobs]
+        value: Any = None
+        error: ApiError | None = None
+        try:
+            value = collector.fetch(self.api, jobs)
+        except ApiError as err:
+            error = err
+        except MappingError as err:
+            error = ApiError(collector.name, "MalformedResponse", str(err))
+        except Exception:  # a bug in one collector must not touch the rest
+            log.exception("collector crashed", extra=fields(**self.labels(),
+                                                            collector=collector.name))
+            error = ApiError(collector.name, "CollectorCrashed")
+        health = CollectorHealth(error is None, time.monotonic() - started)
+
+        def change(result: TargetResult) -> TargetResult:
+            if result.macie_status == "DISABLED":  # Macie went off meanwhile
+                return result
+            collected = (result.collected if error is not None
+                         else collector.apply(result.collected, value))
+            return replace(result, collected=collected.healthy(collector.name, health))
+
+        self._store.update(self.key, change)
+        return error
 
     def _log_failure(self, err: ApiError) -> None:
         extra = {**self.labels(), "operation": err.operation, "error_code": err.code}
@@ -385,15 +426,19 @@ class _Run:
         return task
 
     def _submit(self, action: Callable[[], None], *, urgent: bool) -> None:
+        if self.r.closed:  # the target went away: end here, store nothing
+            with self.lock:
+                self.error = self.error or ApiError("Refresh", "TargetRemoved")
+                self.outstanding = 0
+                self._finish_if_done(force=True)
+            return
         self.r._pool.submit(self.r, self.step(action), urgent=urgent)
 
     # ------------------------------------------------------------ steps
 
     def begin(self) -> None:
         r = self.r
-        if (self.account == UNKNOWN_ACCOUNT and not r.api.role_arn
-                and not r._asked_account):
-            r._asked_account = True
+        if self.account == UNKNOWN_ACCOUNT and not r.api.role_arn:
             account = r.api.resolve_account()
             if account:
                 r.adopt_account(account)
@@ -412,7 +457,7 @@ class _Run:
         except ApiError as err:
             if err.macie_disabled or self._region_not_enabled(err):
                 r.set_status("DISABLED", self.now)
-            elif err.missing_permission:
+            elif err.missing_permission and err.operation == "GetMacieSession":
                 _log_denied_once(
                     err.missing_permission,
                     "Macie status check denied; jobs are polled without it", **r.labels(),
@@ -425,12 +470,12 @@ class _Run:
         r.set_status(status, self.now)
 
     def _region_not_enabled(self, err: ApiError) -> bool:
-        """An opt-in region the account has not enabled: AWS rejects credentials there that
-        it accepts elsewhere. Credentials never accepted anywhere are a real failure."""
-        if not err.auth_failed or not self.r.api.credentials_accepted():
+        """An opt-in region the account has not enabled: Macie rejects there credentials it
+        accepts elsewhere. Credentials never accepted anywhere are a real failure."""
+        if not self.r.api.region_not_enabled(err):
             return False
-        log.info("credentials rejected in this region but accepted elsewhere: taken as a "
-                 "region the account has not enabled", extra=fields(
+        log.info("credentials rejected in this opt-in region but accepted elsewhere: taken as "
+                 "a region the account has not enabled", extra=fields(
                      **self.r.labels(), operation=err.operation, error_code=err.code))
         return True
 
@@ -511,15 +556,21 @@ class _Run:
             return
         self.finished = True
         duration = time.monotonic() - self.started
-        if self.crashed or (self.error is not None and not self.disabled):
-            self.r.ended(self, None, self.error, duration)
-        elif self.disabled:
-            self.r._cache = {}
-            self.r.ended(self, TargetResult(
-                key=self.r.key, success=True, completed=True, last_success_at=self.now,
-                macie_status="DISABLED"), None, duration)
-        else:
-            self.r.ended(self, self._result(), None, duration)
+        try:
+            if self.r.closed:
+                pass
+            elif self.crashed or (self.error is not None and not self.disabled):
+                self.r.ended(self, None, self.error, duration)
+            elif self.disabled:
+                self.r._cache = {}
+                self.r.ended(self, TargetResult(
+                    key=self.r.key, success=True, completed=True, last_success_at=self.now,
+                    macie_status="DISABLED"), None, duration)
+            else:
+                self.r.ended(self, self._result(), None, duration)
+        finally:
+            self.r.release(self)
+        self.r._collect_due(self.now)
 
     def _current_jobs(self) -> dict[str, Job]:
         """The described jobs, plus last known (or listed) values for the rest."""

@@ -40,8 +40,8 @@ class FakeMacie:
         self.describe_gate = threading.Event()
         self.describe_gate.set()
 
-    def credentials_accepted(self) -> bool:
-        return self.accepted
+    def region_not_enabled(self, err: ApiError) -> bool:
+        return err.auth_failed and self.accepted
 
     def resolve_account(self) -> str | None:
         self.calls["GetCallerIdentity"] += 1

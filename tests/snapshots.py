@@ -35,8 +35,10 @@ def snapshot() -> Snapshot:
         success=True, completed=True, last_success_at=1_795_000_100.5, duration_seconds=1.25,
         macie_status="ENABLED",
         collected=Collected(
-            # job-odd has no findings: a real zero; an unexported job's count is not shown.
-            findings=(("job-paused", (1, 0, 4)), ("job-run", (12, 3, 0)), ("gone", (9, 9, 9))),
+            # job-odd was asked and has none: a real zero; an unexported job's count is not
+            # shown.
+            findings=(("gone", (9, 9, 9)), ("job-odd", (0, 0, 0)), ("job-paused", (1, 0, 4)),
+                      ("job-run", (12, 3, 0))),
             usage=(Usage(ACCOUNT, "SENSITIVE_DATA_DISCOVERY", "USD", 12.5, True, 5 * 2.0**40),
                    Usage(ACCOUNT, "DATA_INVENTORY_EVALUATION", "USD", 0.1),
                    Usage(MEMBER, "SENSITIVE_DATA_DISCOVERY", "USD", 3.0, False, 2.0**40)),

@@ -102,6 +102,16 @@ def test_every_exported_job_has_three_findings_series_once_known() -> None:
     assert value(samples, "macie_classification_job_findings", job_id="job-odd",
                  severity="High") == 0
     assert not series(samples, "macie_classification_job_findings", job_id="gone")
+    # A job the last findings answers did not cover (new since) gets no made-up zero, and
+    # makes the findings collector due at once.
+    snap = snapshot()
+    healthy = snap.targets[0]
+    known = tuple(f for f in healthy.collected.findings or () if f[0] != "job-odd")
+    newer = replace(healthy, collected=replace(healthy.collected, findings=known))
+    samples = render(replace(snap, targets=(newer,)))
+    assert not series(samples, "macie_classification_job_findings", job_id="job-odd")
+    stale = collectors.findings(300).stale
+    assert stale is not None and stale(newer) and not stale(healthy)
     # Before the findings collector succeeded for a target: no findings series at all.
     assert not series(samples, "macie_classification_job_findings", region="us-east-1")
 

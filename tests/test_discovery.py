@@ -17,6 +17,7 @@ from exporter.config import DiscoveryConfig, OrganizationsConfig, TargetConfig
 from exporter.counters import FleetStatus
 from exporter.fleet import key_of, shard_of
 from exporter.model import TargetKey
+from exporter.refresh import SnapshotStore
 from exporter.simulator import Simulator
 from tests.conftest import ExporterProcess, Samples, exporter_env, value
 
@@ -205,7 +206,8 @@ def test_only_active_accounts_that_are_not_excluded_become_targets() -> None:
                                role_arn="arn:aws-us-gov:iam::111111111111:role/discovery",
                                member_external_id="ext", exclude_accounts=frozenset({"5" * 12}))
     discovery = OrganizationsDiscovery(None, DiscoveryConfig(3600, orgs),  # type: ignore[arg-type]
-                                       ("us-gov-west-1",), NoFleet())  # type: ignore[arg-type]
+                                       ("us-gov-west-1",), NoFleet(),  # type: ignore[arg-type]
+                                       SnapshotStore())
     targets = discovery.targets([("1" * 12, "ACTIVE"), ("2" * 12, "SUSPENDED"),
                                  ("3" * 12, "PENDING_CLOSURE"), ("5" * 12, "ACTIVE"),
                                  ("4" * 12, "ACTIVE"), ("1" * 12, "ACTIVE")])

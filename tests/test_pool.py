@@ -87,3 +87,18 @@ def test_rate_limited_target_waits_while_others_go_on() -> None:
     assert len(order) == 1100
     wait_for(lambda: waits, what="a recorded wait")
     assert waits[0][0] == "limited" and waits[0][1] > 0
+
+
+def test_a_task_that_makes_several_calls_pays_for_each() -> None:
+    bucket = TokenBucket(10.0, now=0.0)  # 10 a second, 10 saved up
+    assert bucket.take(0.0) == 0
+    bucket.debit(14)  # that task made 15 calls: the balance is 10 - 15 = -5
+    assert bucket.take(0.0) == 0.6  # 6 tokens short: 0.6 s at 10 a second
+    assert bucket.take(0.6) == 0
+
+
+def test_a_forgotten_owner_queues_nothing() -> None:
+    pool = CallPool(1)
+    pool.forget("gone")
+    pool.submit("gone", lambda: None)
+    assert pool.pending() == 0

@@ -10,7 +10,7 @@ import pytest
 
 from exporter.counters import ApiRequestCounter
 from exporter.macie import ApiError
-from exporter.model import UNKNOWN_ACCOUNT, TargetKey, TargetResult
+from exporter.model import UNKNOWN_ACCOUNT, Snapshot, TargetKey, TargetResult
 from exporter.pool import CallPool
 from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher
 from tests.conftest import wait_for
@@ -208,3 +208,53 @@ def test_credentials_rejected_only_here_mean_a_region_the_account_has_not_enable
     refresher, store, _ = make(other, pool, Clock())
     assert not refresher.refresh(10)
     assert result(store).macie_status is None and not result(store).success
+
+
+def test_a_target_removed_mid_refresh_stores_nothing_and_ends(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING", "b": "IDLE", "c": "IDLE"})
+    api.describe_gate.clear()
+    refresher, store, _ = make(api, pool, Clock())
+    done = refresher.trigger()
+    wait_for(lambda: api.calls["ListClassificationJobs"] == 2, what="the list")
+    refresher.close()
+    store.remove(refresher.key)
+    api.describe_gate.set()
+    assert done is not None and done.wait(10)
+    assert pool.wait_idle(10)
+    assert store.get().targets == ()  # nothing came back
+    assert refresher.trigger() is None and not refresher.running
+
+
+def test_a_run_ends_even_when_storing_its_result_fails(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING"})
+    refresher, store, _ = make(api, pool, Clock())
+    broken = [True]
+
+    def listener() -> None:
+        if broken.pop() if broken else False:
+            raise RuntimeError("a listener bug")
+
+    store.subscribe(listener)
+    done = refresher.trigger()
+    assert done is not None and done.wait(10)
+    wait_for(lambda: not refresher.running, what="the run to be released")
+    assert refresher.refresh(10)  # the next one runs
+
+
+def test_a_denied_assume_role_is_not_taken_for_a_denied_status_check(pool: CallPool) -> None:
+    clock = Clock()
+    denied = ApiError("AssumeRole", "AccessDenied", "not authorized to perform sts:AssumeRole")
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING"}, status=denied)
+    api.list_error = denied
+    refresher, store, _ = make(api, pool, clock)
+    assert not refresher.refresh(10)
+    clock.now += 60
+    assert not refresher.refresh(10)
+    assert api.calls["GetMacieSession"] == 2  # asked again: the check never happened
+    assert store.get().targets[0].macie_status is None
+
+
+def test_readiness_waits_for_the_targets_to_be_known() -> None:
+    assert Snapshot().ready  # no targets at all (a shard that owns none)
+    assert not Snapshot(pending=True).ready  # discovery has not answered yet
+    assert not Snapshot((TargetResult(TargetKey(ACCOUNT, REGION)),)).ready
