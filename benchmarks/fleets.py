@@ -40,6 +40,8 @@ MACIE_REGIONS = (
 )
 FIRST_ACCOUNT = 100_000_000_000
 ROLE_NAME = "macie-exporter"
+# The organisation's management account in the discovery scenario (not a target itself).
+MANAGEMENT_ACCOUNT = "099999999999"
 
 
 def add_synthetic_jobs(sim: Simulator, region: str, total: int, active: int) -> None:
@@ -73,6 +75,9 @@ class Fleet:
     jobs_per_target: int = 3
     running_per_target: int = 1
     off_every: int = 0  # every Nth account has Macie DISABLED everywhere (0: none)
+    # The accounts form an organisation that the exporter discovers (ListAccounts), managed by
+    # MANAGEMENT_ACCOUNT, instead of being listed as targets.
+    discovery: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.regions <= len(MACIE_REGIONS):
@@ -98,6 +103,8 @@ class Fleet:
     def populate(self, sim: Simulator) -> None:
         now = time.time()
         off = set(self.off_accounts)
+        if self.discovery:
+            sim.set_organization(MANAGEMENT_ACCOUNT, dict.fromkeys(self.account_ids, "ACTIVE"))
         for account in self.account_ids:
             for r, region in enumerate(self.region_names):
                 if account in off:
@@ -113,11 +120,22 @@ class Fleet:
                     ), account_id=account)
 
     def write_exporter_config(self, path: Path) -> None:
-        """The exporter's config file: one target per account, assuming its ROLE_NAME role."""
-        targets = [{"role_arn": f"arn:aws:iam::{account}:role/{ROLE_NAME}",
-                    "regions": list(self.region_names)} for account in self.account_ids]
-        path.write_text(yaml.safe_dump({"targets": targets}, sort_keys=False,
-                                       default_flow_style=None), encoding="utf-8")
+        """The exporter's config file: one target per account, assuming its ROLE_NAME role;
+        with `discovery`, the discovery section that finds the same targets. (The exporter
+        then needs AWS_ENDPOINT_URL_ORGANIZATIONS pointed at the simulator.)"""
+        config: dict[str, Any]
+        if self.discovery:
+            config = {"aws": {"regions": list(self.region_names)}, "discovery": {
+                "interval": "1h", "organizations": {
+                    "role_arn": f"arn:aws:iam::{MANAGEMENT_ACCOUNT}:role/discovery",
+                    "member_role_name": ROLE_NAME,
+                    "exclude_accounts": [MANAGEMENT_ACCOUNT]}}}
+        else:
+            config = {"targets": [{"role_arn": f"arn:aws:iam::{account}:role/{ROLE_NAME}",
+                                   "regions": list(self.region_names)}
+                                  for account in self.account_ids]}
+        path.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None),
+                        encoding="utf-8")
 
 
 def request_counts(url: str) -> dict[str, Any]:
@@ -145,12 +163,14 @@ def main() -> None:
     fleet.add_argument("--off-every", type=int, default=0,
                        help="every Nth account has Macie not enabled (0: none)")
     fleet.add_argument("--config", type=Path, help="write the exporter's config file here")
+    fleet.add_argument("--discovery", action="store_true",
+                       help="an organisation to discover instead of a list of targets")
     args = parser.parse_args()
     sim = Simulator()
     if args.accounts:
         try:
             scenario = Fleet(args.accounts, args.regions, args.jobs_per_target,
-                             args.running_per_target, args.off_every)
+                             args.running_per_target, args.off_every, args.discovery)
         except ValueError as err:
             parser.error(str(err))
         scenario.populate(sim)
