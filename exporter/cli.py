@@ -47,6 +47,8 @@ from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
+# The exposition is rendered once swaps pause for a second, at most 10 s after a change.
+RENDER_SETTLE, RENDER_MAX_DELAY = 1.0, 10.0
 COLLECTORS = {"findings": collectors.findings, "usage": collectors.usage,
               "members": collectors.members}
 
@@ -173,7 +175,8 @@ class Exporter:
                                           support_collectors_without_names=True)
         self.registry.register(SnapshotCollector(self.store.get, config.tag_keys))
         self.registry.register(live)
-        self.exposition = CachedExposition(self.store.get, config.tag_keys, [live])
+        self.exposition = CachedExposition(self.store.get, config.tag_keys, [live],
+                                           settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY)
         self.store.subscribe(self.exposition.snapshot_changed)
 
     @property

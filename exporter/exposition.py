@@ -133,8 +133,14 @@ class CachedExposition:
     def __init__(self, snapshot: Callable[[], Snapshot], tag_keys: Sequence[str],
                  live: Sequence[Collector], *, render: Render = render_snapshot,
                  clock: Callable[[], float] = time.monotonic,
-                 rest: Callable[[float], object] | None = None) -> None:
+                 rest: Callable[[float], object] | None = None,
+                 settle: float = 0.0, max_delay: float = 10.0) -> None:
         self._snapshot = snapshot
+        # Before rendering, wait until swaps pause for `settle` seconds (at most `max_delay`):
+        # a burst of targets refreshing one after another is rendered once or twice, not once
+        # per rest period.
+        self._settle = settle
+        self._max_delay = max_delay
         self._tag_keys = tuple(tag_keys)
         self._live = CollectorRegistry(auto_describe=False)
         for collector in live:
@@ -228,11 +234,22 @@ class CachedExposition:
             self._published = _Published(snapshot, formats)
             self._failed = False
 
+    def _settled(self) -> bool:
+        """Wait for a pause in the swaps; False when stopping."""
+        began = time.monotonic()
+        while self._settle > 0 and time.monotonic() - began < self._max_delay:
+            if not self._changed.wait(self._settle):
+                break
+            self._changed.clear()
+            if self._stopping.is_set():
+                return False
+        return not self._stopping.is_set()
+
     def _run(self) -> None:
         while True:
             self._changed.wait()
             self._changed.clear()  # swaps during the render wake the next pass: coalesced
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._settled():
                 return
             began = self._clock()
             try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -283,3 +285,29 @@ def test_the_renderer_rests_as_long_as_each_render_took(background: Background) 
     wait_for(lambda: background.exposition.served() is background.snapshot)
     wait_for(lambda: background.rests and background.rests[-1] == 3.0,
              what="a rest as long as the render")
+
+
+def test_a_burst_of_swaps_is_rendered_once_it_pauses() -> None:
+    holder = Holder()
+    renders: list[Snapshot] = []
+
+    def counting(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Any) -> Iterator[bytes]:
+        if threading.current_thread().name == "exposition-render":
+            renders.append(snapshot)
+        return render_snapshot(snapshot, tag_keys, encoder)
+
+    exposition = CachedExposition(lambda: holder.snapshot, TAGS, [holder.live], render=counting,
+                                  settle=0.5, max_delay=10)
+    exposition.render(None, "gzip")  # asks for the text format, so the renderer renders it
+    exposition.start()
+    try:
+        first = len(renders)
+        snapshots = [Snapshot(holder.snapshot.targets[:1]) for _ in range(10)]
+        for snapshot in snapshots:  # ten swaps, 20 ms apart: well inside the settle time
+            holder.snapshot = snapshot
+            exposition.snapshot_changed()
+            time.sleep(0.02)
+        wait_for(lambda: exposition.served() is snapshots[-1], what="the last swap served")
+        assert len(renders) - first < 5  # without settling: one render per swap
+    finally:
+        exposition.stop()
