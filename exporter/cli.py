@@ -47,8 +47,8 @@ from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
-# The exposition is rendered once swaps pause for a second, at most 10 s after a change.
-RENDER_SETTLE, RENDER_MAX_DELAY = 1.0, 10.0
+# The exposition is rendered once swaps pause for half a second, at most 10 s after a change.
+RENDER_SETTLE, RENDER_MAX_DELAY = 0.5, 10.0
 COLLECTORS = {"findings": collectors.findings, "usage": collectors.usage,
               "members": collectors.members}
 

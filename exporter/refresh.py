@@ -408,6 +408,7 @@ class _Run:
         self.failures: list[tuple[str, ApiError]] = []
         self.new_jobs = 0  # jobs being described that have no last known values
         self.pages: Iterator[list[Any]] | None = None
+        self.to_describe: list[str] = []  # listed, to be described once the list is whole
 
     @property
     def account(self) -> str:
@@ -503,15 +504,20 @@ class _Run:
                 return
             if page is None:
                 self.listed_all = True
+                to_describe, self.to_describe = self.to_describe, []
+                self.outstanding += len(to_describe)
                 if self.new_jobs and self.outstanding:
                     self.r._store.update(self.r.key, self._partial)
                 self._finish_if_done()
-                return
-            to_describe = self._take(page)
-            self.outstanding += len(to_describe)
+            else:
+                self.to_describe += self._take(page)
+                to_describe = []
+        # The describes start once the list is whole: pages go first, and a target with many
+        # new jobs shows all of them (from the list) before it describes any.
         for job_id in to_describe:
             self._submit(functools.partial(self.describe, job_id), urgent=False)
-        self._submit(self.next_page, urgent=True)
+        if page is not None:
+            self._submit(self.next_page, urgent=True)
 
     def _take(self, page: list[Any]) -> list[str]:
         """Record a page of summaries; returns the job ids to describe."""

@@ -163,12 +163,14 @@ def test_a_second_trigger_during_a_refresh_is_skipped(pool: CallPool) -> None:
 
 
 def test_a_big_target_does_not_hold_back_the_others() -> None:
-    """With one worker, ten small targets are listed and done while the big one still has
-    most of its 400 describes to go (seen from the worker itself, so no timing is involved)."""
+    """One worker; a big target's 400 describes are queued (its first one held at a gate) when
+    ten small targets start: they come in turn with the describes, not after them. Counted from
+    the worker itself, so no timing is involved."""
     pool = CallPool(1)
     clock = Clock()
     big = FakeMacie(TargetKey(ACCOUNT, "us-east-1"),
                     {f"j{i:04d}": "RUNNING" for i in range(400)})
+    big.describe_gate.clear()
     big_describes_when_small_listed: list[int] = []
 
     class Small(FakeMacie):
@@ -179,17 +181,19 @@ def test_a_big_target_does_not_hold_back_the_others() -> None:
     smalls = [Small(TargetKey(ACCOUNT, f"region-{i}"), {"x": "RUNNING"}) for i in range(10)]
     big_refresher, _, _ = make(big, pool, clock)
     small_refreshers = [make(api, pool, clock)[0] for api in smalls]
-    big_done = big_refresher.trigger()
-    small_done = [r.trigger() for r in small_refreshers]
     pool.start()
     try:
+        big_done = big_refresher.trigger()
+        wait_for(lambda: pool.pending() >= 399, what="the big target's describes queued")
+        small_done = [r.trigger() for r in small_refreshers]
+        big.describe_gate.set()
         for event in small_done:
             assert event is not None and event.wait(10)
         assert big_done is not None and big_done.wait(30)
     finally:
         pool.stop()
     assert len(big_describes_when_small_listed) == 10
-    assert max(big_describes_when_small_listed) < 40  # FIFO would have made it 400
+    assert max(big_describes_when_small_listed) < 40  # first in, first out: 400
 
 
 def test_credentials_rejected_only_here_mean_a_region_the_account_has_not_enabled(
