@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import resource
 import select
 import socket
@@ -19,12 +17,11 @@ from typing import Any, BinaryIO
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from exporter.server import REQUEST_TIMEOUT, HttpServer
 from exporter.webconfig import WebConfigWatcher
+from tests.certs import Authority
 from tests.conftest import ExporterProcess, wait_for
 
 Serve = Callable[..., HttpServer]
@@ -296,47 +293,12 @@ def test_stop_closes_the_listener(serve: Serve) -> None:
 # the non-blocking handshake, SAN allow-lists and certificates changed on disk.
 
 
-class Authority:
-    def __init__(self, directory: Path, name: str = "test-ca") -> None:
-        self.directory = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = (self._builder(self.name, self.key.public_key()).issuer_name(self.name)
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-                     .sign(self.key, hashes.SHA256()))
-        self.path = directory / f"{name}.pem"
-        self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    @staticmethod
-    def _builder(subject: x509.Name, key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-        now = datetime.datetime.now(datetime.UTC)
-        return (x509.CertificateBuilder().subject_name(subject).public_key(key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1)))
-
-    def issue(self, name: str, filename: str | None = None) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        sans = [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        cert = (self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
-                              key.public_key())
-                .issuer_name(self.name).add_extension(x509.SubjectAlternativeName(sans), False)
-                .sign(self.key, hashes.SHA256()))
-        stem = self.directory / (filename or name)
-        cert_path, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        return cert_path, key_path
-
-
 def tls_server(serve: Serve, tmp_path: Path, client_auth: dict[str, Any] | None = None,
                **settings: float) -> tuple[HttpServer, Authority, Path]:
     """A server with TLS (and client certificates from the same CA when `client_auth` is
     given); (server, CA, web config path)."""
-    ca = Authority(tmp_path)
-    cert, key = ca.issue("exporter", "server")
+    ca = Authority(tmp_path, "test-ca")
+    cert, key = ca.issue("exporter", server=True, filename="server")
     tls: dict[str, Any] = {"cert_file": str(cert), "key_file": str(key)}
     if client_auth is not None:
         tls.update(client_ca_file=str(ca.path), client_auth_type="RequireAndVerifyClientCert",
@@ -379,8 +341,8 @@ def test_tls_keep_alive_and_pipelining(serve: Serve, tmp_path: Path) -> None:
 
 def test_client_allowed_sans(serve: Serve, tmp_path: Path) -> None:
     server, ca, _ = tls_server(serve, tmp_path, {"client_allowed_sans": ["prometheus"]})
-    assert get(server.address, "/", context=client(ca, ca.issue("prometheus"))) == 200
-    for cert in (ca.issue("intruder"), None):
+    assert get(server.address, "/", context=client(ca, ca.issue("prometheus", server=False))) == 200
+    for cert in (ca.issue("intruder", server=False), None):
         with pytest.raises((OSError, http.client.HTTPException)):
             get(server.address, "/", context=client(ca, cert))
 
@@ -399,7 +361,7 @@ def test_changed_certificate_applies_to_new_connections(serve: Serve, tmp_path: 
 
     assert served_name() == "exporter"
     time.sleep(0.01)  # a new mtime
-    ca.issue("renewed", "server")  # over the files the config names
+    ca.issue("renewed", server=True, filename="server")  # over the files the config names
     wait_for(lambda: served_name() == "renewed", what="the renewed certificate")
     with old, old.makefile("rb") as stream:  # an open connection keeps its session
         old.sendall(b"GET /still HTTP/1.1\r\nHost: x\r\n\r\n")
