@@ -179,12 +179,7 @@ def main() -> None:
     else:
         add_synthetic_jobs(sim, args.region, args.jobs, min(args.active, args.jobs))
     sim.latency = args.latency
-    print(sim.start(args.host, args.port), flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        sim.stop()
+    sim.run(args.host, args.port)
 
 
 if __name__ == "__main__":

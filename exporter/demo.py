@@ -235,13 +235,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    sim = demo_simulator()
-    print(sim.start(args.host, args.port), flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        sim.stop()
+    demo_simulator().run(args.host, args.port)
 
 
 if __name__ == "__main__":

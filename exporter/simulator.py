@@ -405,6 +405,15 @@ class Simulator:
         self._thread.start()
         return self.url
 
+    def run(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Serve in the foreground (`python -m ...`): print the URL, then wait for Ctrl-C."""
+        print(self.start(host, port), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            self.stop()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
