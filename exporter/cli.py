@@ -156,6 +156,7 @@ class Exporter:
             full_redescribe_interval=config.full_redescribe_interval,
             terminal_max_age=config.terminal_max_age, status_interval=config.status_interval,
             collectors=tuple(COLLECTORS[name](interval) for name, interval in config.collectors),
+            spread_collectors=True,
         )
         self.fleet = Fleet(self.aws, self.pool, self.store, refresh_settings, self.requests,
                            self.waits, list_filter=config.list_filter,

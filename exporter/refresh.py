@@ -10,6 +10,7 @@ what the list says; the describes fill in the rest.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -146,6 +147,9 @@ class RefreshSettings:
     terminal_max_age: float = 0.0
     status_interval: float = 3600.0
     collectors: tuple[Collector, ...] = ()
+    # Spread the collectors' rounds over their interval, by a stable hash of the target, so
+    # that thousands of targets do not all collect in the same minute.
+    spread_collectors: bool = False
 
 
 _GONE = object()
@@ -159,6 +163,12 @@ def _log_denied_once(action: str, message: str, **labels: str) -> None:
             return
         _denials_logged.add(action)
     log.error(message, extra=fields(**labels, missing_permission=action))
+
+
+def _phase(key: TargetKey) -> float:
+    """A number in [0, 1) that every process computes alike for `key`."""
+    digest = hashlib.sha256(f"{key.account_id}/{key.region}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class TargetRefresher:
@@ -328,7 +338,10 @@ class TargetRefresher:
                 if collector.name in self._collecting or not due:
                     continue
                 self._collecting.add(collector.name)
-            self._collected_at[collector.name] = now
+            # The first round runs at once; with spreading, the next comes a fraction of the
+            # interval later (this target's phase), and then every interval.
+            spread = _phase(self.key) if last is None and self.settings.spread_collectors else 0
+            self._collected_at[collector.name] = now - spread * collector.interval
             self._pool.submit(self, functools.partial(self._collect, collector))
 
     def _collect(self, collector: Collector) -> None:

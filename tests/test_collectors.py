@@ -289,3 +289,28 @@ def test_collector_keys_in_the_config_file(tmp_path: Any) -> None:
     path.write_text("collector:\n  finding: false\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"unknown key collector\.finding$"):
         load([f"--config.file={path}"], environ={})
+
+
+def test_collector_rounds_are_spread_over_the_interval(pool: CallPool) -> None:
+    """With spreading, each target's second round comes at its own phase of the interval."""
+    clock = Clock()
+    seconds: list[float] = []
+    for region in ("eu-west-1", "eu-west-2", "eu-west-3", "us-east-1", "us-west-2"):
+        api = FakeCollectorMacie(TargetKey(ACCOUNT, region), {"a": "RUNNING"})
+        store = SnapshotStore([api.key])
+        settings = RefreshSettings(collectors=(collectors.findings(300),),
+                                   spread_collectors=True)
+        refresher = TargetRefresher(api, store, pool, settings, clock=clock)
+        start = clock.now
+        assert refresher.refresh(10)
+        settle(pool)
+        for minute in range(1, 6):
+            clock.now = start + 60 * minute
+            assert refresher.refresh(10)
+            settle(pool)
+            if api.calls["GetFindingStatistics"] > 3:
+                seconds.append(60.0 * minute)
+                break
+        clock.now = start
+    assert len(seconds) == 5  # every target's second round within the interval
+    assert len(set(seconds)) > 1  # and not all in the same minute
