@@ -1,0 +1,442 @@
+"""Many targets (issue #12): an organisation's accounts x regions against one exporter process.
+
+    python -m benchmarks.fleet --accounts 200           # 2,000 targets, 4 cycles of 60 s (~5 min)
+    python -m benchmarks.fleet --accounts 20            # 200 targets
+    python -m benchmarks.fleet --accounts 2 --cycles 3  # 20 targets
+    python -m benchmarks.fleet --all                    # 2, 20 and 200 accounts in a row
+
+Each of --accounts accounts in --regions regions is one target holding 3 jobs, 1 RUNNING and 2
+COMPLETE; every tenth account has Macie off in every region; every call takes 5 ms. The
+simulator (benchmarks/fleets.py) runs in its own process and writes the exporter's config (one
+target per account, an assumed role each). The real exporter process runs with
+--refresh.interval=60s and its other defaults (16 call-pool threads).
+
+Measured: the time from the exporter's start until /readyz answers 200 and /metrics has a
+macie_exporter_refresh_success of 1 for every target; its threads and RSS (/proc, sampled every
+0.1 s, and VmHWM); its CPU (utime + stime) per cycle; the simulator's request counts per cycle,
+per operation and per target; /metrics scraped the way Prometheus does (OpenMetrics, gzip)
+every 15 s. Cycles are cut 5 s before each 60 s tick, when the exporter should be idle (the
+simulator's counts are read twice, 2 s apart, to check that). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import signal
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.bench import (
+    fetch_metrics,
+    percentile,
+    ready,
+    scrape,
+    simulator_process,
+    start_exporter,
+)
+from benchmarks.fleets import Fleet, request_counts
+
+CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
+SCRAPE_EVERY = 15.0
+CUT_BEFORE_TICK = 5.0
+JOB_OPERATIONS = ("ListClassificationJobs", "DescribeClassificationJob", "GetMacieSession")
+Counts = Counter[tuple[str, str, str]]  # (operation, account, region) -> requests
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def status_fields(pid: int) -> dict[str, int]:
+    """Threads, VmRSS and VmHWM (kB) from /proc/<pid>/status."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {key: int(value) for key, value in
+            re.findall(r"^(Threads|VmRSS|VmHWM):\s+(\d+)", text, re.MULTILINE)}
+
+
+class Sampler(threading.Thread):
+    """Samples a process's threads and RSS every `every` seconds until stopped."""
+
+    def __init__(self, pid: int, every: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.every = every
+        self.max_threads = 0
+        self.max_rss_kb = 0
+        self.hwm_kb = 0
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        found = status_fields(self.pid)
+        self.max_threads = max(self.max_threads, found.get("Threads", 0))
+        self.max_rss_kb = max(self.max_rss_kb, found.get("VmRSS", 0))
+        self.hwm_kb = max(self.hwm_kb, found.get("VmHWM", 0))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every):
+            try:
+                self.sample()
+            except (OSError, ValueError):
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+@dataclass
+class Scrapes:
+    """/metrics every SCRAPE_EVERY seconds: latency, and what the last body held."""
+
+    address: str
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    last_body: bytes = b""
+    last_at: float = 0.0
+
+    def once(self) -> bytes:
+        began = time.perf_counter()
+        try:
+            compressed = fetch_metrics(self.address, timeout=10)
+        except Exception as err:
+            self.failures.append(repr(err))
+            return b""
+        self.latencies.append(time.perf_counter() - began)
+        self.last_body, self.last_at = gzip.decompress(compressed), time.monotonic()
+        return self.last_body
+
+    def every(self, stop: threading.Event) -> None:
+        while True:
+            self.once()
+            if stop.wait(SCRAPE_EVERY):
+                return
+
+
+def targets_served(body: bytes) -> int:
+    """Targets whose macie_exporter_refresh_success is 1 on /metrics."""
+    return len(re.findall(rb"^macie_exporter_refresh_success\{[^}]*\} 1(?:\.0)?$", body,
+                          re.MULTILINE))
+
+
+def series(body: bytes) -> int:
+    return sum(1 for line in body.split(b"\n") if line and not line.startswith(b"#"))
+
+
+def assume_roles_per_account(body: bytes) -> Counter[str]:
+    """AssumeRole calls per account, as the exporter counted them (any outcome)."""
+    out: Counter[str] = Counter()
+    for labels, value in re.findall(
+            rb'^macie_exporter_api_requests_total\{([^}]*operation="AssumeRole"[^}]*)\} (\S+)$',
+            body, re.MULTILINE):
+        account = re.search(rb'account_id="([^"]*)"', labels)
+        if account:
+            out[account.group(1).decode()] += int(float(value))
+    return out
+
+
+def simulator_counts(url: str) -> Counts:
+    return Counter({(t["operation"], t["account_id"], t["region"]): int(t["count"])
+                    for t in request_counts(url)["targets"]})
+
+
+@dataclass
+class Cycle:
+    number: int
+    cpu_s: float
+    calls: Counts  # requests made in this cycle
+    quiet: bool  # no request in the 2 s before the cut
+
+
+@dataclass
+class Run:
+    fleet: Fleet
+    interval: float
+    started_after_s: float = 0.0  # process start -> "listening"
+    ready_s: float | None = None  # /readyz 200
+    served_s: float | None = None  # every target's refresh_success 1 on /metrics
+    cycles: list[Cycle] = field(default_factory=list)
+    max_threads: int = 0
+    max_rss_mb: float = 0.0
+    scrape_latencies: list[float] = field(default_factory=list)
+    scrape_failures: int = 0
+    series: int = 0
+    assume_roles: int = 0  # the simulator's count over the run
+    assume_roles_per_account: Counter[str] = field(default_factory=Counter)
+    log_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def targets(self) -> int:
+        return self.fleet.accounts * self.fleet.regions
+
+    @property
+    def off_targets(self) -> set[tuple[str, str]]:
+        return {(a, r) for a in self.fleet.off_accounts for r in self.fleet.region_names}
+
+    @property
+    def enabled(self) -> int:
+        return self.targets - len(self.off_targets)
+
+    def by_operation(self, cycle: Cycle) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for (operation, _, _), count in cycle.calls.items():
+            out[operation] += count
+        return out
+
+    def off_requests(self, cycle: Cycle) -> int:
+        """Requests of any kind made for the Macie-off targets."""
+        off = self.off_targets
+        return sum(n for (_, a, r), n in cycle.calls.items() if (a, r) in off)
+
+    def odd_targets(self, cycle: Cycle) -> int:
+        """Enabled targets that did not get exactly one list and one describe per running
+        job (and nothing else) in a steady cycle."""
+        want = {"ListClassificationJobs": 1,
+                "DescribeClassificationJob": self.fleet.running_per_target}
+        off = self.off_targets
+        got: dict[tuple[str, str], Counter[str]] = {
+            (a, r): Counter() for a in self.fleet.account_ids for r in self.fleet.region_names
+            if (a, r) not in off}
+        for (op, a, r), n in cycle.calls.items():
+            if (a, r) in got and op in want:
+                got[(a, r)][op] += n
+        return sum(1 for counts in got.values() if dict(counts) != want)
+
+
+def run(fleet: Fleet, cycles: int, interval: float, latency: float,
+        extra: tuple[str, ...] = ()) -> Run:
+    result = Run(fleet, interval)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "exporter.yaml"
+        with simulator_process(
+                f"--accounts={fleet.accounts}", f"--regions={fleet.regions}",
+                f"--jobs-per-target={fleet.jobs_per_target}",
+                f"--running-per-target={fleet.running_per_target}",
+                f"--off-every={fleet.off_every}", f"--latency={latency}",
+                f"--config={config}", *(["--discovery"] if fleet.discovery else [])) as url:
+            warnings: list[str] = []
+
+            def sink(line: str) -> None:
+                if re.search(r"level=(warn|error)", line):
+                    warnings.append(line.strip())
+
+            began = time.monotonic()
+            proc, address = start_exporter(url, f"--config.file={config}", *extra,
+                                           interval=f"{interval:g}s", regions=None, sink=sink)
+            listening = time.monotonic()
+            result.started_after_s = listening - began
+            sampler = Sampler(proc.pid)
+            sampler.sample()
+            sampler.start()
+            scrapes = Scrapes(address)
+            stop = threading.Event()
+            scraper = threading.Thread(target=scrapes.every, args=(stop,), daemon=True)
+            scraper.start()
+            try:
+                result.ready_s, result.served_s = _wait_served(address, result.targets, began)
+                previous, previous_cpu = Counter[tuple[str, str, str]](), 0.0
+                for number in range(1, cycles + 1):
+                    cut = listening + number * interval - CUT_BEFORE_TICK
+                    _sleep_until(cut - 2)
+                    before = simulator_counts(url)
+                    _sleep_until(cut)
+                    counts, cpu = simulator_counts(url), cpu_seconds(proc.pid)
+                    result.cycles.append(Cycle(number, cpu - previous_cpu, counts - previous,
+                                               quiet=before == counts))
+                    previous, previous_cpu = counts, cpu
+                stop.set()
+                scraper.join()
+                body = scrapes.once()
+                sampler.sample()
+            finally:
+                stop.set()
+                sampler.stop()
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            result.assume_roles = sum(n for (op, _, _), n in previous.items()
+                                      if op == "AssumeRole")
+    result.max_threads = sampler.max_threads
+    result.max_rss_mb = max(sampler.max_rss_kb, sampler.hwm_kb) / 1024
+    result.scrape_latencies = scrapes.latencies
+    result.scrape_failures = len(scrapes.failures)
+    result.series = series(body)
+    result.assume_roles_per_account = assume_roles_per_account(body)
+    result.log_warnings = warnings
+    return result
+
+
+def _sleep_until(when: float) -> None:
+    time.sleep(max(0.0, when - time.monotonic()))
+
+
+def _wait_served(address: str, targets: int, began: float,
+                 timeout: float = 600) -> tuple[float | None, float | None]:
+    """(seconds to /readyz 200, seconds to every target's refresh_success 1 on /metrics)."""
+    ready_s = served_s = None
+    deadline = time.monotonic() + timeout
+    while (ready_s is None or served_s is None) and time.monotonic() < deadline:
+        if ready_s is None and ready(address):
+            ready_s = time.monotonic() - began
+        if (ready_s is not None and served_s is None
+                and targets_served(scrape(address, timeout=10)) >= targets):
+            served_s = time.monotonic() - began
+        time.sleep(0.25 if ready_s is None else 1.0)
+    return ready_s, served_s
+
+
+# ------------------------------------------------------------ report
+
+
+def _same_or_range(values: list[int]) -> str:
+    if not values:
+        return "-"
+    return f"{values[0]}" if len(set(values)) == 1 else f"{min(values)}-{max(values)}"
+
+
+def rows(result: Run) -> dict[str, str]:
+    fleet = result.fleet
+    first, steady = result.cycles[0], result.cycles[1:]
+    first_ops = result.by_operation(first)
+    steady_ops = [result.by_operation(c) for c in steady]
+    steady_cpu = [c.cpu_s for c in steady]
+    lat = result.scrape_latencies
+    per_account = result.assume_roles_per_account
+
+    def steady_op(operation: str) -> str:
+        return _same_or_range([ops[operation] for ops in steady_ops])
+
+    off = len(fleet.off_accounts)
+    return {
+        "targets (accounts x regions; Macie off)":
+            f"{result.targets} ({fleet.accounts} x {fleet.regions}; {off * fleet.regions})",
+        "exporter listening after, s": f"{result.started_after_s:.1f}",
+        "/readyz 200 after, s (target <= 60)": _seconds(result.ready_s),
+        "every target's refresh_success 1 on /metrics after, s": _seconds(result.served_s),
+        "max threads (target <= 64)": f"{result.max_threads}",
+        "max RSS, MB (target <= 300)": f"{result.max_rss_mb:.0f}",
+        "first cycle CPU, s (from process start)": f"{first.cpu_s:.1f}",
+        "CPU per steady cycle, s (target <= 20)":
+            (f"{statistics.mean(steady_cpu):.1f} ({', '.join(f'{c:.1f}' for c in steady_cpu)})"
+             if steady_cpu else "-"),
+        "first cycle: List / Describe / GetMacieSession":
+            f"{first_ops['ListClassificationJobs']} / {first_ops['DescribeClassificationJob']} "
+            f"/ {first_ops['GetMacieSession']}",
+        "first cycle: other operations": _others(first_ops),
+        "steady cycles": f"{len(steady)} (cycles 2-{len(result.cycles)})",
+        "steady: List per cycle (want: enabled targets)":
+            f"{steady_op('ListClassificationJobs')} (want {result.enabled})",
+        "steady: Describe per cycle (want: RUNNING jobs)":
+            f"{steady_op('DescribeClassificationJob')} "
+            f"(want {result.enabled * fleet.running_per_target})",
+        "steady: GetMacieSession per cycle (want 0)": steady_op("GetMacieSession"),
+        "steady: other operations, per cycle":
+            "; ".join(_others(ops) for ops in steady_ops) or "-",
+        "steady: requests to Macie-off targets (want 0)":
+            _same_or_range([result.off_requests(c) for c in steady]),
+        "steady: enabled targets off 1 list + 1 describe":
+            _same_or_range([result.odd_targets(c) for c in steady]),
+        "cycle cuts quiet (no request 2 s before)":
+            f"{sum(c.quiet for c in result.cycles)} of {len(result.cycles)}",
+        "AssumeRole, whole run (want: one per account)": (
+            f"{result.assume_roles} of {fleet.accounts} accounts (per account: "
+            f"{_same_or_range(sorted(per_account[a] for a in fleet.account_ids))})"),
+        "scrape p50 / p99, ms (OpenMetrics gzip, every 15 s)":
+            (f"{statistics.median(lat) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} "
+             f"(n={len(lat)}, failed {result.scrape_failures})" if lat else "-"),
+        "series on /metrics": f"{result.series}",
+        "warn/error log lines": f"{len(result.log_warnings)}",
+    }
+
+
+def _others(operations: Counter[str]) -> str:
+    """Operations beside the job ones (STS, collectors), or "none"."""
+    found = [f"{op} {n}" for op, n in sorted(operations.items()) if op not in JOB_OPERATIONS]
+    return ", ".join(found) or "none"
+
+
+def _seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f}"
+
+
+def raw(result: Run) -> dict[str, object]:
+    """A run's measures as JSON values (--json), per cycle and per operation."""
+    return {
+        "accounts": result.fleet.accounts, "regions": result.fleet.regions,
+        "targets": result.targets, "enabled": result.enabled,
+        "started_after_s": result.started_after_s, "ready_s": result.ready_s,
+        "served_s": result.served_s, "max_threads": result.max_threads,
+        "max_rss_mb": result.max_rss_mb, "series": result.series,
+        "assume_roles": result.assume_roles,
+        "scrape_latencies_s": result.scrape_latencies,
+        "scrape_failures": result.scrape_failures,
+        "cycles": [{"number": c.number, "cpu_s": c.cpu_s, "quiet": c.quiet,
+                    "operations": dict(result.by_operation(c)),
+                    "off_requests": result.off_requests(c),
+                    "odd_targets": result.odd_targets(c)} for c in result.cycles],
+        "log_warnings": result.log_warnings,
+    }
+
+
+def print_table(results: list[Run]) -> None:
+    tables = [rows(r) for r in results]
+    keys = list(tables[0])
+    width = max(len(k) for k in keys)
+    heads = [f"{r.targets} targets" for r in results]
+    print(f"| {'measure':<{width}} | " + " | ".join(heads) + " |")
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * (len(h) + 2) for h in heads) + "|")
+    for key in keys:
+        print(f"| {key:<{width}} | " + " | ".join(t[key] for t in tables) + " |")
+    for result in results:
+        for line in result.log_warnings[:5]:
+            print(f"{result.targets} targets: {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=200)
+    parser.add_argument("--all", action="store_true", help="2, 20 and 200 accounts in a row")
+    parser.add_argument("--regions", type=int, default=10)
+    parser.add_argument("--cycles", type=int, default=4,
+                        help="refresh cycles to run, the first included (at least 2)")
+    parser.add_argument("--interval", type=float, default=60.0, help="--refresh.interval, s")
+    parser.add_argument("--latency", type=float, default=0.005, help="seconds per AWS call")
+    parser.add_argument("--jobs-per-target", type=int, default=3)
+    parser.add_argument("--running-per-target", type=int, default=1)
+    parser.add_argument("--off-every", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write every run's measures here")
+    parser.add_argument("--discovery", action="store_true",
+                        help="the exporter discovers the accounts (ListAccounts) instead of "
+                             "reading them from its config file")
+    parser.add_argument("exporter_flags", nargs="*",
+                        help="more exporter flags, after --, e.g. -- --refresh.concurrency=32")
+    args = parser.parse_args()
+    if args.cycles < 2:
+        parser.error("--cycles: at least 2 (the first cycle, then steady ones)")
+    sizes = [2, 20, 200] if args.all else [args.accounts]
+    results = []
+    for accounts in sizes:
+        fleet = Fleet(accounts, args.regions, args.jobs_per_target, args.running_per_target,
+                      args.off_every, args.discovery)
+        results.append(run(fleet, args.cycles, args.interval, args.latency,
+                           tuple(args.exporter_flags)))
+        if args.json:
+            args.json.write_text(json.dumps([raw(r) for r in results], indent=1))
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
