@@ -63,6 +63,10 @@ def test_findings_usage_and_members_reach_metrics(sim: FaultySimulator, start: S
     exporter.wait_metric(lambda s: value(s, "macie_classification_job_findings", job_id="scan",
                                          severity="High") == 7, what="the new High findings")
     assert sim.requests["ListMembers"] >= 2
+    # The administrator's usage holds its members' records too: 30 records, two pages.
+    assert value(samples, "macie_usage_estimated_cost", account_id="200000000003",
+                 usage_type="SENSITIVE_DATA_DISCOVERY", region=REGION) is not None
+    assert sim.requests["GetUsageStatistics"] >= 2
 
 
 def test_a_denied_collector_fails_alone_and_names_its_action(sim: FaultySimulator,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from exporter.cli import main
 from exporter.config import (
     OPTIONS,
     ConfigError,
@@ -167,8 +169,9 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+# Configuration errors, checked in-process through cli.main (they end before anything starts);
+# the real process is checked below for the errors that come later, and for one of these.
 @pytest.mark.parametrize(("args", "env", "named"), [
-    (["--web.listen-adress=:1"], {}, "unknown flag --web.listen-adress"),
     (["--refresh.interval=fast"], {}, "--refresh.interval: invalid duration 'fast'"),
     (["--refresh.interval=0s"], {}, "--refresh.interval: '0s' is shorter than the minimum"),
     (["--web.listen-address=nowhere"], {}, "--web.listen-address: invalid address"),
@@ -188,9 +191,27 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
      "--aws.external-id: set only together with --aws.role-arn"),
     ([], {"MACIE_EXPORTER_AWS_EXTERNAL_ID": "abc"},
      "MACIE_EXPORTER_AWS_EXTERNAL_ID: set only together with --aws.role-arn"),
-    (["--web.listen-address=203.0.113.7:9729"], {}, "--web.listen-address: cannot listen"),
     (["--refresh.interval=99999999999999d"], {}, "--refresh.interval: duration"),
     ([f"--config.file={CONFIGS / 'not-utf8.yaml.bin'}"], {}, "not UTF-8 text"),
+])
+def test_bad_configuration_exits_2(args: list[str], env: dict[str, str], named: str,
+                                   monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    for name in [k for k in os.environ if k.startswith(("AWS_", "MACIE_EXPORTER_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert named in lines[0] and lines[0].startswith("macie-exporter: error: ")
+    assert not out
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (["--web.listen-adress=:1"], {}, "unknown flag --web.listen-adress"),
+    (["--web.listen-address=203.0.113.7:9729"], {}, "--web.listen-address: cannot listen"),
     ([], {"AWS_PROFILE": "no-such-profile", "AWS_DEFAULT_REGION": ""},
      "AWS SDK configuration: The config profile (no-such-profile) could not be found"),
 ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from exporter.macie import available_regions
 from exporter.simulator import Simulator, make_job
 from tests.conftest import ExporterProcess, Samples, series, value, wait_for
 
@@ -78,3 +79,20 @@ def test_rate_limit_waits_are_counted(sim: Simulator, start: Start) -> None:
     waited = value(samples, "macie_exporter_rate_limit_wait_seconds_total",
                    region="eu-west-1")
     assert waited is not None and waited > 0
+
+
+def test_the_demo_discovers_its_organisation(demo_exporter: ExporterProcess) -> None:
+    samples = demo_exporter.wait_metric(
+        lambda s: value(s, "macie_exporter_discovery_success") == 1
+        and len(series(s, "macie_exporter_refresh_success")) == 9,
+        timeout=30, what="the demo's three accounts in three regions")
+    assert value(samples, "macie_exporter_targets") == 9
+    accounts = {s["account_id"] for s in series(samples, "macie_exporter_refresh_success")}
+    assert len(accounts) == 3  # the suspended account is left out
+
+
+def test_all_regions_are_botocore_s_macie_regions() -> None:
+    regions = available_regions("aws")
+    assert {"eu-west-1", "us-east-1", "ap-southeast-2"} <= set(regions)
+    assert all(r.count("-") >= 2 for r in regions) and regions == tuple(sorted(regions))
+    assert set(available_regions("aws-us-gov")) <= {"us-gov-west-1", "us-gov-east-1"}
