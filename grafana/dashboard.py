@@ -239,20 +239,12 @@ def jobs_table(board: dash.Dashboard) -> None:
     }
     hidden = ["Time", "Value #A", "Value #B"]
     board.with_panel(
-        table.Panel().title("Classification jobs").datasource(DATASOURCE)
-        .description("One row per job. Click a column header to sort. Pause expiry is the time "
-                     "left before Macie cancels a USER_PAUSED job (red under a day).")
-        .targets(list(targets))
+        merged_table("Classification jobs",
+                     "One row per job. Click a column header to sort. Pause expiry is the time "
+                     "left before Macie cancels a USER_PAUSED job (red under a day).",
+                     targets, columns, hidden)
         .height(12).span(24)
-        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
-            "excludeByName": {name: True for name in hidden},
-            "indexByName": {name: index for index, name in enumerate(columns)},
-            "renameByName": columns,
-        }))
-        .filterable(True).cell_options(cm.TableAutoCellOptions())
         .sort_by([common.TableSortByFieldState().display_name("Objects to process").desc(True)])
-        .footer(common.TableFooterOptions().show(False).reducer(["sum"]))
         .overrides([
             column("Status", ("mappings", STATUS_MAPPING), ("custom.cellOptions", COLOURED)),
             column("Runs", ("unit", "none")),
