@@ -163,10 +163,30 @@ class ExporterProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                # PYTHONFAULTHANDLER (exporter_env) prints every thread's stack on SIGABRT.
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+                self._reader.join(5)
+                raise AssertionError(f"the exporter did not stop within {timeout:g}s of "
+                                     f"{signal.Signals(sig).name}:\n{self.logs()}") from None
         self._reader.join(5)
         return self.proc.returncode
+
+
+def stop_all(processes: list[ExporterProcess]) -> None:
+    """Stop every process, then report the first that would not stop."""
+    failures: list[AssertionError] = []
+    for process in processes:
+        try:
+            process.stop()
+        except AssertionError as err:
+            failures.append(err)
+    if failures:
+        raise failures[0]
 
 
 def exporter_env(sim: Simulator | None = None, **extra: str) -> dict[str, str]:
@@ -176,7 +196,7 @@ def exporter_env(sim: Simulator | None = None, **extra: str) -> dict[str, str]:
     env.update(AWS_ACCESS_KEY_ID="AKIATESTEXAMPLE00001", AWS_SECRET_ACCESS_KEY="test-secret",
                AWS_DEFAULT_REGION="eu-west-1", AWS_EC2_METADATA_DISABLED="true",
                AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     if sim is not None:
         env["AWS_ENDPOINT_URL_STS"] = sim.url
     env.update(extra)
@@ -199,8 +219,7 @@ def start(sim: Simulator) -> Iterator[Callable[..., ExporterProcess]]:
         return process
 
     yield launch
-    for process in started:
-        process.stop()
+    stop_all(started)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ class Faults:
     """
 
     latency: float = 0.0  # seconds added to every request
+    slow: set[str] | None = None  # which operations `latency` applies to (None: all)
     page_size_cap: int | None = None  # serve at most this many items per page
     throttle_next: int = 0  # the next N matching requests get ThrottlingException
     throttle_every: int = 0  # every Nth matching request is throttled (2 → half)
@@ -86,7 +87,8 @@ class FaultySimulator(Simulator):
         with self.lock:
             applies = self.faults.applies(call.region)
             fault = self.faults.pick(call.operation) if applies else None
-            latency = self.faults.latency if applies else 0.0
+            slow = self.faults.slow is None or call.operation in self.faults.slow
+            latency = self.faults.latency if applies and slow else 0.0
         if latency:
             time.sleep(latency)
         if fault:

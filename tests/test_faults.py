@@ -54,7 +54,7 @@ def test_throttling_storm(sim: FaultySimulator, start: Start) -> None:
 
 def test_api_hang_is_bounded_and_recovers(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
-    exporter = start(BOTH, "--refresh.interval=2s", "--aws.max-attempts=2")
+    exporter = start(BOTH, "--aws.max-attempts=2")  # 1 s interval, so a 0.5 s read timeout
     exporter.wait_metric(lambda s: success(s, FAULTY) == 1)
     sim.faults.regions = {FAULTY}
     sim.faults.latency = 3600  # the API stops answering
@@ -65,10 +65,10 @@ def test_api_hang_is_bounded_and_recovers(sim: FaultySimulator, start: Start) ->
         began = time.monotonic()
         exporter.scrape()
         assert time.monotonic() - began < 0.5
-    # Each refresh of the hanging target waits 2 attempts x 1 s read timeout, and the next one
-    # starts only after it: in 6 s at most ~3 refreshes, never a pile of stacked ones.
+    # Each refresh of the hanging target waits 2 attempts x 0.5 s read timeout, and the next one
+    # starts only after it: in 3 s at most ~4 refreshes, never a pile of stacked ones.
     before = sim.region_requests[("ListClassificationJobs", FAULTY)]
-    time.sleep(6)
+    time.sleep(3)
     assert sim.region_requests[("ListClassificationJobs", FAULTY)] - before <= 8
     assert "error_code=ReadTimeoutError" in exporter.logs()
     sim.faults.latency = 0

@@ -19,7 +19,6 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-from cloudcoil.models.prometheus_operator import v1 as monitoring
 from kubernetes_validate import utils as kv_utils
 
 from exporter import __version__
@@ -275,6 +274,10 @@ def without_nulls(value: Any) -> Any:
 @pytest.mark.parametrize("kind", ["ServiceMonitor", "PrometheusRule"])
 def test_operator_objects_validate_against_prometheus_operator_models(
         kind: str, values: dict[str, Any]) -> None:
+    # Imported here: the models take ~2 s to import, which every pytest worker would pay at
+    # collection, also in the fast lane that deselects this module.
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+
     obj = one(render(values), kind)
     parsed: monitoring.ServiceMonitor | monitoring.PrometheusRule
     if kind == "ServiceMonitor":

@@ -113,7 +113,8 @@ def test_the_live_exposition_passes_promtool(sim: FaultySimulator, start: Start)
 
 def test_endpoints_and_readiness(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
-    sim.faults.latency = 1.5  # keep the first refresh in flight
+    sim.faults.latency = 1.5  # keep the first refresh's list in flight
+    sim.faults.slow = {"ListClassificationJobs"}
     exporter = start("--web.telemetry-path=/custom-metrics", "--refresh.interval=5s")
     status, _, body = exporter.get("/readyz")
     assert status == 503, body
@@ -251,10 +252,11 @@ def test_unlisted_job_disappears_and_status_changes_show(sim: Simulator, start: 
 
 def test_slow_refreshes_are_logged_not_stacked(sim: FaultySimulator, start: Start) -> None:
     seed(sim)
-    sim.faults.latency = 1.2  # list + describe ≈ 2.4 s against a 2 s interval
-    exporter = start("--refresh.interval=2s", "--aws.read-timeout=1800ms")
-    wait_for(lambda: sim.requests["ListClassificationJobs"] >= 4, timeout=30,
-             what="four refreshes")
+    sim.faults.latency = 0.6  # list + describe ≈ 1.2 s against a 1 s interval
+    sim.faults.slow = {"ListClassificationJobs", "DescribeClassificationJob"}
+    exporter = start("--refresh.interval=1s", "--aws.read-timeout=900ms")
+    wait_for(lambda: sim.requests["ListClassificationJobs"] >= 3, timeout=30,
+             what="three refreshes")
     assert sim.max_in_flight["ListClassificationJobs"] == 1
     logs = exporter.logs()
     assert "refresh took longer than the interval" in logs or "refresh skipped" in logs
@@ -265,6 +267,7 @@ def test_slow_refreshes_are_logged_not_stacked(sim: FaultySimulator, start: Star
 def test_signals_stop_promptly_with_exit_0(sim: FaultySimulator, start: Start, sig: int) -> None:
     seed(sim)
     sim.faults.latency = 8  # a refresh is waiting on the API (read timeout 15 s) at the signal
+    sim.faults.slow = {"ListClassificationJobs"}
     exporter = start("--refresh.interval=30s")
     wait_for(lambda: sim.in_flight["ListClassificationJobs"] >= 1)
     began = time.monotonic()
