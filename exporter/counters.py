@@ -55,6 +55,14 @@ class ApiRequestCounter(_Counter[tuple[TargetKey, str, str]]):
         return sorted(((k.account_id, k.region, operation, outcome), int(count))
                       for (k, operation, outcome), count in self._items())
 
+    def by_target(self) -> list[tuple[TargetKey, tuple[tuple[str, str, int], ...]]]:
+        """Per target, its (operation, outcome, count) triples; both sorted (the order of
+        `items`)."""
+        grouped: dict[TargetKey, list[tuple[str, str, int]]] = {}
+        for (k, operation, outcome), count in self._items():
+            grouped.setdefault(k, []).append((operation, outcome, int(count)))
+        return [(k, tuple(sorted(counts))) for k, counts in sorted(grouped.items())]
+
     def rekey(self, old: TargetKey, new: TargetKey) -> None:
         """Move what was counted under `old` to `new` (an account learned late)."""
         with self._lock:

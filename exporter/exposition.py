@@ -1,14 +1,17 @@
 """Scrape path: the snapshot's exposition is rendered once per snapshot and served from cache.
 
-Only the small live self-metrics are rendered on every scrape. The bytes are exactly what
+Only the live self-metrics are rendered on every scrape. The bytes are exactly what
 prometheus-client's `generate_latest` gives for the snapshot collector followed by the live
 collectors, in the format the client negotiated (text or OpenMetrics).
 
-Memory stays bounded at any job count: the snapshot part is rendered family by family and, for
-the large per-job families, a slice of jobs at a time (the header lines of later slices are
-dropped), and streamed into a deflate compressor; only the compressed bytes are kept. The cached
-stream ends with a sync flush, so each scrape compresses just its live tail and appends it: one
-valid gzip member. A client that does not accept gzip gets the cached part inflated.
+Each family is rendered target by target (`collect.FamilySpec`): a target's encoded samples are
+kept per format (`Fragments`) for as long as its part of the family's inputs stays equal, so a
+render after a round of refreshes encodes only what changed, and the others' bytes are reused.
+The request counts of the live self-metrics are kept the same way between scrapes. Changed
+targets are encoded a batch of at most `JOBS_PER_SLICE` jobs at a time (a target with 10,000
+jobs too), and the snapshot part is streamed into a deflate compressor. The cached stream ends
+with a sync flush, so each scrape compresses just its live tail and appends it: one valid gzip
+member. A client that does not accept gzip gets the cached part inflated.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.collect import SnapshotCollector, job_rows
-from exporter.model import Snapshot
+from exporter.collect import FamilySpec, Part, SelfCollector, snapshot_families
+from exporter.model import Snapshot, TargetKey
 
 log = logging.getLogger(__name__)
 _EOF = b"# EOF\n"
@@ -55,29 +58,129 @@ class _Family(Collector):
         return [self._family]
 
 
+class _Rest(Collector):
+    """The self-metrics but the request counts."""
+
+    def __init__(self, collector: SelfCollector) -> None:
+        self._collector = collector
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collector.collect_rest()
+
+
+_NO_SNAPSHOT = Snapshot()  # the live families' parts do not come from a snapshot
+
+
 def _encode(encoder: Encoder, family: Metric) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Family(family))
     return encoder(registry).removesuffix(_EOF)
 
 
-def _without_headers(text: bytes) -> bytes:
-    """A later slice of a family: its samples only (sample lines never start with '#')."""
-    return b"".join(line for line in text.splitlines(keepends=True)
-                    if not line.startswith(b"#"))
+def _samples_of(text: bytes, header: bytes, samples: int) -> bytes:
+    """The sample lines of one encoded family: what follows its header, one line per sample
+    (a line ends at b"\n" only: label values escape it)."""
+    if not text.startswith(header):
+        raise RuntimeError("an encoded family does not start with its header")
+    body = text[len(header):]
+    lines = body.count(b"\n")
+    if lines != samples:
+        raise RuntimeError(f"{samples} samples encoded as {lines} lines")
+    return body
+
+
+class Fragments:
+    """Rendered samples per family and target, for one format, kept while the target's part of
+    the family (`FamilySpec.parts`) stays equal. A render re-encodes only the targets whose
+    part changed; the others' bytes are reused as they are."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # one render per format at a time
+        self._tag_keys: tuple[str, ...] | None = None
+        self._headers: dict[int, bytes] = {}
+        self._kept: dict[int, dict[TargetKey, tuple[Part, bytes]]] = {}
+
+    def families(self, tag_keys: Sequence[str]) -> tuple[FamilySpec, ...]:
+        """The families for `tag_keys` (what is kept is dropped if they differ from the last
+        render's: the families are not the same then)."""
+        if tuple(tag_keys) != self._tag_keys:
+            self._tag_keys = tuple(tag_keys)
+            self._headers.clear()
+            self._kept.clear()
+        return snapshot_families(tag_keys)
+
+    def family(self, index: int, spec: FamilySpec, snapshot: Snapshot, encoder: Encoder,
+               units_per_batch: int) -> list[bytes]:
+        """The family's header and every target's samples, in snapshot order."""
+        header = self._headers.get(index)
+        if header is None:
+            header = self._headers[index] = _encode(encoder, spec.make())
+        kept = self._kept.get(index, {})
+        fresh: dict[TargetKey, tuple[Part, bytes]] = {}
+        order: list[TargetKey] = []
+        changed: list[tuple[TargetKey, Part]] = []
+        for key, part in spec.parts(snapshot):
+            order.append(key)
+            hit = kept.get(key)
+            if hit is not None and (hit[0] is part or hit[0] == part):
+                fresh[key] = hit
+            else:
+                changed.append((key, part))
+        for key, data in self._encode_parts(spec, header, changed, encoder, units_per_batch):
+            fresh[key] = data
+        self._kept[index] = fresh  # targets gone from the snapshot are dropped
+        return [header, *(fresh[key][1] for key in order)]
+
+    @staticmethod
+    def _encode_parts(spec: FamilySpec, header: bytes, parts: list[tuple[TargetKey, Part]],
+                      encoder: Encoder, units_per_batch: int,
+                      ) -> Iterator[tuple[TargetKey, tuple[Part, bytes]]]:
+        """Encode the parts a batch of at most `units_per_batch` jobs at a time (bounded
+        memory), and split each batch's lines back to the targets they belong to."""
+        chunks: dict[TargetKey, list[bytes]] = {}
+        marks: list[tuple[TargetKey, int, int]] = []
+        family, units = spec.make(), 0
+
+        def flush() -> None:
+            nonlocal family, marks, units
+            body = _samples_of(_encode(encoder, family), header, len(family.samples))
+            if len(marks) == 1:  # one target's slice: no need to split
+                chunks[marks[0][0]].append(body)
+            else:
+                lines = body.split(b"\n")
+                for key, first, last in marks:
+                    if last > first:
+                        chunks[key].append(b"\n".join(lines[first:last]) + b"\n")
+            family, marks, units = spec.make(), [], 0
+
+        for key, part in parts:
+            chunks[key] = []
+            size = spec.size(part)
+            for lo in range(0, max(1, size), units_per_batch):
+                hi = min(lo + units_per_batch, size)
+                first = len(family.samples)
+                spec.add(family, key, part, lo, hi)
+                marks.append((key, first, len(family.samples)))
+                units += max(1, hi - lo)
+                if units >= units_per_batch:
+                    flush()
+        if marks:
+            flush()
+        for key, part in parts:
+            yield key, (part, b"".join(chunks[key]))
 
 
 def render_snapshot(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Encoder,
+                    fragments: Fragments | None = None,
                     jobs_per_slice: int = JOBS_PER_SLICE) -> Iterator[bytes]:
-    """The snapshot part of the exposition (no `# EOF`), in pieces of bounded size."""
-    collector = SnapshotCollector(lambda: snapshot, tag_keys)
-    rows = job_rows(snapshot)
-    for build in collector.job_family_builders():
-        for start in range(0, max(1, len(rows)), jobs_per_slice):
-            text = _encode(encoder, build(rows[start:start + jobs_per_slice]))
-            yield _without_headers(text) if start else text
-    for family in collector.summary_families(snapshot):
-        yield _encode(encoder, family)
+    """The snapshot part of the exposition (no `# EOF`), in pieces; with `fragments`, the
+    samples of targets unchanged since the last render in that format are reused."""
+    fragments = fragments or Fragments()
+    with fragments.lock:
+        pieces = [piece
+                  for index, spec in enumerate(fragments.families(tag_keys))
+                  for piece in fragments.family(index, spec, snapshot, encoder, jobs_per_slice)]
+    return iter(pieces)
 
 
 def _compress(pieces: Iterable[bytes]) -> _Compressed:
@@ -107,7 +210,7 @@ class _Published:
     formats: dict[str, _Compressed]
 
 
-Render = Callable[[Snapshot, Sequence[str], Encoder], Iterable[bytes]]
+Render = Callable[[Snapshot, Sequence[str], Encoder, Fragments], Iterable[bytes]]
 
 
 class CachedExposition:
@@ -142,9 +245,18 @@ class CachedExposition:
         self._settle = settle
         self._max_delay = max_delay
         self._tag_keys = tuple(tag_keys)
-        self._live = CollectorRegistry(auto_describe=False)
+        # The live collectors in order, each as the families whose samples are kept per target
+        # between scrapes (the request counts) and a registry of the rest.
+        self._live: list[tuple[tuple[FamilySpec, ...], CollectorRegistry]] = []
         for collector in live:
-            self._live.register(collector)
+            registry = CollectorRegistry(auto_describe=False)
+            if isinstance(collector, SelfCollector):
+                registry.register(_Rest(collector))
+                self._live.append(((collector.requests,), registry))
+            else:
+                registry.register(collector)
+                self._live.append(((), registry))
+        self._live_fragments: dict[str, Fragments] = {}  # per content type asked for
         self._render = render
         self._clock = clock
         self._publish_lock = threading.Lock()  # one publish at a time
@@ -152,6 +264,7 @@ class CachedExposition:
         self._published = _Published(snapshot(), {})
         self._asked_lock = threading.Lock()
         self._asked: dict[str, tuple[Encoder, float]] = {}  # content type -> encoder, last ask
+        self._fragments: dict[str, Fragments] = {}  # per content type asked for
         self._failed = False
         self._changed = threading.Event()
         self._stopping = threading.Event()
@@ -185,13 +298,30 @@ class CachedExposition:
         """(headers, body) for one scrape."""
         encoder, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith("application/openmetrics-text")
-        live = encoder(self._live).removesuffix(_EOF) + (_EOF if openmetrics else b"")
         cached = self._cached(content_type, encoder)
+        live = self._render_live(content_type, encoder) + (_EOF if openmetrics else b"")
         headers = [("Content-Type", content_type)]
         if gzip_accepted(accept_encoding or ""):
             headers.append(("Content-Encoding", "gzip"))
             return headers, _gzip_finish(cached, live)
         return headers, cached.inflate() + live
+
+    def _render_live(self, content_type: str, encoder: Encoder) -> bytes:
+        """The live self-metrics; the request counts of targets not called since the last
+        scrape in this format are not encoded again."""
+        with self._asked_lock:
+            fragments = (self._live_fragments.setdefault(content_type, Fragments())
+                         if content_type in self._asked else Fragments())
+        pieces: list[bytes] = []
+        with fragments.lock:
+            index = 0
+            for kept, rest in self._live:
+                for spec in kept:
+                    pieces += fragments.family(index, spec, _NO_SNAPSHOT, encoder,
+                                               JOBS_PER_SLICE)
+                    index += 1
+                pieces.append(encoder(rest).removesuffix(_EOF))
+        return b"".join(pieces)
 
     def _remember(self, content_type: str, encoder: Encoder) -> bool:
         with self._asked_lock:
@@ -211,13 +341,22 @@ class CachedExposition:
         with self._scrape_lock:  # a format not rendered yet: not behind the background render
             cached = published.formats.get(content_type)
             if cached is None:
-                cached = self._compress(published.snapshot, encoder)
+                cached = self._compress(published.snapshot, encoder,
+                                        content_type if remembered else None)
                 if remembered:
                     published.formats[content_type] = cached
             return cached
 
-    def _compress(self, snapshot: Snapshot, encoder: Encoder) -> _Compressed:
-        return _compress(self._render(snapshot, self._tag_keys, encoder))
+    def _compress(self, snapshot: Snapshot, encoder: Encoder,
+                  content_type: str | None) -> _Compressed:
+        """Render and compress; the samples rendered are kept per `content_type` (None: a
+        format not remembered, rendered from scratch)."""
+        if content_type is None:
+            fragments = Fragments()
+        else:
+            with self._asked_lock:
+                fragments = self._fragments.setdefault(content_type, Fragments())
+        return _compress(self._render(snapshot, self._tag_keys, encoder, fragments))
 
     def _publish(self, snapshot: Snapshot) -> None:
         with self._publish_lock:
@@ -228,8 +367,10 @@ class CachedExposition:
                 for content_type in [c for c, (_, asked) in self._asked.items()
                                      if now - asked > self.FORMAT_TTL]:
                     del self._asked[content_type]
+                    self._fragments.pop(content_type, None)
+                    self._live_fragments.pop(content_type, None)
                 wanted = list(self._asked.items())
-            formats = {content_type: self._compress(snapshot, encoder)
+            formats = {content_type: self._compress(snapshot, encoder, content_type)
                        for content_type, (encoder, _) in wanted}
             self._published = _Published(snapshot, formats)
             self._failed = False

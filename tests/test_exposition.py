@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import random
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,10 +19,10 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.collect import SelfCollector, SnapshotCollector
 from exporter.counters import ApiRequestCounter
-from exporter.exposition import CachedExposition, render_snapshot
-from exporter.model import Snapshot, TargetKey
+from exporter.exposition import CachedExposition, Fragments, render_snapshot
+from exporter.model import CollectorHealth, Snapshot, TargetKey, Usage
 from tests.conftest import wait_for
-from tests.snapshots import ACCOUNT, snapshot
+from tests.snapshots import ACCOUNT, MEMBER, snapshot
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
                      "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
@@ -79,6 +81,42 @@ def test_live_metrics_change_while_the_snapshot_part_is_cached() -> None:
     assert b'operation="DescribeClassificationJob"' in gzip.decompress(body)
 
 
+@pytest.mark.parametrize(("accept", "generate"), [(None, generate_latest),
+                                                  (PROMETHEUS_ACCEPT, generate_openmetrics)])
+def test_live_request_counts_stay_exact_as_targets_are_called_forgotten_and_rekeyed(
+        accept: str | None, generate: Callable[[CollectorRegistry], bytes]) -> None:
+    holder = Holder()
+    rng = random.Random(3)  # noqa: S311 (a reproducible sequence of calls)
+    keys = [TargetKey(f"{n:012d}", region) for n in range(30)
+            for region in ("eu-west-1", "us-east-1")]
+    for step in range(40):
+        for _ in range(rng.randint(0, 5)):
+            holder.requests.inc(rng.choice(keys), rng.choice(["ListClassificationJobs",
+                                                              "DescribeClassificationJob"]),
+                                rng.choice(["success", "ThrottlingException"]))
+        if step % 7 == 3:
+            holder.requests.forget(rng.choice(keys))
+        if step % 11 == 5:
+            old = rng.choice(keys)
+            holder.requests.rekey(old, TargetKey(f"9{step:011d}", old.region))
+        assert holder.exposition.render(accept, None)[1] == generate(holder.reference())
+
+
+def test_a_target_not_called_between_scrapes_keeps_its_encoded_counts() -> None:
+    holder = Holder()
+    quiet, busy = TargetKey(ACCOUNT, "eu-west-1"), TargetKey(ACCOUNT, "us-east-1")
+    for key in (quiet, busy):
+        holder.requests.inc(key, "ListClassificationJobs", "success")
+    holder.exposition.render(None, None)
+    kept = dict(holder.exposition._live_fragments["text/plain; version=0.0.4; charset=utf-8"]
+                ._kept[0])
+    holder.requests.inc(busy, "ListClassificationJobs", "success")
+    _, body = holder.exposition.render(None, None)
+    now = holder.exposition._live_fragments["text/plain; version=0.0.4; charset=utf-8"]._kept[0]
+    assert now[quiet] is kept[quiet] and now[busy] is not kept[busy]
+    assert body == generate_latest(holder.reference())
+
+
 def test_a_new_snapshot_is_rendered_again() -> None:
     holder = Holder()
     _, before = holder.exposition.render(None, None)
@@ -96,8 +134,84 @@ def test_slices_join_to_the_full_rendering(generate: Callable[[CollectorRegistry
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: holder.snapshot, TAGS))
     expected = generate(registry).removesuffix(b"# EOF\n")
-    pieces = render_snapshot(holder.snapshot, TAGS, generate, jobs_per_slice)
+    pieces = render_snapshot(holder.snapshot, TAGS, generate, jobs_per_slice=jobs_per_slice)
     assert b"".join(pieces) == expected
+
+
+def mutated(snap: Snapshot, rng: random.Random, step: int) -> Snapshot:
+    """`snap` with a few targets changed the ways a refresh or a collector changes them."""
+    targets = list(snap.targets)
+    for _ in range(rng.randint(0, 3)):
+        i = rng.randrange(len(targets))
+        t = targets[i]
+        change = rng.choice(["jobs", "status", "findings", "health", "usage", "rekey", "drop",
+                             "add", "none"])
+        if change == "jobs" and t.jobs:
+            job = rng.choice(t.jobs)
+            grown = replace(job, objects_to_process=step, name=f"{job.name}\r{step}")
+            t = replace(t, jobs=tuple(grown if j is job else j for j in t.jobs))
+        elif change == "status":
+            t = replace(t, success=not t.success, duration_seconds=step / 10,
+                        macie_status=rng.choice(["ENABLED", "PAUSED", "DISABLED", None]))
+        elif change == "findings":
+            t = replace(t, collected=replace(t.collected, findings=tuple(
+                (j.job_id, (step, 0, 1)) for j in t.jobs[:step % 3])))
+        elif change == "health":
+            t = replace(t, collected=t.collected.healthy(
+                rng.choice(["findings", "usage", "members"]), CollectorHealth(step % 2 == 0, step)))
+        elif change == "usage":
+            t = replace(t, collected=replace(t.collected, usage=(
+                Usage(rng.choice([ACCOUNT, MEMBER, t.key.account_id]), "SENSITIVE_DATA_DISCOVERY",
+                      "USD", step, step % 2 == 0, 2.0**40),)))
+        elif change == "rekey":
+            t = replace(t, key=TargetKey(f"{step:012d}", t.key.region))
+        elif change == "add":
+            targets.append(replace(t, key=TargetKey(ACCOUNT, f"region-{step}")))
+        if change == "drop" and len(targets) > 1:
+            del targets[i]
+        else:
+            targets[i] = t
+    unique = {t.key: t for t in targets}
+    return Snapshot(tuple(unique.values()))
+
+
+@pytest.mark.parametrize("generate", [generate_latest, generate_openmetrics])
+def test_kept_samples_render_like_a_fresh_render_as_snapshots_change(
+        generate: Callable[[CollectorRegistry], bytes]) -> None:
+    holder = Holder()
+    fragments = Fragments()
+    rng = random.Random(7)  # noqa: S311 (a reproducible sequence of changes)
+    for step in range(60):
+        holder.snapshot = mutated(holder.snapshot, rng, step)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SnapshotCollector(lambda: holder.snapshot, TAGS))
+        expected = generate(registry).removesuffix(b"# EOF\n")
+        kept = b"".join(render_snapshot(holder.snapshot, TAGS, generate, fragments,
+                                        jobs_per_slice=2))
+        assert kept == expected, f"step {step}"
+
+
+def test_only_the_targets_that_changed_are_encoded_again() -> None:
+    base = snapshot().targets[0]
+    targets = tuple(replace(base, key=TargetKey(ACCOUNT, f"region-{n}")) for n in range(50))
+    encoded: list[int] = []
+
+    def counting(registry: CollectorRegistry) -> bytes:
+        text = generate_latest(registry)
+        encoded.append(sum(1 for line in text.splitlines() if not line.startswith(b"#")))
+        return text
+
+    fragments = Fragments()
+    first = b"".join(render_snapshot(Snapshot(targets), TAGS, counting, fragments))
+    everything = sum(encoded)
+    assert everything == first.count(b"\n") - first.count(b"\n#") - first.startswith(b"#")
+    encoded.clear()
+    refreshed = replace(targets[7], duration_seconds=9.5, last_success_at=1_795_000_200.0)
+    changed = Snapshot((*targets[:7], refreshed, *targets[8:]))
+    again = b"".join(render_snapshot(changed, TAGS, counting, fragments))
+    # Two samples changed (duration and last success) and are all that is encoded again.
+    assert sum(encoded) == 2
+    assert again == b"".join(render_snapshot(changed, TAGS, generate_latest)) != first
 
 
 def test_an_empty_snapshot_renders_like_prometheus_client() -> None:
@@ -122,15 +236,17 @@ class GatedRender:
         return self.rendered[-1] if self.rendered else None
 
     def __call__(self, snapshot: Snapshot, tag_keys: Sequence[str],
-                 encoder: Callable[[CollectorRegistry], bytes]) -> Iterator[bytes]:
+                 encoder: Callable[[CollectorRegistry], bytes],
+                 fragments: Fragments) -> Iterator[bytes]:
         if self.fail:
             raise RuntimeError("render failed")
         if threading.current_thread().name != "exposition-render":
-            return render_snapshot(snapshot, tag_keys, encoder)  # a render on the scrape path
+            # a render on the scrape path
+            return render_snapshot(snapshot, tag_keys, encoder, fragments)
         self.rendered.append(snapshot)
         assert self.gate.wait(timeout=15), "test never opened the gate"
         self.clock[0] += self.seconds
-        return render_snapshot(snapshot, tag_keys, encoder)
+        return render_snapshot(snapshot, tag_keys, encoder, fragments)
 
 
 class Background(Holder):
@@ -291,10 +407,11 @@ def test_a_burst_of_swaps_is_rendered_once_it_pauses() -> None:
     holder = Holder()
     renders: list[Snapshot] = []
 
-    def counting(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Any) -> Iterator[bytes]:
+    def counting(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Any,
+                 fragments: Fragments) -> Iterator[bytes]:
         if threading.current_thread().name == "exposition-render":
             renders.append(snapshot)
-        return render_snapshot(snapshot, tag_keys, encoder)
+        return render_snapshot(snapshot, tag_keys, encoder, fragments)
 
     exposition = CachedExposition(lambda: holder.snapshot, TAGS, [holder.live], render=counting,
                                   settle=0.5, max_delay=10)
