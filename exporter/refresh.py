@@ -250,9 +250,14 @@ class TargetRefresher:
         for keyed in (self._store, *self._counters):
             keyed.rekey(old, new)
 
+    def _due(self, last: float | None, interval: float, now: float) -> bool:
+        """Whether something done every `interval` is due in the refresh starting at `now`:
+        the refresh nearest its due time does it (a tick a few milliseconds early would
+        otherwise slip it a whole refresh interval)."""
+        return last is None or now - last >= interval - self.settings.interval / 2
+
     def status_due(self, now: float) -> bool:
-        return (self._status_checked_at is None
-                or now - self._status_checked_at >= self.settings.status_interval)
+        return self._due(self._status_checked_at, self.settings.status_interval, now)
 
     def set_status(self, status: str | None, now: float) -> None:
         if status != self.macie_status and self.macie_status is not None:
@@ -332,7 +337,7 @@ class TargetRefresher:
         result = self._store.result(self.key)
         for collector in self.settings.collectors:
             last = self._collected_at.get(collector.name)
-            due = (last is None or now - last >= collector.interval
+            due = (self._due(last, collector.interval, now)
                    or (collector.stale is not None and collector.stale(result)))
             with self._lock:
                 if collector.name in self._collecting or not due:

@@ -60,6 +60,22 @@ def test_macie_off_is_a_successful_refresh_without_jobs_and_is_not_polled(
     assert api.calls["GetMacieSession"] == 2
 
 
+def test_the_status_check_runs_in_the_refresh_nearest_its_due_time(pool: CallPool) -> None:
+    clock = Clock()
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING"})
+    refresher, _, _ = make(api, pool, clock, interval=60, status_interval=3600)
+    start = clock.now
+    assert refresher.refresh(10)
+    checks = []
+    for tick in range(1, 62):  # the scheduler's ticks come a few milliseconds early
+        clock.now = start + 60 * tick - 0.005
+        before = api.calls["GetMacieSession"]
+        assert refresher.refresh(10)
+        if api.calls["GetMacieSession"] > before:
+            checks.append(tick)
+    assert checks == [60]  # at 3,599.995 s, not one interval later
+
+
 def test_paused_macie_is_still_polled(pool: CallPool) -> None:
     api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "PAUSED"}, status="PAUSED")
     refresher, store, _ = make(api, pool, Clock())
