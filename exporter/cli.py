@@ -177,7 +177,8 @@ class Exporter:
         self.registry.register(SnapshotCollector(self.store.get, config.tag_keys))
         self.registry.register(live)
         self.exposition = CachedExposition(self.store.get, config.tag_keys, [live],
-                                           settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY)
+                                           settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
+                                           published=self.store.published)
         self.store.subscribe(self.exposition.snapshot_changed)
 
     @property
@@ -243,8 +244,9 @@ def _serve(exporter: Exporter) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    exporter.start()
+    exporter.store.rendered_in_background()
     exporter.exposition.start()
+    exporter.start()
     server.start()
     log.info("listening", extra=fields(
         address=server.address, telemetry_path=config.telemetry_path, version=__version__,

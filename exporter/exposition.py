@@ -237,12 +237,16 @@ class CachedExposition:
                  live: Sequence[Collector], *, render: Render = render_snapshot,
                  clock: Callable[[], float] = time.monotonic,
                  rest: Callable[[float], object] | None = None,
-                 settle: float = 0.0, max_delay: float = 10.0) -> None:
+                 settle: float = 0.0, max_delay: float = 10.0,
+                 published: Callable[[Snapshot | None], object] | None = None) -> None:
         self._snapshot = snapshot
         # Before rendering, wait until swaps pause for `settle` seconds (at most `max_delay`):
         # a burst of targets refreshing one after another is rendered once or twice, not once
         # per rest period.
         self._settle = settle
+        # Told each snapshot the background renderer has published (even when its render
+        # failed: scrapes render it themselves then), and None once it stops.
+        self._on_published = published
         self._max_delay = max_delay
         self._tag_keys = tuple(tag_keys)
         # The live collectors in order, each as the families whose samples are kept per target
@@ -288,6 +292,8 @@ class CachedExposition:
         self._changed.set()
         if self._thread is not None:
             self._thread.join(timeout=2)  # a render in flight is not waited for
+        if self._on_published is not None:
+            self._on_published(None)
 
     def snapshot_changed(self) -> None:
         """Called by the snapshot store after each swap; wakes the background renderer."""
@@ -393,10 +399,13 @@ class CachedExposition:
             if self._stopping.is_set() or not self._settled():
                 return
             began = self._clock()
+            snapshot = self._snapshot()
             try:
-                self._publish(self._snapshot())
+                self._publish(snapshot)
             except Exception:
                 self._failed = True
                 log.exception("rendering the exposition failed; scrapes render it themselves "
                               "until a render succeeds")
+            if self._on_published is not None:
+                self._on_published(snapshot)
             self._rest(self._clock() - began)

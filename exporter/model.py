@@ -139,6 +139,8 @@ class Snapshot:
     targets: tuple[TargetResult, ...] = ()
     # True until the set of targets is known (discovery has not answered yet, once).
     pending: bool = False
+    # The store's swap count when this snapshot was made (newer snapshots have higher ones).
+    serial: int = 0
 
     @property
     def ready(self) -> bool:

@@ -65,8 +65,12 @@ class SnapshotStore:
         self._lock = threading.Lock()
         self._results: dict[TargetKey, TargetResult] = {k: TargetResult(key=k) for k in keys}
         self._pending = pending
+        self._serial = 0
         self._snapshot = Snapshot(tuple(self._results.values()), pending)
         self._listeners: list[Callable[[], None]] = []
+        # Actions waiting for /metrics to show a snapshot: (its serial, action).
+        self._rendered = False
+        self._waiting: list[tuple[int, Callable[[], None]]] = []
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """`listener()` is called after every swap (it must return quickly)."""
@@ -79,7 +83,35 @@ class SnapshotStore:
         return self._results.get(key) or TargetResult(key=key)
 
     def _swap(self) -> None:
-        self._snapshot = Snapshot(tuple(self._results.values()), self._pending)
+        self._serial += 1
+        self._snapshot = Snapshot(tuple(self._results.values()), self._pending, self._serial)
+
+    def rendered_in_background(self) -> None:
+        """From now on a background renderer publishes snapshots to /metrics (and calls
+        `published`), so `when_published` waits for it."""
+        with self._lock:
+            self._rendered = True
+
+    def when_published(self, action: Callable[[], None]) -> None:
+        """Run `action` once /metrics shows the current snapshot (or a newer one): at once
+        without a background renderer, else from the renderer's thread."""
+        with self._lock:
+            if self._rendered:
+                self._waiting.append((self._serial, action))
+                return
+        action()
+
+    def published(self, snapshot: Snapshot | None) -> None:
+        """The renderer published `snapshot` (None: it stopped, and waits no more)."""
+        with self._lock:
+            if snapshot is None:
+                self._rendered = False
+                due, self._waiting = self._waiting, []
+            else:
+                due = [(s, a) for s, a in self._waiting if s <= snapshot.serial]
+                self._waiting = [(s, a) for s, a in self._waiting if s > snapshot.serial]
+        for _, action in due:
+            action()
 
     def known(self) -> None:
         """The set of targets is known (discovery answered once, successfully or not)."""
@@ -153,6 +185,9 @@ class RefreshSettings:
 
 
 _GONE = object()
+# A refresh with at least this many jobs never seen before starts its describes once /metrics
+# shows the jobs from the list (fewer are described about as fast as they would be rendered).
+WAIT_FOR_METRICS_JOBS = 500
 _denials_logged: set[str] = set()
 _denials_lock = threading.Lock()
 
@@ -520,22 +555,33 @@ class _Run:
             if self.error is not None:
                 self._finish_if_done()
                 return
+            wait = False
             if page is None:
                 self.listed_all = True
                 to_describe, self.to_describe = self.to_describe, []
                 self.outstanding += len(to_describe)
                 if self.new_jobs and self.outstanding:
                     self.r._store.update(self.r.key, self._partial)
+                    wait = self.new_jobs >= WAIT_FOR_METRICS_JOBS
                 self._finish_if_done()
             else:
                 self.to_describe += self._take(page)
                 to_describe = []
-        # The describes start once the list is whole: pages go first, and a target with many
-        # new jobs shows all of them (from the list) before it describes any.
-        for job_id in to_describe:
-            self._submit(functools.partial(self.describe, job_id), urgent=False)
         if page is not None:
             self._submit(self.next_page, urgent=True)
+        # The describes start once the list is whole: pages go first, and a target with many
+        # new jobs shows all of them (from the list) before it describes any. With very many,
+        # the describes wait until /metrics shows them: rendering 10,000 jobs while 16 workers
+        # describe them would take most of the refresh.
+        describe = functools.partial(self._describe_all, to_describe)
+        if wait:
+            self.r._store.when_published(describe)
+        else:
+            describe()
+
+    def _describe_all(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._submit(functools.partial(self.describe, job_id), urgent=False)
 
     def _take(self, page: list[Any]) -> list[str]:
         """Record a page of summaries; returns the job ids to describe."""

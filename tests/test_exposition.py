@@ -256,9 +256,11 @@ class Background(Holder):
         super().__init__()
         self.render = GatedRender()
         self.rests: list[float] = []
+        self.published: list[Snapshot | None] = []
         self.exposition = CachedExposition(lambda: self.snapshot, TAGS, [self.live],
                                            render=self.render, clock=lambda: self.render.clock[0],
-                                           rest=self.rests.append)
+                                           rest=self.rests.append,
+                                           published=self.published.append)
 
     def put(self, new: Snapshot) -> None:
         self.snapshot = new
@@ -428,3 +430,23 @@ def test_a_burst_of_swaps_is_rendered_once_it_pauses() -> None:
         assert len(renders) - first < 5  # without settling: one render per swap
     finally:
         exposition.stop()
+
+
+def test_each_published_snapshot_is_announced_and_a_stop_too() -> None:
+    holder = Background()
+    holder.exposition.start()
+    try:
+        wait_for(lambda: holder.published == [holder.snapshot], what="the first publication")
+        holder.scrape_without_waiting()  # asks for a format, so the renderer renders it
+        holder.render.gate.clear()
+        newer = Snapshot(holder.snapshot.targets[1:])
+        holder.put(newer)
+        wait_for(lambda: holder.render.last() is newer, what="the render of the newer snapshot")
+        assert holder.published[-1] is not newer  # not announced before it is served
+        holder.render.gate.set()
+        wait_for(lambda: holder.published[-1] is newer, what="the newer snapshot's publication")
+        assert holder.exposition.served() is newer
+    finally:
+        holder.render.gate.set()
+        holder.exposition.stop()
+    assert holder.published[-1] is None

@@ -12,7 +12,12 @@ from exporter.counters import ApiRequestCounter
 from exporter.macie import ApiError
 from exporter.model import UNKNOWN_ACCOUNT, Snapshot, TargetKey, TargetResult
 from exporter.pool import CallPool
-from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher
+from exporter.refresh import (
+    WAIT_FOR_METRICS_JOBS,
+    RefreshSettings,
+    SnapshotStore,
+    TargetRefresher,
+)
 from tests.conftest import wait_for
 from tests.fakes import ACCOUNT, NOT_ENABLED, REGION, Clock, FakeMacie
 
@@ -278,3 +283,38 @@ def test_readiness_waits_for_the_targets_to_be_known() -> None:
     assert Snapshot().ready  # no targets at all (a shard that owns none)
     assert not Snapshot(pending=True).ready  # discovery has not answered yet
     assert not Snapshot((TargetResult(TargetKey(ACCOUNT, REGION)),)).ready
+
+
+def test_many_new_jobs_are_described_once_metrics_show_them_from_the_list(
+        pool: CallPool) -> None:
+    jobs = {f"j{n:04d}": "RUNNING" for n in range(WAIT_FOR_METRICS_JOBS)}
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), jobs)
+    refresher, store, _ = make(api, pool, Clock())
+    store.rendered_in_background()
+    done = refresher.trigger()
+    assert done is not None
+    wait_for(lambda: len(result(store).jobs) == len(jobs), what="the jobs from the list")
+    listed = store.get()
+    assert not done.wait(0.5)  # nothing renders here, so the describes wait
+    assert api.calls["DescribeClassificationJob"] == 0
+    store.published(Snapshot(serial=listed.serial - 1))  # an older snapshot: still waiting
+    assert not done.wait(0.2) and api.calls["DescribeClassificationJob"] == 0
+    store.published(listed)
+    assert done.wait(10) and refresher.last_ok
+    assert api.calls["DescribeClassificationJob"] == len(jobs)
+    assert all(job.runs == 3 for job in result(store).jobs)
+
+
+def test_few_new_jobs_and_a_stopped_renderer_do_not_wait(pool: CallPool) -> None:
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {f"j{n}": "RUNNING" for n in range(10)})
+    refresher, store, _ = make(api, pool, Clock())
+    store.rendered_in_background()
+    assert refresher.refresh(10)  # 10 new jobs: described at once
+    api.jobs.update({f"k{n:04d}": "RUNNING" for n in range(WAIT_FOR_METRICS_JOBS)})
+    done = refresher.trigger()
+    assert done is not None
+    wait_for(lambda: len(result(store).jobs) == 10 + WAIT_FOR_METRICS_JOBS)
+    store.published(None)  # the renderer stopped: nothing waits for it any more
+    assert done.wait(10) and refresher.last_ok
+    # The 10 running jobs are described in both refreshes.
+    assert api.calls["DescribeClassificationJob"] == 20 + WAIT_FOR_METRICS_JOBS
