@@ -8,8 +8,10 @@ Each family is rendered target by target (`collect.FamilySpec`): a target's enco
 kept per format (`Fragments`) for as long as its part of the family's inputs stays equal, so a
 render after a round of refreshes encodes only what changed, and the others' bytes are reused.
 The request counts of the live self-metrics are kept the same way between scrapes. Changed
-targets are encoded a batch of at most `JOBS_PER_SLICE` jobs at a time (a target with 10,000
-jobs too), and the snapshot part is streamed into a deflate compressor. The cached stream ends
+targets are encoded together, a batch of at most `JOBS_PER_SLICE` jobs at a time; a target with
+more jobs than that is encoded a slice at a time and not kept (with 10,000 jobs, memory stays
+bounded, and some of them change in nearly every refresh anyway). The snapshot part is streamed
+into a deflate compressor. The cached stream ends
 with a sync flush, so each scrape compresses just its live tail and appends it: one valid gzip
 member. A client that does not accept gzip gets the cached part inflated.
 """
@@ -110,77 +112,97 @@ class Fragments:
         return snapshot_families(tag_keys)
 
     def family(self, index: int, spec: FamilySpec, snapshot: Snapshot, encoder: Encoder,
-               units_per_batch: int) -> list[bytes]:
-        """The family's header and every target's samples, in snapshot order."""
+               units_per_batch: int) -> Iterator[bytes]:
+        """The family's header and every target's samples, in snapshot order.
+
+        A target whose part is bigger than a batch (more jobs than `units_per_batch`) is
+        encoded a slice at a time, streamed and not kept: its bytes are large, and with that
+        many jobs some change in nearly every refresh.
+        """
         header = self._headers.get(index)
         if header is None:
             header = self._headers[index] = _encode(encoder, spec.make())
+        yield header
         kept = self._kept.get(index, {})
         fresh: dict[TargetKey, tuple[Part, bytes]] = {}
-        order: list[TargetKey] = []
-        changed: list[tuple[TargetKey, Part]] = []
+        batch = _Batch(spec, header, encoder)
+        queue: list[bytes | tuple[TargetKey, Part]] = []  # in order, behind the batch
+
+        def drain() -> Iterator[bytes]:
+            encoded = batch.flush()
+            for item in queue:
+                if isinstance(item, bytes):
+                    yield item
+                else:
+                    key, part = item
+                    fresh[key] = (part, encoded[key])
+                    yield encoded[key]
+            queue.clear()
+
         for key, part in spec.parts(snapshot):
-            order.append(key)
             hit = kept.get(key)
             if hit is not None and (hit[0] is part or hit[0] == part):
                 fresh[key] = hit
-            else:
-                changed.append((key, part))
-        for key, data in self._encode_parts(spec, header, changed, encoder, units_per_batch):
-            fresh[key] = data
-        self._kept[index] = fresh  # targets gone from the snapshot are dropped
-        return [header, *(fresh[key][1] for key in order)]
-
-    @staticmethod
-    def _encode_parts(spec: FamilySpec, header: bytes, parts: list[tuple[TargetKey, Part]],
-                      encoder: Encoder, units_per_batch: int,
-                      ) -> Iterator[tuple[TargetKey, tuple[Part, bytes]]]:
-        """Encode the parts a batch of at most `units_per_batch` jobs at a time (bounded
-        memory), and split each batch's lines back to the targets they belong to."""
-        chunks: dict[TargetKey, list[bytes]] = {}
-        marks: list[tuple[TargetKey, int, int]] = []
-        family, units = spec.make(), 0
-
-        def flush() -> None:
-            nonlocal family, marks, units
-            body = _samples_of(_encode(encoder, family), header, len(family.samples))
-            if len(marks) == 1:  # one target's slice: no need to split
-                chunks[marks[0][0]].append(body)
-            else:
-                lines = body.split(b"\n")
-                for key, first, last in marks:
-                    if last > first:
-                        chunks[key].append(b"\n".join(lines[first:last]) + b"\n")
-            family, marks, units = spec.make(), [], 0
-
-        for key, part in parts:
-            chunks[key] = []
+                if queue:
+                    queue.append(hit[1])
+                else:
+                    yield hit[1]
+                continue
             size = spec.size(part)
-            for lo in range(0, max(1, size), units_per_batch):
-                hi = min(lo + units_per_batch, size)
-                first = len(family.samples)
-                spec.add(family, key, part, lo, hi)
-                marks.append((key, first, len(family.samples)))
-                units += max(1, hi - lo)
-                if units >= units_per_batch:
-                    flush()
-        if marks:
-            flush()
-        for key, part in parts:
-            yield key, (part, b"".join(chunks[key]))
+            if size > units_per_batch:
+                yield from drain()
+                for lo in range(0, size, units_per_batch):
+                    family = spec.make()
+                    spec.add(family, key, part, lo, min(lo + units_per_batch, size))
+                    yield _samples_of(_encode(encoder, family), header, len(family.samples))
+                continue
+            batch.add(key, part, size)
+            queue.append((key, part))
+            if batch.units >= units_per_batch:
+                yield from drain()
+        yield from drain()
+        self._kept[index] = fresh  # targets gone from the snapshot are dropped
+
+
+class _Batch:
+    """Small parts of one family encoded together, then split back per target by their
+    sample counts (one line per sample)."""
+
+    def __init__(self, spec: FamilySpec, header: bytes, encoder: Encoder) -> None:
+        self._spec, self._header, self._encoder = spec, header, encoder
+        self._family = spec.make()
+        self._marks: list[tuple[TargetKey, int, int]] = []
+        self.units = 0
+
+    def add(self, key: TargetKey, part: Part, size: int) -> None:
+        first = len(self._family.samples)
+        self._spec.add(self._family, key, part, 0, size)
+        self._marks.append((key, first, len(self._family.samples)))
+        self.units += max(1, size)
+
+    def flush(self) -> dict[TargetKey, bytes]:
+        if not self._marks:
+            return {}
+        family, marks = self._family, self._marks
+        self._family, self._marks, self.units = self._spec.make(), [], 0
+        body = _samples_of(_encode(self._encoder, family), self._header, len(family.samples))
+        if len(marks) == 1:
+            return {marks[0][0]: body}
+        lines = body.split(b"\n")
+        return {key: b"\n".join(lines[first:last]) + b"\n" if last > first else b""
+                for key, first, last in marks}
 
 
 def render_snapshot(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Encoder,
                     fragments: Fragments | None = None,
                     jobs_per_slice: int = JOBS_PER_SLICE) -> Iterator[bytes]:
     """The snapshot part of the exposition (no `# EOF`), in pieces; with `fragments`, the
-    samples of targets unchanged since the last render in that format are reused."""
+    samples of targets unchanged since the last render in that format are reused. Consume it
+    whole: it holds `fragments`' lock until it ends."""
     fragments = fragments or Fragments()
     with fragments.lock:
-        pieces = [piece
-                  for index, spec in enumerate(fragments.families(tag_keys))
-                  for piece in fragments.family(index, spec, snapshot, encoder, jobs_per_slice)]
-    return iter(pieces)
+        for index, spec in enumerate(fragments.families(tag_keys)):
+            yield from fragments.family(index, spec, snapshot, encoder, jobs_per_slice)
 
 
 def _compress(pieces: Iterable[bytes]) -> _Compressed:

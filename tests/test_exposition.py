@@ -176,8 +176,9 @@ def mutated(snap: Snapshot, rng: random.Random, step: int) -> Snapshot:
 
 
 @pytest.mark.parametrize("generate", [generate_latest, generate_openmetrics])
+@pytest.mark.parametrize("jobs_per_slice", [2, 500])  # 2: the 3-job target is streamed
 def test_kept_samples_render_like_a_fresh_render_as_snapshots_change(
-        generate: Callable[[CollectorRegistry], bytes]) -> None:
+        generate: Callable[[CollectorRegistry], bytes], jobs_per_slice: int) -> None:
     holder = Holder()
     fragments = Fragments()
     rng = random.Random(7)  # noqa: S311 (a reproducible sequence of changes)
@@ -187,7 +188,7 @@ def test_kept_samples_render_like_a_fresh_render_as_snapshots_change(
         registry.register(SnapshotCollector(lambda: holder.snapshot, TAGS))
         expected = generate(registry).removesuffix(b"# EOF\n")
         kept = b"".join(render_snapshot(holder.snapshot, TAGS, generate, fragments,
-                                        jobs_per_slice=2))
+                                        jobs_per_slice=jobs_per_slice))
         assert kept == expected, f"step {step}"
 
 
@@ -212,6 +213,20 @@ def test_only_the_targets_that_changed_are_encoded_again() -> None:
     # Two samples changed (duration and last success) and are all that is encoded again.
     assert sum(encoded) == 2
     assert again == b"".join(render_snapshot(changed, TAGS, generate_latest)) != first
+
+
+def test_a_target_with_more_jobs_than_a_batch_is_streamed_not_kept() -> None:
+    small, big = snapshot().targets[0], snapshot().targets[0]
+    big = replace(big, key=TargetKey(ACCOUNT, "us-west-2"), jobs=tuple(
+        replace(small.jobs[0], job_id=f"job-{n:03d}") for n in range(7)))
+    snap = Snapshot((small, big))
+    fragments = Fragments()
+    for _ in range(2):
+        rendered = b"".join(render_snapshot(snap, TAGS, generate_latest, fragments,
+                                            jobs_per_slice=3))
+        assert rendered == b"".join(render_snapshot(snap, TAGS, generate_latest))
+    info = fragments._kept[0]  # macie_classification_job_info
+    assert set(info) == {small.key}
 
 
 def test_an_empty_snapshot_renders_like_prometheus_client() -> None:
