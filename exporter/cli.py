@@ -264,7 +264,10 @@ def _serve(exporter: Exporter) -> int:
         time.sleep(0.05)
     in_flight = exporter.pool.busy
     log.info("stopped", extra=fields(abandoned_calls=in_flight))
-    if in_flight:
+    # Interpreter exit joins non-daemon threads, such as a scheduler thread still in a
+    # discovery's AWS call: leave without them too.
+    if in_flight or any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                        if t is not threading.main_thread()):
         logging.shutdown()
         sys.stdout.flush()
         os._exit(0)

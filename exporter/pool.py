@@ -3,8 +3,12 @@
 Work is queued per owner (one owner per target). Workers take one call at a time from the
 owners in turn, so a target with 10,000 describes gets its share of the workers and no more
 while others wait. Within an owner, urgent calls (list pages, status checks) go before the
-rest (describes), so that a target's list finishes early. An optional token bucket per owner
-caps its calls per second; while an owner waits for a token, workers serve the others.
+rest (describes), so that a target's list finishes early. Background calls (the collectors)
+are queued apart and taken when no other call is waiting, or when the owner has waited
+`BACKGROUND_MAX_WAIT` for its turn: at start-up every target's jobs come before anyone's
+findings, and the collectors still run under a constant load. An optional token bucket per
+owner caps its calls per second, background ones included; while an owner waits for a token,
+workers serve the others.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 Task = Callable[[], None]
+# The longest a background call waits behind other calls once it is next in its ring.
+BACKGROUND_MAX_WAIT = 30.0
 
 
 class TokenBucket:
@@ -50,11 +56,14 @@ class TokenBucket:
 
 @dataclass(eq=False)
 class _Queue:
+    owner: Hashable
+    background: bool
     urgent: deque[Task] = field(default_factory=deque)
     normal: deque[Task] = field(default_factory=deque)
-    scheduled: bool = False  # in the ring, or deferred
+    scheduled: bool = False  # in its ring, or deferred
     bucket: TokenBucket | None = None
     waiting_since: float | None = None
+    ready_since: float = 0.0  # when it last joined its ring
 
     def __bool__(self) -> bool:
         return bool(self.urgent or self.normal)
@@ -75,9 +84,12 @@ class CallPool:
         self._calls_made = calls_made
         self._clock = clock
         self._cond = threading.Condition()
-        self._queues: dict[Hashable, _Queue] = {}
-        self._ring: deque[Hashable] = deque()
-        self._deferred: list[tuple[float, int, Hashable]] = []
+        # Per (owner, background): an owner's background calls are a queue of their own.
+        self._queues: dict[tuple[Hashable, bool], _Queue] = {}
+        self._buckets: dict[Hashable, TokenBucket] = {}  # per owner, background calls included
+        self._ring: deque[_Queue] = deque()
+        self._background: deque[_Queue] = deque()
+        self._deferred: list[tuple[float, int, _Queue]] = []
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -96,32 +108,45 @@ class CallPool:
             self._stopping = True
             self._queues.clear()
             self._ring.clear()
+            self._background.clear()
             self._deferred.clear()
             self._cond.notify_all()
 
-    def submit(self, owner: Hashable, task: Task, *, urgent: bool = False) -> None:
+    def submit(self, owner: Hashable, task: Task, *, urgent: bool = False,
+               background: bool = False) -> None:
+        """Queue `task` for `owner`: `urgent` before its other calls, `background` behind
+        every other owner's calls (see the module's docstring)."""
         with self._cond:
             if self._stopping or owner in self._forgotten:
                 return
-            queue = self._queues.get(owner)
+            queue = self._queues.get((owner, background))
             if queue is None:
-                bucket = TokenBucket(self._rate, self._clock()) if self._rate > 0 else None
-                queue = self._queues[owner] = _Queue(bucket=bucket)
+                bucket = self._buckets.get(owner)
+                if bucket is None and self._rate > 0:
+                    bucket = self._buckets[owner] = TokenBucket(self._rate, self._clock())
+                queue = self._queues[(owner, background)] = _Queue(owner, background,
+                                                                   bucket=bucket)
             (queue.urgent if urgent else queue.normal).append(task)
             if not queue.scheduled:
                 queue.scheduled = True
-                self._ring.append(owner)
+                self._join_ring(queue, self._clock())
             self._cond.notify()
+
+    def _join_ring(self, queue: _Queue, now: float) -> None:
+        queue.ready_since = now
+        (self._background if queue.background else self._ring).append(queue)
 
     def forget(self, owner: Hashable) -> None:
         """Drop an owner's queued calls and its bucket, and refuse its calls from now on (a
         target that went away)."""
         with self._cond:
             self._forgotten.add(owner)
-            queue = self._queues.pop(owner, None)
-            if queue is not None:
-                queue.urgent.clear()
-                queue.normal.clear()
+            self._buckets.pop(owner, None)
+            for background in (False, True):
+                queue = self._queues.pop((owner, background), None)
+                if queue is not None:
+                    queue.urgent.clear()
+                    queue.normal.clear()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is queued or under way (--once); False if `timeout` passed."""
@@ -143,39 +168,39 @@ class CallPool:
         while not self._stopping:
             now = self._clock()
             while self._deferred and self._deferred[0][0] <= now:
-                _, _, owner = heapq.heappop(self._deferred)
-                if owner in self._queues:
-                    self._ring.append(owner)
-            if not self._ring:
+                _, _, deferred = heapq.heappop(self._deferred)
+                self._join_ring(deferred, now)
+            if not self._ring and not self._background:
                 timeout = self._deferred[0][0] - now if self._deferred else None
                 self._cond.wait(timeout)
                 continue
-            owner = self._ring.popleft()
-            queue = self._queues.get(owner)
-            if queue is None or not queue:
-                if queue is not None:
-                    queue.scheduled = False
+            waited = (self._background[0].ready_since <= now - BACKGROUND_MAX_WAIT
+                      if self._background else False)
+            ring = self._ring if self._ring and not waited else self._background
+            queue = ring.popleft()
+            if self._queues.get((queue.owner, queue.background)) is not queue or not queue:
+                queue.scheduled = False  # forgotten, or emptied
                 continue
             if queue.bucket is not None:
                 delay = queue.bucket.take(now)
                 if delay > 0:
                     if queue.waiting_since is None:
                         queue.waiting_since = now
-                    heapq.heappush(self._deferred, (now + delay, next(self._order), owner))
+                    heapq.heappush(self._deferred, (now + delay, next(self._order), queue))
                     continue
                 if queue.waiting_since is not None:
                     if self._on_wait is not None:
                         try:
-                            self._on_wait(owner, now - queue.waiting_since)
+                            self._on_wait(queue.owner, now - queue.waiting_since)
                         except Exception:  # counting a wait must not stop a worker
                             log.exception("counting a rate-limit wait failed")
                     queue.waiting_since = None
             task = queue.urgent.popleft() if queue.urgent else queue.normal.popleft()
             if queue:
-                self._ring.append(owner)
+                self._join_ring(queue, now)
             else:
                 queue.scheduled = False
-            return owner, task
+            return queue.owner, task
         return None
 
     def _work(self) -> None:
@@ -196,6 +221,6 @@ class CallPool:
                 extra = self._calls_made() - 1 if self._calls_made is not None else 0
                 with self._cond:
                     self.busy -= 1
-                    queue = self._queues.get(owner)
-                    if extra > 0 and queue is not None and queue.bucket is not None:
-                        queue.bucket.debit(extra)
+                    bucket = self._buckets.get(owner)
+                    if extra > 0 and bucket is not None:
+                        bucket.debit(extra)

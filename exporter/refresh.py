@@ -382,7 +382,8 @@ class TargetRefresher:
             # interval later (this target's phase), and then every interval.
             spread = _phase(self.key) if last is None and self.settings.spread_collectors else 0
             self._collected_at[collector.name] = now - spread * collector.interval
-            self._pool.submit(self, functools.partial(self._collect, collector))
+            # Background: every target's jobs refresh goes first (at start-up, all of them).
+            self._pool.submit(self, functools.partial(self._collect, collector), background=True)
 
     def _collect(self, collector: Collector) -> None:
         try:

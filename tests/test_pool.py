@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 
-from exporter.pool import CallPool, TokenBucket
+from exporter.pool import BACKGROUND_MAX_WAIT, CallPool, TokenBucket
 from tests.conftest import wait_for
 
 
@@ -101,4 +102,52 @@ def test_a_forgotten_owner_queues_nothing() -> None:
     pool = CallPool(1)
     pool.forget("gone")
     pool.submit("gone", lambda: None)
+    assert pool.pending() == 0
+
+
+def test_background_calls_wait_for_every_owners_other_calls() -> None:
+    pool = CallPool(1)
+    ran: list[str] = []
+    for owner in ("a", "b"):
+        for i in range(3):
+            pool.submit(owner, functools.partial(ran.append, f"{owner}-findings{i}"),
+                        background=True)
+    for owner in ("c", "d"):
+        for i in range(3):
+            pool.submit(owner, functools.partial(ran.append, f"{owner}-describe{i}"))
+    pool.submit("a", lambda: ran.append("a-list"), urgent=True)
+    pool.start()
+    wait_for(lambda: len(ran) == 13, what="every call")
+    pool.stop()
+    assert not any("findings" in name for name in ran[:7])  # the list and the describes
+    assert ran[7:] == ["a-findings0", "b-findings0", "a-findings1", "b-findings1",
+                       "a-findings2", "b-findings2"]  # in turns among themselves
+
+
+def test_a_background_call_waits_at_most_its_limit_under_constant_load() -> None:
+    now = [0.0]
+    pool = CallPool(1, clock=lambda: now[0])
+    ran: list[str] = []
+
+    def describe(i: int) -> None:
+        ran.append(f"describe{i}")
+        now[0] += 1.0  # each call takes a second on the fake clock
+
+    pool.submit("a", lambda: ran.append("findings"), background=True)
+    for i in range(100):
+        pool.submit("b", functools.partial(describe, i))
+    pool.start()
+    wait_for(lambda: len(ran) == 101, what="every call")
+    pool.stop()
+    assert ran.index("findings") == BACKGROUND_MAX_WAIT  # after 30 one-second calls
+
+
+def test_forgetting_an_owner_drops_its_background_calls_too() -> None:
+    pool = CallPool(1)
+    pool.submit("gone", lambda: None)
+    pool.submit("gone", lambda: None, background=True)
+    assert pool.pending() == 2
+    pool.forget("gone")
+    assert pool.pending() == 0
+    pool.submit("gone", lambda: None, background=True)
     assert pool.pending() == 0
