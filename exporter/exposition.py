@@ -242,8 +242,9 @@ class CachedExposition:
     After `start()` a background thread renders each new snapshot, in every format asked for in
     the last `FORMAT_TTL` seconds, and publishes them together: scrapes serve the last published
     snapshot and never wait for the background render. Swaps during a render are coalesced, and
-    after a render the thread rests as long as the render took, so that targets swapping
-    snapshots in turn keep it to half a core at most.
+    after a render the thread rests as long as the render used the CPU, so that targets
+    swapping snapshots in turn keep it to half a core at most. A snapshot that makes the
+    exporter ready is rendered without waiting for the swaps to pause.
 
     A scrape renders by itself only a format not asked for in `FORMAT_TTL` (at most
     `MAX_FORMATS` are remembered; the Accept header chooses the format, so any further ones are
@@ -258,6 +259,7 @@ class CachedExposition:
     def __init__(self, snapshot: Callable[[], Snapshot], tag_keys: Sequence[str],
                  live: Sequence[Collector], *, render: Render = render_snapshot,
                  clock: Callable[[], float] = time.monotonic,
+                 render_clock: Callable[[], float] = time.thread_time,
                  rest: Callable[[float], object] | None = None,
                  settle: float = 0.0, max_delay: float = 10.0,
                  published: Callable[[Snapshot | None], object] | None = None) -> None:
@@ -285,6 +287,9 @@ class CachedExposition:
         self._live_fragments: dict[str, Fragments] = {}  # per content type asked for
         self._render = render
         self._clock = clock
+        # The renderer's own CPU time: it rests as long as its render used the CPU (waiting for
+        # the GIL behind busy call workers is not counted, or a slow render would rest long).
+        self._render_clock = render_clock
         self._publish_lock = threading.Lock()  # one publish at a time
         self._scrape_lock = threading.Lock()  # renders on the scrape path, one at a time
         self._published = _Published(snapshot(), {})
@@ -404,9 +409,13 @@ class CachedExposition:
             self._failed = False
 
     def _settled(self) -> bool:
-        """Wait for a pause in the swaps; False when stopping."""
+        """Wait for a pause in the swaps; False when stopping. A snapshot that makes the
+        exporter ready (every target's first refresh done) is rendered without waiting: the
+        collectors' swaps that follow it would otherwise hold /readyz back."""
         began = time.monotonic()
         while self._settle > 0 and time.monotonic() - began < self._max_delay:
+            if self._snapshot().ready and not self._published.snapshot.ready:
+                break
             if not self._changed.wait(self._settle):
                 break
             self._changed.clear()
@@ -420,7 +429,7 @@ class CachedExposition:
             self._changed.clear()  # swaps during the render wake the next pass: coalesced
             if self._stopping.is_set() or not self._settled():
                 return
-            began = self._clock()
+            began = self._render_clock()
             snapshot = self._snapshot()
             try:
                 self._publish(snapshot)
@@ -430,4 +439,4 @@ class CachedExposition:
                               "until a render succeeds")
             if self._on_published is not None:
                 self._on_published(snapshot)
-            self._rest(self._clock() - began)
+            self._rest(self._render_clock() - began)

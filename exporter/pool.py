@@ -4,11 +4,11 @@ Work is queued per owner (one owner per target). Workers take one call at a time
 owners in turn, so a target with 10,000 describes gets its share of the workers and no more
 while others wait. Within an owner, urgent calls (list pages, status checks) go before the
 rest (describes), so that a target's list finishes early. Background calls (the collectors)
-are queued apart and taken when no other call is waiting, or when the owner has waited
-`BACKGROUND_MAX_WAIT` for its turn: at start-up every target's jobs come before anyone's
-findings, and the collectors still run under a constant load. An optional token bucket per
-owner caps its calls per second, background ones included; while an owner waits for a token,
-workers serve the others.
+are queued apart and taken when no other call is waiting, or, every other turn, when the
+owner has waited `BACKGROUND_MAX_WAIT` for its turn: at start-up every target's jobs come
+before anyone's findings, and the collectors still run under a constant load. An optional
+token bucket per owner caps its calls per second, background ones included; while an owner
+waits for a token, workers serve the others.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class CallPool:
         self._ring: deque[_Queue] = deque()
         self._background: deque[_Queue] = deque()
         self._deferred: list[tuple[float, int, _Queue]] = []
+        self._took_background = False  # the last turn went to a background queue
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -174,9 +175,12 @@ class CallPool:
                 timeout = self._deferred[0][0] - now if self._deferred else None
                 self._cond.wait(timeout)
                 continue
-            waited = (self._background[0].ready_since <= now - BACKGROUND_MAX_WAIT
-                      if self._background else False)
+            # A background queue that waited its limit gets every other turn (not all of them:
+            # at start-up, thousands wait about as long).
+            waited = (bool(self._background) and not self._took_background
+                      and self._background[0].ready_since <= now - BACKGROUND_MAX_WAIT)
             ring = self._ring if self._ring and not waited else self._background
+            self._took_background = ring is self._background
             queue = ring.popleft()
             if self._queues.get((queue.owner, queue.background)) is not queue or not queue:
                 queue.scheduled = False  # forgotten, or emptied

@@ -274,6 +274,7 @@ class Background(Holder):
         self.published: list[Snapshot | None] = []
         self.exposition = CachedExposition(lambda: self.snapshot, TAGS, [self.live],
                                            render=self.render, clock=lambda: self.render.clock[0],
+                                           render_clock=lambda: self.render.clock[0],
                                            rest=self.rests.append,
                                            published=self.published.append)
 
@@ -465,3 +466,31 @@ def test_each_published_snapshot_is_announced_and_a_stop_too() -> None:
         holder.render.gate.set()
         holder.exposition.stop()
     assert holder.published[-1] is None
+
+
+def test_the_snapshot_that_makes_the_exporter_ready_is_not_held_back_by_swaps() -> None:
+    holder = Holder()
+    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
+    holder.snapshot = pending
+    exposition = CachedExposition(lambda: holder.snapshot, TAGS, [holder.live],
+                                  settle=1.0, max_delay=60)
+    exposition.start()
+    stop = threading.Event()
+
+    def swap_forever() -> None:  # collectors swapping every 0.2 s: the swaps never pause
+        while not stop.wait(0.2):
+            holder.snapshot = replace(holder.snapshot)
+            exposition.snapshot_changed()
+
+    swapper = threading.Thread(target=swap_forever, daemon=True)
+    try:
+        wait_for(lambda: exposition.served() is pending, what="the first publication")
+        swapper.start()
+        # Every target has finished its first refresh.
+        holder.snapshot = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        exposition.snapshot_changed()
+        wait_for(lambda: exposition.served().ready, timeout=10, what="a ready snapshot served")
+    finally:
+        stop.set()
+        swapper.join(5)
+        exposition.stop()

@@ -151,3 +151,25 @@ def test_forgetting_an_owner_drops_its_background_calls_too() -> None:
     assert pool.pending() == 0
     pool.submit("gone", lambda: None, background=True)
     assert pool.pending() == 0
+
+
+def test_background_calls_that_waited_get_every_other_turn_not_all() -> None:
+    now = [0.0]
+    pool = CallPool(1, clock=lambda: now[0])
+    ran: list[str] = []
+
+    def call(name: str) -> None:
+        ran.append(name)
+        now[0] += 1.0
+
+    for i in range(10):
+        pool.submit(f"t{i}", functools.partial(call, f"findings{i}"), background=True)
+    for i in range(100):
+        pool.submit("b", functools.partial(call, f"describe{i}"))
+    pool.start()
+    wait_for(lambda: len(ran) == 110, what="every call")
+    pool.stop()
+    first = ran.index("findings0")
+    assert first == BACKGROUND_MAX_WAIT
+    # From then on, describes and findings alternate until the findings are done.
+    assert [name[:8] for name in ran[first:first + 20]] == ["findings", "describe"] * 10
