@@ -399,6 +399,8 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
+    if "\x00" in path:
+        raise ConfigError(f"--config.file: {path!r} is not a file name (it holds a NUL byte)")
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)

@@ -149,6 +149,8 @@ def _headers(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def load_web_config(path: str) -> WebConfig:
     """Parse and check a web config file; relative paths are relative to the file."""
+    if "\x00" in path:
+        raise WebConfigError(f"{path!r} is not a file name (it holds a NUL byte)")
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)

@@ -20,6 +20,7 @@ from exporter.config import (
     parse_address,
     parse_duration,
 )
+from exporter.webconfig import WebConfigError, load_web_config
 from tests.conftest import FIXTURES, REPO, exporter_env
 
 CONFIGS = FIXTURES / "config"
@@ -229,3 +230,11 @@ def test_cli_bad_configuration_exits_2(args: list[str], env: dict[str, str],
 def test_cli_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("macie-exporter ")
+
+
+def test_a_file_name_with_a_nul_byte_is_a_configuration_error() -> None:
+    # Found by test_properties: open() raised ValueError, which escaped as a traceback.
+    with pytest.raises(ConfigError, match=r"--config\.file: .* NUL byte"):
+        load(["--config.file=a\x00b"], environ={})
+    with pytest.raises(WebConfigError, match="NUL byte"):
+        load_web_config("web\x00.yml")
