@@ -114,7 +114,7 @@ def exporter_refresher(url: str, concurrency: int = 16) -> tuple[TargetRefresher
 
 
 def count(counter: ApiRequestCounter, operation: str) -> int:
-    return sum(n for (_, _, op, _), n in counter.items() if op == operation)
+    return counter.total(operation)
 
 
 def percentile(values: list[float], q: float) -> float:

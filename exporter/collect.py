@@ -359,10 +359,11 @@ def _refresh_success_family() -> Family:
     )
 
 
-def _add_refresh_success(family: Family, key: TargetKey, part: tuple[bool, bool]) -> None:
-    completed, success = part
+def _add_when_completed(family: Family, key: TargetKey, part: tuple[bool, float]) -> None:
+    """(completed, value): the value once the target has finished a refresh."""
+    completed, value = part
     if completed:
-        family.add_metric([key.account_id, key.region], 1 if success else 0)
+        family.add_metric([key.account_id, key.region], value)
 
 
 def _last_success_family() -> Family:
@@ -393,12 +394,6 @@ def _describe_failures_family() -> Family:
         "their last known values.",
         TARGET_LABELS,
     )
-
-
-def _add_describe_failures(family: Family, key: TargetKey, part: tuple[bool, int]) -> None:
-    completed, failures = part
-    if completed:
-        family.add_metric([key.account_id, key.region], failures)
 
 
 def _collector_success_family() -> Family:
@@ -447,12 +442,12 @@ def snapshot_families(tag_keys: Sequence[str] = ()) -> tuple[FamilySpec, ...]:
         _usage_spec(_reached_family, _add_reached),
         _usage_spec(_quota_family, _add_quota),
         _target_spec(_members_family, lambda t: t.collected.members, _add_members),
-        _target_spec(_refresh_success_family, lambda t: (t.completed, t.success),
-                     _add_refresh_success),
+        _target_spec(_refresh_success_family, lambda t: (t.completed, 1 if t.success else 0),
+                     _add_when_completed),
         _target_spec(_last_success_family, lambda t: t.last_success_at, _add_optional),
         _target_spec(_duration_family, lambda t: t.duration_seconds, _add_optional),
         _target_spec(_describe_failures_family, lambda t: (t.completed, t.describe_failures),
-                     _add_describe_failures),
+                     _add_when_completed),
         _target_spec(_collector_success_family, _collector_successes, _add_per_collector),
         _target_spec(_collector_duration_family, _collector_durations, _add_per_collector),
     ]

@@ -52,8 +52,8 @@ class ApiRequestCounter(_Counter[tuple[TargetKey, str, str]]):
 
     def items(self) -> list[tuple[tuple[str, str, str, str], int]]:
         """((account_id, region, operation, outcome), count), sorted."""
-        return sorted(((k.account_id, k.region, operation, outcome), int(count))
-                      for (k, operation, outcome), count in self._items())
+        return [((k.account_id, k.region, operation, outcome), count)
+                for k, counts in self.by_target() for operation, outcome, count in counts]
 
     def by_target(self) -> list[tuple[TargetKey, tuple[tuple[str, str, int], ...]]]:
         """Per target, its (operation, outcome, count) triples; both sorted (the order of

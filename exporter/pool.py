@@ -61,7 +61,6 @@ class _Queue:
     urgent: deque[Task] = field(default_factory=deque)
     normal: deque[Task] = field(default_factory=deque)
     scheduled: bool = False  # in its ring, or deferred
-    bucket: TokenBucket | None = None
     waiting_since: float | None = None
     ready_since: float = 0.0  # when it last joined its ring
 
@@ -120,13 +119,11 @@ class CallPool:
         with self._cond:
             if self._stopping or owner in self._forgotten:
                 return
+            if self._rate > 0 and owner not in self._buckets:
+                self._buckets[owner] = TokenBucket(self._rate, self._clock())
             queue = self._queues.get((owner, background))
             if queue is None:
-                bucket = self._buckets.get(owner)
-                if bucket is None and self._rate > 0:
-                    bucket = self._buckets[owner] = TokenBucket(self._rate, self._clock())
-                queue = self._queues[(owner, background)] = _Queue(owner, background,
-                                                                   bucket=bucket)
+                queue = self._queues[(owner, background)] = _Queue(owner, background)
             (queue.urgent if urgent else queue.normal).append(task)
             if not queue.scheduled:
                 queue.scheduled = True
@@ -185,8 +182,9 @@ class CallPool:
             if self._queues.get((queue.owner, queue.background)) is not queue or not queue:
                 queue.scheduled = False  # forgotten, or emptied
                 continue
-            if queue.bucket is not None:
-                delay = queue.bucket.take(now)
+            bucket = self._buckets.get(queue.owner)
+            if bucket is not None:
+                delay = bucket.take(now)
                 if delay > 0:
                     if queue.waiting_since is None:
                         queue.waiting_since = now
