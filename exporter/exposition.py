@@ -268,10 +268,10 @@ class CachedExposition:
         # a burst of targets refreshing one after another is rendered once or twice, not once
         # per rest period.
         self._settle = settle
+        self._max_delay = max_delay
         # Told each snapshot the background renderer has published (even when its render
         # failed: scrapes render it themselves then), and None once it stops.
         self._on_published = published
-        self._max_delay = max_delay
         self._tag_keys = tuple(tag_keys)
         # The live collectors in order, each as the families whose samples are kept per target
         # between scrapes (the request counts) and a registry of the rest.
