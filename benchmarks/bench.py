@@ -33,14 +33,17 @@ from botocore.config import Config
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collect import SelfCollector, SnapshotCollector
-from exporter.counters import ApiRequestCounter
-from exporter.exposition import CachedExposition
-from exporter.macie import LIST_PAGE_SIZE, Aws, AwsSettings, MacieTarget
+from exporter.aws.counting import ApiRequestCounter
+from exporter.aws.session import Aws, AwsSettings
+from exporter.aws.target import AwsTarget
+from exporter.collectors.jobs import LIST_PAGE_SIZE
+from exporter.engine.pool import CallPool
+from exporter.engine.runner import TargetRefresher
+from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector
+from exporter.engine.store import SnapshotStore
 from exporter.model import UNKNOWN_ACCOUNT, TargetKey
-from exporter.pool import CallPool
-from exporter.refresh import SnapshotStore, TargetRefresher
-from exporter.server import HttpServer, make_app
+from exporter.render.exposition import CachedExposition
+from exporter.web.server import HttpServer, make_app
 
 REGION = "eu-west-1"
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +111,7 @@ def exporter_refresher(url: str, concurrency: int = 16) -> tuple[TargetRefresher
     key = TargetKey(UNKNOWN_ACCOUNT, REGION)
     pool = CallPool(concurrency)
     pool.start()
-    refresher = TargetRefresher(MacieTarget(Aws(settings, counter), key), SnapshotStore([key]),
+    refresher = TargetRefresher(AwsTarget(Aws(settings, counter), key), SnapshotStore([key]),
                                 pool)
     return refresher, counter
 
@@ -133,7 +136,7 @@ def timed(action: Callable[[], Any], runs: int) -> list[float]:
 
 def scrape_costs(refresher: TargetRefresher, counter: ApiRequestCounter,
                  scrapes: int) -> dict[str, float]:
-    store = refresher._store
+    store = refresher.store
     live = SelfCollector(counter)
     full = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     full.register(SnapshotCollector(store.get))
@@ -325,7 +328,7 @@ def main() -> None:
                 refresher.refresh()
             print(profiler.output_text(color=False, show_all=False))
             full = CollectorRegistry(auto_describe=False)
-            full.register(SnapshotCollector(refresher._store.get))
+            full.register(SnapshotCollector(refresher.store.get))
             with Profiler() as profiler:
                 gzip.compress(generate_latest(full))
             print(profiler.output_text(color=False, show_all=False))

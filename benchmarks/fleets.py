@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from exporter.simulator import DAY, Simulator, make_job
+from exporter.demo.simulator import DAY, Simulator, make_job
 
 # Regions where Macie is available (botocore's endpoints data), the most used first.
 MACIE_REGIONS = (

@@ -27,7 +27,7 @@ from benchmarks.bench import (
     simulator,
     start_exporter,
 )
-from exporter.macie import LIST_PAGE_SIZE
+from exporter.collectors.jobs import LIST_PAGE_SIZE
 
 
 def resources(pid: int) -> tuple[float, int, int]:

@@ -12,46 +12,40 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter import __version__, collectors, logs
-from exporter.collect import SelfCollector, SnapshotCollector
-from exporter.config import (
-    ALL_REGIONS,
-    Config,
-    ConfigError,
-    DiscoveryConfig,
-    OrganizationsConfig,
-    TargetConfig,
-    load,
+from exporter import __version__, logs
+from exporter.aws.counting import ApiRequestCounter
+from exporter.aws.session import Aws, AwsSettings, available_regions, default_region, partition_of
+from exporter.collectors import by_name
+from exporter.config import ALL_REGIONS, Config, ConfigError, load
+from exporter.engine.counters import FleetStatus, WaitCounter
+from exporter.engine.discovery import OrganizationsDiscovery
+from exporter.engine.fleet import Fleet
+from exporter.engine.pool import CallPool
+from exporter.engine.runner import (
+    RefreshSettings,
+    Scheduled,
+    TargetRefresher,
+    refresh_all_once,
 )
-from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
-from exporter.demo import (
-    DEMO_ACCESS_KEY,
-    DEMO_ORGANIZATION_ROLE,
-    DEMO_REGIONS,
-    DEMO_SECRET_KEY,
-    demo_simulator,
-)
-from exporter.discovery import OrganizationsDiscovery
-from exporter.exposition import CachedExposition
-from exporter.fleet import Fleet
+from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
+from exporter.engine.store import SnapshotStore
 from exporter.logs import fields
-from exporter.macie import Aws, AwsSettings, available_regions, default_region, partition_of
-from exporter.pool import CallPool
-from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher, refresh_all_once
-from exporter.server import HttpServer, make_app
-from exporter.simulator import Simulator
-from exporter.webconfig import WebConfigError, WebConfigWatcher
+from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig
+from exporter.render.exposition import CachedExposition
+from exporter.web.server import HttpServer, make_app
+from exporter.web.webconfig import WebConfigError, WebConfigWatcher
+
+if TYPE_CHECKING:
+    from exporter.demo.simulator import Simulator
 
 log = logging.getLogger("exporter")
 # The exposition is rendered once swaps pause for half a second, at most 10 s after a change.
 RENDER_SETTLE, RENDER_MAX_DELAY = 0.5, 10.0
-COLLECTORS = {"findings": collectors.findings, "usage": collectors.usage,
-              "members": collectors.members}
-
 
 M_ARENA_MAX = -8  # glibc's malloc.h
 MALLOC_ARENAS = 2
@@ -77,6 +71,8 @@ def limit_malloc_arenas() -> bool:
 def _demo(config: Config) -> Config:
     """The demo discovers its small organisation, as a real deployment would, unless the
     configuration names its own targets or discovery."""
+    from exporter.demo.story import DEMO_ORGANIZATION_ROLE  # only the demo loads demo code
+
     if config.discovery is not None or config.targets != (TargetConfig(None),):
         return config
     return replace(config, targets=(), discovery=DiscoveryConfig(
@@ -134,6 +130,12 @@ class Exporter:
         settings = _settings(config)
         fallback: Sequence[str] = ()
         if config.demo:
+            from exporter.demo.story import (  # only the demo loads demo code
+                DEMO_ACCESS_KEY,
+                DEMO_REGIONS,
+                DEMO_SECRET_KEY,
+                demo_simulator,
+            )
             self.simulator = demo_simulator()
             url = self.simulator.start()
             settings = replace(settings, endpoint_url=url, sts_endpoint_url=url,
@@ -151,17 +153,17 @@ class Exporter:
         self.pool = CallPool(config.concurrency, rate=config.requests_per_second,
                              on_wait=self._waited, calls_made=Aws.calls_made)
         self.store = SnapshotStore(pending=config.discovery is not None)
+        switched_on = tuple(Scheduled(by_name(name), interval)
+                            for name, interval in config.collectors)
         refresh_settings = RefreshSettings(
             tag_keys=config.tag_keys, interval=config.refresh_interval,
             full_redescribe_interval=config.full_redescribe_interval,
             terminal_max_age=config.terminal_max_age, status_interval=config.status_interval,
-            collectors=tuple(COLLECTORS[name](interval) for name, interval in config.collectors),
-            spread_collectors=True,
+            collectors=switched_on, spread_collectors=True, list_filter=config.list_filter,
         )
         self.fleet = Fleet(self.aws, self.pool, self.store, refresh_settings, self.requests,
-                           self.waits, list_filter=config.list_filter,
-                           shard_index=config.shard_index, shard_total=config.shard_total,
-                           status=self.status)
+                           self.waits, shard_index=config.shard_index,
+                           shard_total=config.shard_total, status=self.status)
         self.fleet.add_static(_regions(config.targets, fallback))
         self.discovery: OrganizationsDiscovery | None = None
         if config.discovery is not None:
@@ -174,9 +176,13 @@ class Exporter:
         # support_collectors_without_names to reach them.
         self.registry = CollectorRegistry(auto_describe=False,
                                           support_collectors_without_names=True)
-        self.registry.register(SnapshotCollector(self.store.get, config.tag_keys))
+        # The refresh's collectors and the ones switched on: a collector switched off has no
+        # families, not even HELP and TYPE lines.
+        families = snapshot_families(refresh_settings.collect, {
+            s.collector.name for s in (*refresh_settings.refresh, *switched_on)})
+        self.registry.register(SnapshotCollector(self.store.get, families))
         self.registry.register(live)
-        self.exposition = CachedExposition(self.store.get, config.tag_keys, [live],
+        self.exposition = CachedExposition(self.store.get, families, [live],
                                            settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
                                            published=self.store.published)
         self.store.subscribe(self.exposition.snapshot_changed)

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from exporter.model import tag_label_name
+from exporter.collectors import REGISTRY
+from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig, tag_label_name
 
 DEFAULT_PORT = 9729
 ENV_PREFIX = "MACIE_EXPORTER_"
@@ -27,15 +28,6 @@ ENV_PREFIX = "MACIE_EXPORTER_"
 
 class ConfigError(Exception):
     """Invalid configuration; the message names the flag, env var or key at fault."""
-
-
-@dataclass(frozen=True, slots=True)
-class TargetConfig:
-    """One account x region to poll. `None` region: the SDK's default region."""
-
-    region: str | None
-    role_arn: str | None = None
-    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,23 +62,6 @@ class Config:
     shard_total: int = 1
     # Collector name -> its interval in seconds, for the collectors switched on.
     collectors: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class OrganizationsConfig:
-    """`discovery.organizations`: every ACTIVE account of the organisation is a target."""
-
-    member_role_name: str
-    role_arn: str | None = None
-    external_id: str | None = None
-    member_external_id: str | None = None
-    exclude_accounts: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class DiscoveryConfig:
-    interval: float
-    organizations: OrganizationsConfig
 
 
 # ---------------------------------------------------------------- value parsers
@@ -290,15 +265,22 @@ class Option:
         return tuple(part.replace("-", "_") for part in self.flag.split("."))
 
 
-def _collector_options(name: str, interval: str, help_text: str) -> tuple[Option, Option]:
-    """`--collector.<name>` (on by default) and `--collector.<name>.interval`."""
-    return (
-        Option(f"collector.{name}", True, _bool, help_text, True,
-               yaml_key=("collector", name)),
-        Option(f"collector.{name}.interval", interval, _from_text(_interval),
-               f"How often to collect {name} (at least 1s).",
-               yaml_key=("collector", f"{name}_interval")),
-    )
+def _collector_options() -> tuple[Option, ...]:
+    """`--collector.<name>` (on by default) and `--collector.<name>.interval` for every
+    registered collector that can be switched off."""
+    options: list[Option] = []
+    for collector in REGISTRY:
+        if collector.switch is None:
+            continue
+        name = collector.name
+        options += [
+            Option(f"collector.{name}", True, _bool, collector.switch.help, True,
+                   yaml_key=("collector", name)),
+            Option(f"collector.{name}.interval", collector.switch.default_interval,
+                   _from_text(_interval), f"How often to collect {name} (at least 1s).",
+                   yaml_key=("collector", f"{name}_interval")),
+        ]
+    return tuple(options)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -345,12 +327,7 @@ OPTIONS: tuple[Option, ...] = (
            "--shard.total is this index."),
     Option("shard.total", "1", _int_between(1, 10000),
            "Number of shards (replicas) the targets are split across."),
-    *_collector_options("findings", "5m",
-                        "Collect findings per job and severity (GetFindingStatistics)."),
-    *_collector_options("usage", "1h",
-                        "Collect month-to-date usage, cost and quota (GetUsageStatistics)."),
-    *_collector_options("members", "1h", "Collect the member accounts of a Macie "
-                        "administrator account (ListMembers)."),
+    *_collector_options(),
     Option("log.level", "info", _choice(*_LOG_LEVELS), "Log level: debug, info, warn, error."),
     Option("log.format", "logfmt", _choice("logfmt", "json"), "Log format: logfmt or json."),
     Option("demo", False, _bool,
@@ -359,7 +336,7 @@ OPTIONS: tuple[Option, ...] = (
            "Refresh once, print the metrics to stdout, exit 0 if every target succeeded.", True),
 )
 CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"
-COLLECTORS = ("findings", "usage", "members")
+COLLECTORS = tuple(c.name for c in REGISTRY if c.switch is not None)
 _TARGET_KEYS = {"role_arn", "external_id", "regions"}
 # ListJobsFilterTerm, as the botocore macie2 model defines it.
 FILTER_KEYS = ("jobType", "jobStatus", "createdAt", "name")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -19,6 +20,20 @@ _QUIET = ("botocore", "boto3", "urllib3", "s3transfer", "apscheduler")
 def fields(**values: Any) -> dict[str, Any]:
     """`extra=` for a log call: `log.warning("refresh failed", extra=fields(region=r))`."""
     return {"kv": values}
+
+
+_logged_once: set[str] = set()
+_once_lock = threading.Lock()
+
+
+def log_once(action: str, message: str, **labels: str) -> None:
+    """An error line naming the IAM action `action` as missing, once per process."""
+    with _once_lock:
+        if action in _logged_once:
+            return
+        _logged_once.add(action)
+    logging.getLogger("exporter").error(message,
+                                        extra=fields(**labels, missing_permission=action))
 
 
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -1,28 +1,20 @@
-"""What the exporter knows, as immutable values: target keys, jobs, per-target results, the
-snapshot that /metrics serves, and the naming rules they share. Imports nothing of the project."""
+"""What the exporter knows, as immutable values: target keys, per-target results, the snapshot
+that /metrics serves, the configured targets, and the naming rules they share. Imports nothing
+of the project.
+
+A target's result holds one value per collector, under that collector's `Slot`: the slot's type
+parameter ties what a collector's fetch returns to what its families read, so mypy checks
+that they agree although the result itself knows no collector.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar, cast
 
-# Documented JobStatus values, in the API's order (botocore macie2 model).
-JOB_STATUSES = ("RUNNING", "PAUSED", "CANCELLED", "COMPLETE", "IDLE", "USER_PAUSED")
-# Documented JobType values.
-JOB_TYPES = ("ONE_TIME", "SCHEDULED")
-# Macie never changes a job in these states again.
-TERMINAL_STATUSES = frozenset({"COMPLETE", "CANCELLED"})
-# Macie's state in one account and region: GetMacieSession's MacieStatus values, plus DISABLED
-# for "Macie is not enabled" (the API answers AccessDeniedException then).
-MACIE_STATUSES = ("ENABLED", "PAUSED", "DISABLED")
 UNKNOWN_ACCOUNT = "unknown"
-# Finding severities (SeverityDescription), lowest first.
-SEVERITIES = ("Low", "Medium", "High")
-# Documented RelationshipStatus values of a Macie member account.
-MEMBER_STATUSES = ("Enabled", "Paused", "Invited", "Created", "Removed", "Resigned",
-                   "EmailVerificationInProgress", "EmailVerificationFailed", "RegionDisabled",
-                   "AccountSuspended")
+T = TypeVar("T")
 
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -41,95 +33,94 @@ class TargetKey:
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    """One classification job as exported. `None` means the API did not return the field."""
+class TargetConfig:
+    """One account x region to poll. `None` region: the SDK's default region."""
 
-    job_id: str
-    name: str
-    account_id: str
-    status: str
-    job_type: str
-    schedule: str
-    managed_data_identifier_selector: str
-    runs: float | None = None
-    objects_to_process: float | None = None
-    last_run_error: bool | None = None
-    created_at: float | None = None
-    last_run_at: float | None = None
-    paused_at: float | None = None
-    pause_expires_at: float | None = None
-    tags: tuple[tuple[str, str], ...] | None = None
-
-
-Counts = tuple[tuple[tuple[str, str, str], int], ...]
+    region: str | None
+    role_arn: str | None = None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
-    """One usage type of one account, month to date (GetUsageStatistics)."""
+class OrganizationsConfig:
+    """`discovery.organizations`: every ACTIVE account of the organisation is a target."""
 
-    account_id: str
-    usage_type: str
-    currency: str
-    estimated_cost: float | None = None
-    quota_reached: bool | None = None
-    quota_bytes: float | None = None
+    member_role_name: str
+    role_arn: str | None = None
+    external_id: str | None = None
+    member_external_id: str | None = None
+    exclude_accounts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
-class CollectorHealth:
+class DiscoveryConfig:
+    interval: float
+    organizations: OrganizationsConfig
+
+
+class Slot(Generic[T]):
+    """Where one collector's value is kept in a `TargetResult`; `T` is the value's type."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
     """How a collector's last run for a target went."""
 
     success: bool
     duration_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Collected:
-    """What the collectors beside the jobs refresh found for a target; None: not (yet) known.
-
-    Kept as the last good values when a collector fails."""
-
-    # job id -> findings per severity, in SEVERITIES order (archived findings not counted).
-    findings: tuple[tuple[str, tuple[int, int, int]], ...] | None = None
-    usage: tuple[Usage, ...] | None = None
-    # (member account, relationship status)
-    members: tuple[tuple[str, str], ...] | None = None
-    health: tuple[tuple[str, CollectorHealth], ...] = ()
-
-    def healthy(self, name: str, health: CollectorHealth) -> Collected:
-        """A copy with `name`'s health replaced."""
-        others = tuple((n, h) for n, h in self.health if n != name)
-        return replace(self, health=tuple(sorted((*others, (name, health)))))
-
-
-def zero_filled_counts(counted: dict[tuple[str, str, str], int],
-                       accounts: Iterable[str]) -> Counts:
-    """(account, status, type) counts with every documented status x type present, sorted."""
-    full = dict(counted)
-    for account in accounts:
-        for state in JOB_STATUSES:
-            for job_type in JOB_TYPES:
-                full.setdefault((account, state, job_type), 0)
-    return tuple(sorted(full.items()))
+    last_success_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TargetResult:
-    """What one target's latest refresh left behind: the last good jobs plus health."""
+    """What the collectors left behind for one target: each one's last good value (by slot
+    name, sorted) and the health of its last run. `completed`: the jobs refresh (the target's
+    first and main collector) has finished at least once, successfully or not."""
 
     key: TargetKey
-    jobs: tuple[Job, ...] = ()
-    # (account_id, status, job_type) -> number of listed jobs.
-    counts: Counts = ()
-    success: bool = False
+    values: tuple[tuple[str, object], ...] = ()
+    health: tuple[tuple[str, Health], ...] = ()
     completed: bool = False
-    last_success_at: float | None = None
-    duration_seconds: float | None = None
-    describe_failures: int = 0
-    # One of MACIE_STATUSES, or None while unknown (not checked yet, or GetMacieSession denied).
-    macie_status: str | None = None
-    collected: Collected = Collected()
+
+    def get(self, slot: Slot[T]) -> T | None:
+        """The value kept under `slot`, or None while there is none."""
+        for name, value in self.values:
+            if name == slot.name:
+                # Only `with_value` stores under a slot's name, with a value of the slot's type.
+                return cast(T, value)
+        return None
+
+    def with_value(self, slot: Slot[T], value: T | None) -> TargetResult:
+        """A copy with `slot`'s value replaced (None: removed)."""
+        others = tuple((n, v) for n, v in self.values if n != slot.name)
+        values = others if value is None else tuple(sorted(
+            (*others, (slot.name, value)), key=lambda item: item[0]))
+        return replace(self, values=values)
+
+    def health_of(self, name: str) -> Health | None:
+        for found, health in self.health:
+            if found == name:
+                return health
+        return None
+
+    def with_health(self, name: str, health: Health | None) -> TargetResult:
+        """A copy with `name`'s health replaced (None: removed)."""
+        others = tuple((n, h) for n, h in self.health if n != name)
+        items = others if health is None else (*others, (name, health))
+        return replace(self, health=tuple(sorted(items, key=lambda item: item[0])))
+
+    def only(self, names: frozenset[str]) -> TargetResult:
+        """A copy that keeps the values and health of the collectors in `names` only."""
+        return replace(self, values=tuple((n, v) for n, v in self.values if n in names),
+                       health=tuple((n, h) for n, h in self.health if n in names))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Protocol
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.simulator import Simulator
+from exporter.demo.simulator import Simulator
 from tests.simfaults import FaultySimulator
 
 

@@ -1,18 +1,29 @@
-"""A small fake of the AWS-facing protocol a refresher uses, for tests without sockets."""
+"""A small fake of the AWS-facing protocol the engine uses (exporter.engine.runner.TargetApi),
+for tests without sockets: calls are answered by operation, through one method per operation
+that tests override."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from exporter.macie import ApiError
-from exporter.model import TargetKey
+from exporter.aws.errors import ApiError
+from exporter.aws.operations import Operation
+from exporter.aws.target import Pages
+from exporter.collectors import findings, jobs, members, status, usage
+from exporter.collectors.findings import Findings
+from exporter.collectors.jobs import Counts, Job
+from exporter.collectors.members import Members
+from exporter.collectors.usage import Usage
+from exporter.model import Health, TargetKey, TargetResult
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
-NOT_ENABLED = ApiError("GetMacieSession", "AccessDeniedException", "Macie is not enabled.", 401)
+NOT_ENABLED = ApiError("GetMacieSession", "AccessDeniedException", "Macie is not enabled.", 401,
+                       service="macie2", action="macie2:GetMacieSession")
 
 
 class Clock:
@@ -21,6 +32,47 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def _as_from(err: ApiError, operation: Operation) -> ApiError:
+    """An error a test raised, as the AWS layer reports it: with the declared operation's
+    service and IAM action."""
+    if not err.service:
+        err.service = operation.service
+        err.action = err.action or (operation.action if err.operation == operation.name
+                                    else None)
+    return err
+
+
+@dataclass(frozen=True)
+class View:
+    """A target's result as the tests read it."""
+
+    jobs: tuple[Job, ...]
+    counts: Counts
+    success: bool
+    completed: bool
+    macie_status: str | None
+    describe_failures: int
+    last_success_at: float | None
+    findings: Findings | None
+    usage: tuple[Usage, ...] | None
+    members: Members | None
+    health: tuple[tuple[str, Health], ...]
+
+
+def view(target: TargetResult) -> View:
+    value = target.get(jobs.SLOT)
+    refresh = target.health_of("jobs")
+    return View(
+        jobs=value.jobs if value else (), counts=value.counts if value else (),
+        success=bool(refresh and refresh.success), completed=target.completed,
+        macie_status=status.status_of(target),
+        describe_failures=value.describe_failures if value else 0,
+        last_success_at=refresh.last_success_at if refresh else None,
+        findings=target.get(findings.SLOT), usage=target.get(usage.SLOT),
+        members=target.get(members.SLOT),
+        health=tuple((n, h) for n, h in target.health if n != "jobs"))
 
 
 class FakeMacie:
@@ -39,6 +91,48 @@ class FakeMacie:
         self.calls: Counter[str] = Counter()
         self.describe_gate = threading.Event()
         self.describe_gate.set()
+        self._pages: dict[int, Iterator[list[dict[str, Any]]]] = {}
+
+    # ------------------------------------------------------------ the protocol
+
+    def call(self, operation: Operation, region: str | None = None,
+             **arguments: Any) -> dict[str, Any]:
+        try:
+            return self._call(operation, arguments)
+        except ApiError as err:
+            raise _as_from(err, operation) from None
+
+    def _call(self, operation: Operation, arguments: dict[str, Any]) -> dict[str, Any]:
+        if operation.name == "GetMacieSession":
+            return self.get_macie_session()
+        if operation.name == "DescribeClassificationJob":
+            return self.describe_job(arguments["jobId"])
+        if operation.name == "GetFindingStatistics":
+            return {"countsByGroup": self.finding_statistics(
+                arguments["findingCriteria"]["criterion"], arguments["size"])}
+        raise AssertionError(f"unexpected call {operation.name}")
+
+    def next_page(self, pages: Pages, region: str | None = None
+                  ) -> list[dict[str, Any]] | None:
+        found = self._pages.get(id(pages))
+        if found is None:
+            found = self._pages[id(pages)] = self._paged(pages.operation.name)
+        try:
+            return next(found, None)
+        except ApiError as err:
+            raise _as_from(err, pages.operation) from None
+
+    def _paged(self, name: str) -> Iterator[list[dict[str, Any]]]:
+        if name == "ListClassificationJobs":
+            yield from self.list_pages()
+        elif name == "GetUsageStatistics":
+            yield self.usage_records()
+        elif name == "ListMembers":
+            yield self.members()
+        else:
+            raise AssertionError(f"unexpected paged call {name}")
+
+    # ------------------------------------------------------------ one method per operation
 
     def region_not_enabled(self, err: ApiError) -> bool:
         return err.auth_failed and self.accepted
@@ -53,7 +147,7 @@ class FakeMacie:
             raise self.status
         return {"status": self.status}
 
-    def list_pages(self) -> Iterator[list[Any]]:
+    def list_pages(self) -> Iterator[list[dict[str, Any]]]:
         ids = sorted(self.jobs)
         for start in range(0, max(1, len(ids)), 2):
             self.calls["ListClassificationJobs"] += 1

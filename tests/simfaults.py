@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from exporter.simulator import (
+from exporter.demo.simulator import (
     MAX_PAGE_SIZE,
     STS_OPERATIONS,
     Answer,

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from exporter.model import (
-    Collected,
-    CollectorHealth,
-    Job,
-    Snapshot,
-    TargetKey,
-    TargetResult,
-    Usage,
-    zero_filled_counts,
-)
+from exporter.collectors import findings, jobs, members, status, usage
+from exporter.collectors.jobs import Job, Jobs, zero_filled_counts
+from exporter.collectors.usage import Usage
+from exporter.model import Health, Snapshot, TargetKey, TargetResult
 
 ACCOUNT = "111122223333"
 MEMBER = "222233334444"
+
+
+def target(key: TargetKey, *, jobs_value: Jobs | None = None, success: bool | None = None,
+           last_success_at: float | None = None, duration: float = 0.0,
+           macie_status: str | None = None) -> TargetResult:
+    """A target's result as the engine leaves it after a refresh (`success` None: none yet)."""
+    result = TargetResult(key, completed=success is not None)
+    if success is not None:
+        result = result.with_health("jobs", Health(success, duration, last_success_at))
+    return result.with_value(jobs.SLOT, jobs_value).with_value(status.SLOT, macie_status)
 
 
 def snapshot() -> Snapshot:
@@ -27,30 +31,28 @@ def snapshot() -> Snapshot:
                  created_at=1_790_000_000, paused_at=1_794_000_000,
                  pause_expires_at=1_796_592_000, tags=())
     odd = Job("job-odd", "from the future", ACCOUNT, "ARCHIVED", "ONE_TIME", "none", "")
-    healthy = TargetResult(
-        key=TargetKey(ACCOUNT, "eu-west-1"), jobs=(paused, running, odd),
-        counts=zero_filled_counts({(ACCOUNT, "RUNNING", "SCHEDULED"): 1,
-                                   (ACCOUNT, "USER_PAUSED", "ONE_TIME"): 1,
-                                   (ACCOUNT, "ARCHIVED", "ONE_TIME"): 1}, [ACCOUNT]),
-        success=True, completed=True, last_success_at=1_795_000_100.5, duration_seconds=1.25,
-        macie_status="ENABLED",
-        collected=Collected(
-            # job-odd was asked and has none: a real zero; an unexported job's count is not
-            # shown.
-            findings=(("gone", (9, 9, 9)), ("job-odd", (0, 0, 0)), ("job-paused", (1, 0, 4)),
-                      ("job-run", (12, 3, 0))),
-            usage=(Usage(ACCOUNT, "SENSITIVE_DATA_DISCOVERY", "USD", 12.5, True, 5 * 2.0**40),
-                   Usage(ACCOUNT, "DATA_INVENTORY_EVALUATION", "USD", 0.1),
-                   Usage(MEMBER, "SENSITIVE_DATA_DISCOVERY", "USD", 3.0, False, 2.0**40)),
-            members=((MEMBER, "Enabled"), ("444455556666", "Removed"),
-                     ("777788889999", "Quarantined")),
-            health=(("findings", CollectorHealth(True, 0.25)),
-                    ("usage", CollectorHealth(False, 1.5)))),
-    )
-    failing = TargetResult(key=TargetKey(ACCOUNT, "us-east-1"), success=False, completed=True,
-                           duration_seconds=0.5, describe_failures=0, macie_status="PAUSED")
-    off = TargetResult(key=TargetKey(ACCOUNT, "ap-southeast-2"), success=True, completed=True,
-                       last_success_at=1_795_000_100.5, duration_seconds=0.01,
-                       macie_status="DISABLED")
-    pending = TargetResult(key=TargetKey("unknown", "ap-south-1"))
+    healthy = target(
+        TargetKey(ACCOUNT, "eu-west-1"), jobs_value=Jobs(
+            (paused, running, odd),
+            zero_filled_counts({(ACCOUNT, "RUNNING", "SCHEDULED"): 1,
+                                (ACCOUNT, "USER_PAUSED", "ONE_TIME"): 1,
+                                (ACCOUNT, "ARCHIVED", "ONE_TIME"): 1}, [ACCOUNT])),
+        success=True, last_success_at=1_795_000_100.5, duration=1.25, macie_status="ENABLED",
+    ).with_value(
+        # job-odd was asked and has none: a real zero; an unexported job's count is not shown.
+        findings.SLOT, (("gone", (9, 9, 9)), ("job-odd", (0, 0, 0)), ("job-paused", (1, 0, 4)),
+                        ("job-run", (12, 3, 0)))
+    ).with_value(
+        usage.SLOT, (Usage(ACCOUNT, "SENSITIVE_DATA_DISCOVERY", "USD", 12.5, True, 5 * 2.0**40),
+                     Usage(ACCOUNT, "DATA_INVENTORY_EVALUATION", "USD", 0.1),
+                     Usage(MEMBER, "SENSITIVE_DATA_DISCOVERY", "USD", 3.0, False, 2.0**40)),
+    ).with_value(
+        members.SLOT, ((MEMBER, "Enabled"), ("444455556666", "Removed"),
+                       ("777788889999", "Quarantined")),
+    ).with_health("findings", Health(True, 0.25)).with_health("usage", Health(False, 1.5))
+    failing = target(TargetKey(ACCOUNT, "us-east-1"), success=False, duration=0.5,
+                     macie_status="PAUSED")
+    off = target(TargetKey(ACCOUNT, "ap-southeast-2"), success=True,
+                 last_success_at=1_795_000_100.5, duration=0.01, macie_status="DISABLED")
+    pending = TargetResult(TargetKey("unknown", "ap-south-1"))
     return Snapshot((healthy, failing, off, pending))

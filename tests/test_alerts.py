@@ -40,7 +40,7 @@ REQUIRED_ALERTS = {
     "MacieExporterDataStale",
     "MacieExporterDiscoveryFailing",
 }
-# The demo account's USER_PAUSED job, four days from cancellation (exporter/demo.py).
+# The demo account's USER_PAUSED job, four days from cancellation (exporter/demo/story.py).
 PAUSED_JOB_ID = "legalhold0000000000000000000001"
 PAUSED_JOB_NAME = "legal-hold-scan"
 

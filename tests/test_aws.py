@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.counters import ApiRequestCounter
-from exporter.macie import ApiError, Aws, AwsSettings, MacieTarget, _BackedOff
+from exporter.aws.counting import ApiRequestCounter
+from exporter.aws.errors import ApiError
+from exporter.aws.session import Aws, AwsSettings, _BackedOff
+from exporter.aws.target import AwsTarget
 from exporter.model import TargetKey
 
 ACCOUNT = "111122223333"
 REJECTED = ApiError("ListClassificationJobs", "UnrecognizedClientException",
-                    "The security token included in the request is invalid.", 403)
+                    "The security token included in the request is invalid.", 403,
+                    service="macie2")
 
 
-def target(region: str, accepted: bool) -> MacieTarget:
+def target(region: str, accepted: bool) -> AwsTarget:
     aws = Aws(AwsSettings(endpoint_url=None, retry_mode="standard", max_attempts=1,
                           connect_timeout=1, read_timeout=1), ApiRequestCounter())
-    api = MacieTarget(aws, TargetKey(ACCOUNT, region))
+    api = AwsTarget(aws, TargetKey(ACCOUNT, region))
     credentials = object()
     api._credentials = credentials  # type: ignore[assignment]
     if accepted:
@@ -34,7 +37,7 @@ def test_rejected_credentials_mean_a_region_not_enabled_only_in_opt_in_regions()
     assert not target("af-south-1", accepted=True).region_not_enabled(
         ApiError("AssumeRole", "InvalidClientTokenId"))
     assert not target("af-south-1", accepted=True).region_not_enabled(
-        ApiError("ListClassificationJobs", "InvalidSignatureException"))
+        ApiError("ListClassificationJobs", "InvalidSignatureException", service="macie2"))
 
 
 def test_a_failed_assume_role_is_not_retried_on_every_call() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from exporter.macie import IAM_ACTIONS
+from exporter.collectors import operations
 from tests.conftest import REPO, venv_tool
 
 pytestmark = pytest.mark.tools
@@ -26,16 +26,8 @@ MEMBER = AWS_DIR / "member-role.yaml"
 DISCOVERY = AWS_DIR / "discovery-role.yaml"
 DISCOVERY_POLICY = AWS_DIR / "discovery-policy.json"
 
-MEMBER_ACTIONS = {
-    # The classification-job collector (today).
-    "macie2:ListClassificationJobs",
-    "macie2:DescribeClassificationJob",
-    "macie2:GetMacieSession",
-    # The findings, usage and members collectors (next).
-    "macie2:GetFindingStatistics",
-    "macie2:GetUsageStatistics",
-    "macie2:ListMembers",
-}
+# What the registered collectors call: the member role allows exactly these.
+MEMBER_ACTIONS = {operation.action for operation in operations()}
 DISCOVERY_ACTIONS = {"organizations:ListAccounts"}
 READ_VERBS = ("Get", "List", "Describe")
 NO_VALUE = object()
@@ -194,7 +186,7 @@ def test_member_role_allows_exactly_the_read_actions(member: dict[str, Any]) -> 
 
 def test_member_role_covers_what_the_exporter_calls(member: dict[str, Any]) -> None:
     _, properties = only_role(member)
-    used = {a for a in IAM_ACTIONS.values() if a.startswith("macie2:")}
+    used = {operation.action for operation in operations()}
     assert used
     assert used <= allowed_actions(policy_statements(properties))
 

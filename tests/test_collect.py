@@ -9,8 +9,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collect import SelfCollector, SnapshotCollector
-from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
+from exporter.aws.counting import ApiRequestCounter
+from exporter.collectors.base import Settings
+from exporter.engine.counters import FleetStatus, WaitCounter
+from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
 from exporter.model import TargetKey, tag_label_name
 from tests.conftest import FIXTURES, parse, require_tool, series, value
 from tests.snapshots import ACCOUNT, snapshot
@@ -26,7 +28,8 @@ def render() -> bytes:
     waits = WaitCounter()
     waits.add(target, 1.5)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, ["team", "cost-center"]))
+    registry.register(SnapshotCollector(snapshot, snapshot_families(
+        Settings(tag_keys=("team", "cost-center")))))
     fleet = FleetStatus(targets=3, discovery_enabled=True, discovery_success=True,
                         discovery_last_success=1_795_000_000.0)
     registry.register(SelfCollector(requests, waits, fleet, build=("0.0.0", "3.11.0", "1.0.0")))

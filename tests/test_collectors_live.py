@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from exporter.simulator import make_job
+from exporter.demo.simulator import make_job
 from tests.conftest import ExporterProcess, Samples, series, value, wait_for
 from tests.simfaults import FaultySimulator
 

@@ -10,17 +10,9 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
-from exporter.config import (
-    OPTIONS,
-    ConfigError,
-    DiscoveryConfig,
-    OrganizationsConfig,
-    TargetConfig,
-    load,
-    parse_address,
-    parse_duration,
-)
-from exporter.webconfig import WebConfigError, load_web_config
+from exporter.config import OPTIONS, ConfigError, load, parse_address, parse_duration
+from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig
+from exporter.web.webconfig import WebConfigError, load_web_config
 from tests.conftest import FIXTURES, REPO, exporter_env
 
 CONFIGS = FIXTURES / "config"

@@ -13,12 +13,11 @@ from typing import Any
 import boto3
 import pytest
 
-from exporter.config import DiscoveryConfig, OrganizationsConfig, TargetConfig
-from exporter.counters import FleetStatus
-from exporter.fleet import key_of, shard_of
-from exporter.model import TargetKey
-from exporter.refresh import SnapshotStore
-from exporter.simulator import Simulator
+from exporter.demo.simulator import Simulator
+from exporter.engine.counters import FleetStatus
+from exporter.engine.fleet import key_of, shard_of
+from exporter.engine.store import SnapshotStore
+from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig, TargetKey
 from tests.conftest import ExporterProcess, Samples, exporter_env, value
 
 pytestmark = pytest.mark.tools  # moto's server
@@ -197,7 +196,7 @@ def test_shard_hash_is_stable() -> None:
 
 
 def test_only_active_accounts_that_are_not_excluded_become_targets() -> None:
-    from exporter.discovery import OrganizationsDiscovery
+    from exporter.engine.discovery import OrganizationsDiscovery
 
     class NoFleet:
         status = FleetStatus()

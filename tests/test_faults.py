@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exporter.simulator import Simulator, make_job
+from exporter.demo.simulator import Simulator, make_job
 from tests.conftest import ExporterProcess, Samples, series, value, wait_for
 from tests.simfaults import FaultySimulator
 

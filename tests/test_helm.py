@@ -23,8 +23,8 @@ from kubernetes_validate import utils as kv_utils
 
 from exporter import __version__
 from exporter import config as exporter_config
-from exporter.server import OPEN_PATHS
-from exporter.webconfig import load_web_config
+from exporter.web.server import OPEN_PATHS
+from exporter.web.webconfig import load_web_config
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.tools

@@ -19,8 +19,8 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from exporter.server import REQUEST_TIMEOUT, HttpServer
-from exporter.webconfig import WebConfigWatcher
+from exporter.web.server import REQUEST_TIMEOUT, HttpServer
+from exporter.web.webconfig import WebConfigWatcher
 from tests.certs import Authority
 from tests.conftest import ExporterProcess, wait_for
 

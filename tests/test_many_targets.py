@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from exporter.macie import available_regions
-from exporter.simulator import Simulator, make_job
+from exporter.aws.session import available_regions
+from exporter.demo.simulator import Simulator, make_job
 from tests.conftest import ExporterProcess, Samples, series, value, wait_for
 
 Start = Callable[..., ExporterProcess]

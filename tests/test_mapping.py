@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from exporter.mapping import MappingError, account_from_arn, job_from_api, schedule_label
+from exporter.collectors.base import MappingError
+from exporter.collectors.jobs import account_from_arn, job_from_api, schedule_label
 
 CREATED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 PAUSED = datetime(2026, 11, 2, 8, 30, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from exporter.pool import BACKGROUND_MAX_WAIT, CallPool, TokenBucket
+from exporter.engine.pool import BACKGROUND_MAX_WAIT, CallPool, TokenBucket
 from tests.conftest import wait_for
 
 

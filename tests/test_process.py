@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import limit_malloc_arenas
-from exporter.simulator import DAY, Simulator, make_job
+from exporter.demo.simulator import DAY, Simulator, make_job
 from tests.conftest import (
     REPO,
     ExporterProcess,

@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.collectors.base import MappingError
+from exporter.collectors.jobs import Job, job_from_api
 from exporter.config import OPTIONS, Config, ConfigError, load
-from exporter.mapping import MappingError, job_from_api
-from exporter.model import Job
 
 FLAGS = [f"--{o.flag}" for o in OPTIONS] + ["--config.file"]
 scalars = st.one_of(

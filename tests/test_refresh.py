@@ -7,12 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from exporter.counters import ApiRequestCounter
-from exporter.macie import LIST_PAGE_SIZE, Aws, AwsSettings, MacieTarget
+from exporter.aws.counting import ApiRequestCounter
+from exporter.aws.session import Aws, AwsSettings
+from exporter.aws.target import AwsTarget
+from exporter.collectors.jobs import LIST_PAGE_SIZE
+from exporter.demo.simulator import MAX_PAGE_SIZE, Simulator, make_job
+from exporter.engine.pool import CallPool
+from exporter.engine.runner import RefreshSettings, TargetRefresher
+from exporter.engine.store import SnapshotStore
 from exporter.model import UNKNOWN_ACCOUNT, Snapshot, TargetKey
-from exporter.pool import CallPool
-from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher
-from exporter.simulator import MAX_PAGE_SIZE, Simulator, make_job
+from tests.fakes import View, view
 from tests.simfaults import FaultySimulator
 
 REGION = "eu-west-1"
@@ -40,7 +44,7 @@ def refresher(sim: Simulator, clock: Clock,
     settings = AwsSettings(endpoint_url=sim.url, retry_mode="standard", max_attempts=3,
                            connect_timeout=2, read_timeout=5)
     key = TargetKey(UNKNOWN_ACCOUNT, REGION)
-    api = MacieTarget(Aws(settings, ApiRequestCounter()), key)
+    api = AwsTarget(Aws(settings, ApiRequestCounter()), key)
     store = SnapshotStore([key])
     pool = CallPool(4)
     pool.start()
@@ -51,11 +55,15 @@ def refresher(sim: Simulator, clock: Clock,
 
 
 def snapshot(refresher: TargetRefresher) -> Snapshot:
-    return refresher._store.get()
+    return refresher.store.get()
+
+
+def first(refresher: TargetRefresher) -> View:
+    return view(snapshot(refresher).targets[0])
 
 
 def jobs(refresher: TargetRefresher) -> dict[str, str]:
-    return {j.job_id: j.status for j in snapshot(refresher).targets[0].jobs}
+    return {j.job_id: j.status for j in first(refresher).jobs}
 
 
 def history(sim: Simulator, terminal: int, active: int) -> None:
@@ -109,10 +117,10 @@ def test_full_redescribe_picks_up_tag_changes(sim: Simulator, refresher: TargetR
     sim.put_job(REGION, make_job("t", status="COMPLETE", tags={"team": "b"}))
     clock.now += 600
     refresher.refresh()
-    assert snapshot(refresher).targets[0].jobs[0].tags == (("team", "a"),)
+    assert first(refresher).jobs[0].tags == (("team", "a"),)
     clock.now += 3600
     refresher.refresh()
-    assert snapshot(refresher).targets[0].jobs[0].tags == (("team", "b"),)
+    assert first(refresher).jobs[0].tags == (("team", "b"),)
 
 
 def test_small_pages_are_followed(sim: FaultySimulator, refresher: TargetRefresher) -> None:
@@ -128,7 +136,7 @@ def test_failed_describe_of_a_new_job_exports_what_the_list_said(
     sim.put_job(REGION, make_job("n", "new job", status="RUNNING", objects_to_process=9))
     sim.faults.describe_errors["n"] = (500, "InternalServerException")
     assert refresher.refresh()
-    target = snapshot(refresher).targets[0]
+    target = first(refresher)
     (job,) = target.jobs
     assert (job.job_id, job.name, job.status) == ("n", "new job", "RUNNING")
     assert job.objects_to_process is None  # not in the list answer, so not made up
@@ -143,7 +151,7 @@ def test_snapshots_are_swapped_not_mutated(sim: Simulator, refresher: TargetRefr
     refresher.refresh()
     after = snapshot(refresher)
     assert after is not before and after.ready
-    assert before.targets[0].jobs == ()
+    assert view(before.targets[0]).jobs == ()
     assert after.targets[0].key == TargetKey(sim.account_id, REGION)
 
 
@@ -158,7 +166,7 @@ def test_old_terminal_jobs_are_counted_but_not_exported(sim: Simulator,
                                  created_at=clock.now - 400 * day))
     refresher.settings = replace(refresher.settings, terminal_max_age=30 * day)
     refresher.refresh()
-    target = snapshot(refresher).targets[0]
+    target = first(refresher)
     assert {j.job_id for j in target.jobs} == {"recent", "ancient-running"}
     counts = dict(target.counts)
     assert counts[(sim.account_id, "COMPLETE", "ONE_TIME")] == 1

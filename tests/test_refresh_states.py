@@ -8,18 +8,15 @@ from typing import Any
 
 import pytest
 
-from exporter.counters import ApiRequestCounter
-from exporter.macie import ApiError
+from exporter.aws.counting import ApiRequestCounter
+from exporter.aws.errors import ApiError
+from exporter.collectors.jobs import WAIT_FOR_METRICS_JOBS
+from exporter.engine.pool import CallPool
+from exporter.engine.runner import RefreshSettings, TargetRefresher
+from exporter.engine.store import SnapshotStore
 from exporter.model import UNKNOWN_ACCOUNT, Snapshot, TargetKey, TargetResult
-from exporter.pool import CallPool
-from exporter.refresh import (
-    WAIT_FOR_METRICS_JOBS,
-    RefreshSettings,
-    SnapshotStore,
-    TargetRefresher,
-)
 from tests.conftest import wait_for
-from tests.fakes import ACCOUNT, NOT_ENABLED, REGION, Clock, FakeMacie
+from tests.fakes import ACCOUNT, NOT_ENABLED, REGION, Clock, FakeMacie, View, view
 
 
 @pytest.fixture
@@ -39,9 +36,9 @@ def make(api: FakeMacie, pool: CallPool, clock: Clock, **settings: Any,
     return refresher, store, requests
 
 
-def result(store: SnapshotStore) -> TargetResult:
+def result(store: SnapshotStore) -> View:
     (target,) = store.get().targets
-    return target
+    return view(target)
 
 
 def test_macie_off_is_a_successful_refresh_without_jobs_and_is_not_polled(
@@ -154,7 +151,7 @@ def test_an_account_learned_late_is_rekeyed_everywhere(pool: CallPool) -> None:
     refresher, store, requests = make(api, pool, Clock())
     requests.inc(api.key, "GetCallerIdentity", "EndpointConnectionError")
     assert refresher.refresh(10)  # STS said nothing (account None): the job ARN tells it
-    assert result(store).key == TargetKey(ACCOUNT, REGION) == refresher.key
+    assert store.get().targets[0].key == TargetKey(ACCOUNT, REGION) == refresher.key
     assert {j.account_id for j in result(store).jobs} == {ACCOUNT}
     assert requests.items() == [((ACCOUNT, REGION, "GetCallerIdentity",
                                   "EndpointConnectionError"), 1)]
@@ -276,7 +273,7 @@ def test_a_denied_assume_role_is_not_taken_for_a_denied_status_check(pool: CallP
     clock.now += 60
     assert not refresher.refresh(10)
     assert api.calls["GetMacieSession"] == 2  # asked again: the check never happened
-    assert store.get().targets[0].macie_status is None
+    assert result(store).macie_status is None
 
 
 def test_readiness_waits_for_the_targets_to_be_known() -> None:

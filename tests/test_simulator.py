@@ -23,7 +23,8 @@ from mypy_boto3_macie2.type_defs import UsageRecordTypeDef
 
 from benchmarks.fleets import Fleet, request_counts
 from exporter.config import load
-from exporter.demo import (
+from exporter.demo.simulator import DEFAULT_ACCOUNT, Simulator, make_job
+from exporter.demo.story import (
     ANALYTICS_ACCOUNT,
     DEMO_ACCOUNT,
     DEMO_MEMBERS,
@@ -34,7 +35,6 @@ from exporter.demo import (
     DemoAccount,
     demo_simulator,
 )
-from exporter.simulator import DEFAULT_ACCOUNT, Simulator, make_job
 from tests.conftest import REPO
 from tests.simfaults import FaultySimulator
 

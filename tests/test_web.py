@@ -16,8 +16,8 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter.simulator import Simulator, make_job
-from exporter.webconfig import WebConfigError, load_web_config
+from exporter.demo.simulator import Simulator, make_job
+from exporter.web.webconfig import WebConfigError, load_web_config
 from tests.certs import Authority
 from tests.conftest import REPO, ExporterProcess, exporter_env, wait_for
 

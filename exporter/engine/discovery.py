@@ -6,20 +6,36 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from exporter.config import DiscoveryConfig, TargetConfig
-from exporter.fleet import Fleet
+from exporter.aws.errors import ApiError
+from exporter.aws.operations import Operation
+from exporter.aws.session import PARTITION_REGIONS, Aws, partition_of
+from exporter.aws.target import AwsTarget, Pages
+from exporter.engine.fleet import Fleet
+from exporter.engine.store import SnapshotStore
 from exporter.logs import fields
-from exporter.macie import (
-    PARTITION_REGIONS,
-    ApiError,
-    Aws,
-    list_organization_accounts,
-    partition_of,
-)
-from exporter.model import TargetKey
-from exporter.refresh import SnapshotStore
+from exporter.model import DiscoveryConfig, TargetConfig, TargetKey
 
 log = logging.getLogger(__name__)
+
+# The largest page ListAccounts accepts.
+LIST_ACCOUNTS = Operation("organizations", "ListAccounts", "organizations:ListAccounts",
+                          page_size=20, items="Accounts")
+
+
+def list_organization_accounts(aws: Aws, key: TargetKey, role_arn: str | None,
+                               external_id: str | None) -> list[tuple[str, str]]:
+    """(account id, status) of every account of the organisation (ListAccounts, every page),
+    asked with the discovery role or the exporter's own credentials; calls counted under
+    `key`."""
+    caller = AwsTarget(aws, key, role_arn, external_id)
+    pages = Pages(LIST_ACCOUNTS, {})
+    accounts: list[tuple[str, str]] = []
+    while (page := caller.next_page(pages)) is not None:
+        for account in page:
+            account_id, status = account.get("Id"), account.get("Status")
+            if isinstance(account_id, str):
+                accounts.append((account_id, str(status or "")))
+    return accounts
 
 
 class OrganizationsDiscovery:

@@ -1,10 +1,9 @@
-"""Thread-safe live counters the AWS layer and the call pool add to, keyed by target."""
+"""Thread-safe live counters keyed by target: the base, and the AWS layer's request counts."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from exporter.model import TargetKey
@@ -12,7 +11,7 @@ from exporter.model import TargetKey
 K = TypeVar("K", bound=Hashable)
 
 
-class _Counter(Generic[K]):
+class TargetCounter(Generic[K]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[K, float] = {}
@@ -44,7 +43,7 @@ class _Counter(Generic[K]):
             return list(self._values.items())
 
 
-class ApiRequestCounter(_Counter[tuple[TargetKey, str, str]]):
+class ApiRequestCounter(TargetCounter[tuple[TargetKey, str, str]]):
     """HTTP attempts to AWS by target, operation and outcome."""
 
     def inc(self, target: TargetKey, operation: str, outcome: str) -> None:
@@ -73,28 +72,3 @@ class ApiRequestCounter(_Counter[tuple[TargetKey, str, str]]):
     def total(self, operation: str | None = None) -> int:
         return int(sum(count for (_, op, _), count in self._items()
                        if operation is None or op == operation))
-
-
-class WaitCounter(_Counter[TargetKey]):
-    """Seconds spent waiting, by target (the rate limit's waits)."""
-
-    def add(self, target: TargetKey, seconds: float) -> None:
-        self._add(target, seconds)
-
-    def items(self) -> list[tuple[tuple[str, str], float]]:
-        return sorted(((k.account_id, k.region), v) for k, v in self._items())
-
-    def rekey(self, old: TargetKey, new: TargetKey) -> None:
-        with self._lock:
-            if old in self._values:
-                self._values[new] = self._values.get(new, 0) + self._values.pop(old)
-
-
-@dataclass
-class FleetStatus:
-    """Live figures of the fleet for the self-metrics (plain attributes, set by one thread)."""
-
-    targets: int = 0
-    discovery_enabled: bool = False
-    discovery_success: bool | None = None
-    discovery_last_success: float | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from exporter.simulator import DAY, DEFAULT_ACCOUNT, Simulator, make_job
+from exporter.demo.simulator import DAY, DEFAULT_ACCOUNT, Simulator, make_job
 
 DEMO_REGIONS = ("eu-west-1", "us-east-1", "ap-southeast-2")
 # Any access key the simulator has not issued itself is the default account's.

@@ -4,9 +4,10 @@ Only the live self-metrics are rendered on every scrape. The bytes are exactly w
 prometheus-client's `generate_latest` gives for the snapshot collector followed by the live
 collectors, in the format the client negotiated (text or OpenMetrics).
 
-Each family is rendered target by target (`collect.FamilySpec`): a target's encoded samples are
-kept per format (`Fragments`) for as long as its part of the family's inputs stays equal, so a
-render after a round of refreshes encodes only what changed, and the others' bytes are reused.
+Each family is rendered target by target (`render.families.FamilySpec`): a target's encoded
+samples are kept per format (`Fragments`) for as long as its part of the family's inputs stays
+equal, so a render after a round of refreshes encodes only what changed, and the others' bytes
+are reused.
 The request counts of the live self-metrics are kept the same way between scrapes. Changed
 targets are encoded together, a batch of at most `JOBS_PER_SLICE` jobs at a time; a target with
 more jobs than that is encoded a slice at a time and not kept (with 10,000 jobs, memory stays
@@ -25,13 +26,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.collect import FamilySpec, Part, SelfCollector, snapshot_families
 from exporter.model import Snapshot, TargetKey
+from exporter.render.families import AnySpec
 
 log = logging.getLogger(__name__)
 _EOF = b"# EOF\n"
@@ -60,10 +62,19 @@ class _Family(Collector):
         return [self._family]
 
 
+@runtime_checkable
+class LiveFamilies(Protocol):
+    """Live self-metrics whose request counts are kept per target between scrapes."""
+
+    requests: AnySpec
+
+    def collect_rest(self) -> Iterable[Metric]: ...
+
+
 class _Rest(Collector):
     """The self-metrics but the request counts."""
 
-    def __init__(self, collector: SelfCollector) -> None:
+    def __init__(self, collector: LiveFamilies) -> None:
         self._collector = collector
 
     def collect(self) -> Iterable[Metric]:
@@ -98,20 +109,20 @@ class Fragments:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # one render per format at a time
-        self._tag_keys: tuple[str, ...] | None = None
+        self._families: tuple[AnySpec, ...] | None = None
         self._headers: dict[int, bytes] = {}
-        self._kept: dict[int, dict[TargetKey, tuple[Part, bytes]]] = {}
+        self._kept: dict[int, dict[TargetKey, tuple[Any, bytes]]] = {}
 
-    def families(self, tag_keys: Sequence[str]) -> tuple[FamilySpec, ...]:
-        """The families for `tag_keys` (what is kept is dropped if they differ from the last
-        render's: the families are not the same then)."""
-        if tuple(tag_keys) != self._tag_keys:
-            self._tag_keys = tuple(tag_keys)
+    def families(self, families: Sequence[AnySpec]) -> Sequence[AnySpec]:
+        """`families`, the ones to render (what is kept is dropped if they are not the last
+        render's: the samples kept belong to those)."""
+        if self._families is None or tuple(families) != self._families:
+            self._families = tuple(families)
             self._headers.clear()
             self._kept.clear()
-        return snapshot_families(tag_keys)
+        return families
 
-    def family(self, index: int, spec: FamilySpec, snapshot: Snapshot, encoder: Encoder,
+    def family(self, index: int, spec: AnySpec, snapshot: Snapshot, encoder: Encoder,
                units_per_batch: int) -> Iterator[bytes]:
         """The family's header and every target's samples, in snapshot order.
 
@@ -124,9 +135,9 @@ class Fragments:
             header = self._headers[index] = _encode(encoder, spec.make())
         yield header
         kept = self._kept.get(index, {})
-        fresh: dict[TargetKey, tuple[Part, bytes]] = {}
+        fresh: dict[TargetKey, tuple[Any, bytes]] = {}
         batch = _Batch(spec, header, encoder)
-        queue: list[bytes | tuple[TargetKey, Part]] = []  # in order, behind the batch
+        queue: list[bytes | tuple[TargetKey, Any]] = []  # in order, behind the batch
 
         def drain() -> Iterator[bytes]:
             encoded = batch.flush()
@@ -168,13 +179,13 @@ class _Batch:
     """Small parts of one family encoded together, then split back per target by their
     sample counts (one line per sample)."""
 
-    def __init__(self, spec: FamilySpec, header: bytes, encoder: Encoder) -> None:
+    def __init__(self, spec: AnySpec, header: bytes, encoder: Encoder) -> None:
         self._spec, self._header, self._encoder = spec, header, encoder
         self._family = spec.make()
         self._marks: list[tuple[TargetKey, int, int]] = []
         self.units = 0
 
-    def add(self, key: TargetKey, part: Part, size: int) -> None:
+    def add(self, key: TargetKey, part: object, size: int) -> None:
         first = len(self._family.samples)
         self._spec.add(self._family, key, part, 0, size)
         self._marks.append((key, first, len(self._family.samples)))
@@ -193,7 +204,7 @@ class _Batch:
                 for key, first, last in marks}
 
 
-def render_snapshot(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Encoder,
+def render_snapshot(snapshot: Snapshot, families: Sequence[AnySpec], encoder: Encoder,
                     fragments: Fragments | None = None,
                     jobs_per_slice: int = JOBS_PER_SLICE) -> Iterator[bytes]:
     """The snapshot part of the exposition (no `# EOF`), in pieces; with `fragments`, the
@@ -201,7 +212,7 @@ def render_snapshot(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Encode
     whole: it holds `fragments`' lock until it ends."""
     fragments = fragments or Fragments()
     with fragments.lock:
-        for index, spec in enumerate(fragments.families(tag_keys)):
+        for index, spec in enumerate(fragments.families(families)):
             yield from fragments.family(index, spec, snapshot, encoder, jobs_per_slice)
 
 
@@ -232,7 +243,7 @@ class _Published:
     formats: dict[str, _Compressed]
 
 
-Render = Callable[[Snapshot, Sequence[str], Encoder, Fragments], Iterable[bytes]]
+Render = Callable[[Snapshot, Sequence[AnySpec], Encoder, Fragments], Iterable[bytes]]
 
 
 class CachedExposition:
@@ -256,8 +267,8 @@ class CachedExposition:
     FORMAT_TTL = 900.0
     MAX_FORMATS = 4
 
-    def __init__(self, snapshot: Callable[[], Snapshot], tag_keys: Sequence[str],
-                 live: Sequence[Collector], *, render: Render = render_snapshot,
+    def __init__(self, snapshot: Callable[[], Snapshot], families: Sequence[AnySpec],
+                 live: Sequence[Collector | LiveFamilies], *, render: Render = render_snapshot,
                  clock: Callable[[], float] = time.monotonic,
                  render_clock: Callable[[], float] = time.thread_time,
                  rest: Callable[[float], object] | None = None,
@@ -272,13 +283,13 @@ class CachedExposition:
         # Told each snapshot the background renderer has published (even when its render
         # failed: scrapes render it themselves then), and None once it stops.
         self._on_published = published
-        self._tag_keys = tuple(tag_keys)
+        self._families = tuple(families)
         # The live collectors in order, each as the families whose samples are kept per target
         # between scrapes (the request counts) and a registry of the rest.
-        self._live: list[tuple[tuple[FamilySpec, ...], CollectorRegistry]] = []
+        self._live: list[tuple[tuple[AnySpec, ...], CollectorRegistry]] = []
         for collector in live:
             registry = CollectorRegistry(auto_describe=False)
-            if isinstance(collector, SelfCollector):
+            if isinstance(collector, LiveFamilies):
                 registry.register(_Rest(collector))
                 self._live.append(((collector.requests,), registry))
             else:
@@ -389,7 +400,7 @@ class CachedExposition:
         else:
             with self._asked_lock:
                 fragments = self._fragments.setdefault(content_type, Fragments())
-        return _compress(self._render(snapshot, self._tag_keys, encoder, fragments))
+        return _compress(self._render(snapshot, self._families, encoder, fragments))
 
     def _publish(self, snapshot: Snapshot) -> None:
         with self._publish_lock:

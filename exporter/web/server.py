@@ -26,9 +26,9 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.exposition import CachedExposition
 from exporter.logs import fields
-from exporter.webconfig import WebConfigWatcher
+from exporter.render.exposition import CachedExposition
+from exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 

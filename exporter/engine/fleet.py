@@ -13,13 +13,15 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from exporter.config import TargetConfig
-from exporter.counters import ApiRequestCounter, FleetStatus, WaitCounter
+from exporter.aws.counting import ApiRequestCounter
+from exporter.aws.session import Aws
+from exporter.aws.target import AwsTarget
+from exporter.engine.counters import FleetStatus, WaitCounter
+from exporter.engine.pool import CallPool
+from exporter.engine.runner import RefreshSettings, TargetRefresher
+from exporter.engine.store import SnapshotStore
 from exporter.logs import fields
-from exporter.macie import Aws, MacieTarget
-from exporter.model import UNKNOWN_ACCOUNT, TargetKey
-from exporter.pool import CallPool
-from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher
+from exporter.model import UNKNOWN_ACCOUNT, TargetConfig, TargetKey
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class Fleet:
 
     def __init__(self, aws: Aws, pool: CallPool, store: SnapshotStore,
                  settings: RefreshSettings, requests: ApiRequestCounter, waits: WaitCounter, *,
-                 list_filter: dict[str, Any] | None = None, shard_index: int = 0,
+                 shard_index: int = 0,
                  shard_total: int = 1, status: FleetStatus | None = None) -> None:
         self._aws = aws
         self._pool = pool
@@ -49,7 +51,6 @@ class Fleet:
         self._settings = settings
         self._requests = requests
         self._waits = waits
-        self._list_filter = list_filter
         self._shard = (shard_index, shard_total)
         self.status = status or FleetStatus()
         self._lock = threading.Lock()
@@ -77,8 +78,7 @@ class Fleet:
         return any(r.key == key for r in (*self._static, *self._discovered.values()))
 
     def _new(self, target: TargetConfig, key: TargetKey) -> TargetRefresher:
-        api = MacieTarget(self._aws, key, target.role_arn, target.external_id,
-                          self._list_filter)
+        api = AwsTarget(self._aws, key, target.role_arn, target.external_id)
         refresher = TargetRefresher(api, self._store, self._pool, self._settings,
                                     counters=(self._requests, self._waits))
         refresher.before_rekey = self._rekeying

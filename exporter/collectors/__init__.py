@@ -1,0 +1,35 @@
+"""The collectors: one module each, and the registry, the one list of them.
+
+Everything that must agree with the collectors comes from `REGISTRY`: the `--collector.<name>`
+options (exporter.config), the families in exposition order (exporter.engine.selfmetrics), the
+IAM actions (README and deploy/aws/member-role.yaml, checked by a test) and the operations the
+simulator must serve (checked by a test). The order is the exposition's within each section
+(per-job families, per-target ones, health); the engine runs Macie's status first, as the
+gate of everything else, then the jobs, then the others.
+"""
+
+from __future__ import annotations
+
+from exporter.aws.operations import Operation
+from exporter.collectors import findings, jobs, members, status, usage
+from exporter.collectors.base import AnyCollector
+
+REGISTRY: tuple[AnyCollector, ...] = (
+    jobs.COLLECTOR,
+    status.COLLECTOR,
+    findings.COLLECTOR,
+    usage.COLLECTOR,
+    members.COLLECTOR,
+)
+
+
+def by_name(name: str) -> AnyCollector:
+    for collector in REGISTRY:
+        if collector.name == name:
+            return collector
+    raise KeyError(name)
+
+
+def operations() -> tuple[Operation, ...]:
+    """Every AWS operation a registered collector calls, in registry order."""
+    return tuple(op for collector in REGISTRY for op in collector.operations)

@@ -1,0 +1,542 @@
+"""Every collector of one target, run by one engine on the shared call pool.
+
+A target's refresh starts every `--refresh.interval`: it learns the account if no role names
+it, checks Macie's status when that is due, then runs the jobs collector; once the refresh has
+ended, the other collectors whose interval has passed run behind every target's refresh calls.
+Every collector runs the same way: its fetch is a generator of requests, and each request is
+one task on the call pool (one AWS call, or one page), so no thread waits on a target and a
+collector that pages 200 times takes 200 turns, not one worker for 200 calls. Each run leaves
+the collector's value (or keeps the last one when it fails) and its health in the target's
+result, swapped into the snapshot.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from exporter.aws.errors import ApiError
+from exporter.aws.operations import Operation
+from exporter.aws.target import Pages
+from exporter.collectors import jobs, status
+from exporter.collectors.base import (
+    AnyCollector,
+    Call,
+    MacieDisabled,
+    MappingError,
+    NextPage,
+    Parallel,
+    Published,
+    Request,
+    ResolveAccount,
+    Settings,
+)
+from exporter.engine.pool import CallPool
+from exporter.engine.store import Rekeyable, SnapshotStore
+from exporter.logs import fields, log_once
+from exporter.model import UNKNOWN_ACCOUNT, Health, TargetKey, TargetResult
+
+log = logging.getLogger(__name__)
+
+
+class TargetApi(Protocol):
+    """What the engine needs from one target (exporter.aws.target.AwsTarget)."""
+
+    key: TargetKey
+    role_arn: str | None
+
+    def call(self, operation: Operation, region: str | None = None,
+             **arguments: Any) -> dict[str, Any]: ...
+    def next_page(self, pages: Pages, region: str | None = None
+                  ) -> list[dict[str, Any]] | None: ...
+    def region_not_enabled(self, err: ApiError) -> bool: ...
+    def resolve_account(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A collector switched on, and how often it runs."""
+
+    collector: AnyCollector
+    interval: float
+
+
+@dataclass(frozen=True)
+class RefreshSettings:
+    tag_keys: tuple[str, ...] = ()
+    interval: float = 60.0
+    full_redescribe_interval: float = 86400.0
+    terminal_max_age: float = 0.0
+    status_interval: float = 3600.0
+    # The collectors beside Macie's status and the jobs, with their intervals.
+    collectors: tuple[Scheduled, ...] = ()
+    # Spread the collectors' rounds over their interval, by a stable hash of the target, so
+    # that thousands of targets do not all collect in the same minute.
+    spread_collectors: bool = False
+    list_filter: dict[str, Any] | None = None
+    collect: Settings = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "collect", Settings(
+            tag_keys=self.tag_keys, interval=self.interval,
+            full_redescribe_interval=self.full_redescribe_interval,
+            terminal_max_age=self.terminal_max_age, list_filter=self.list_filter))
+
+    @property
+    def refresh(self) -> tuple[Scheduled, ...]:
+        """The refresh's collectors, in order: Macie's status (the gate), then the jobs."""
+        return (Scheduled(status.COLLECTOR, self.status_interval),
+                Scheduled(jobs.COLLECTOR, self.interval))
+
+
+def _phase(key: TargetKey) -> float:
+    """A number in [0, 1) that every process computes alike for `key`."""
+    digest = hashlib.sha256(f"{key.account_id}/{key.region}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    value: object = None
+    error: ApiError | None = None
+    disabled: bool = False  # Macie is not enabled there
+    crashed: bool = False
+    removed: bool = False  # the target went away meanwhile
+
+    @property
+    def ok(self) -> bool:
+        return not (self.error or self.disabled or self.crashed or self.removed)
+
+
+class _Context:
+    """A collector run's view of its target (exporter.collectors.base.Context)."""
+
+    def __init__(self, refresher: TargetRefresher, collector: AnyCollector) -> None:
+        self._refresher = refresher
+        self._collector = collector
+        self.now = refresher.clock()
+        self.settings = refresher.settings.collect
+        self.result = refresher.store.result(refresher.key)
+        self.previous = self.result.get(collector.slot)
+
+    @property
+    def key(self) -> TargetKey:
+        return self._refresher.key
+
+    def region_not_enabled(self, err: ApiError) -> bool:
+        """An opt-in region the account has not enabled: Macie rejects there credentials it
+        accepts elsewhere. Credentials never accepted anywhere are a real failure."""
+        if not self._refresher.api.region_not_enabled(err):
+            return False
+        log.info("credentials rejected in this opt-in region but accepted elsewhere: taken as "
+                 "a region the account has not enabled", extra=fields(
+                     **self._refresher.labels(), operation=err.operation, error_code=err.code))
+        return True
+
+    def adopt_account(self, account: str) -> None:
+        self._refresher.adopt_account(account)
+
+    def publish(self, value: object) -> None:
+        slot = self._collector.slot
+        self._refresher.store.update(self.key, lambda r: r.with_value(slot, value))
+
+
+class _Run:
+    """One run of one collector for one target: its fetch's requests as pool tasks."""
+
+    def __init__(self, refresher: TargetRefresher, collector: AnyCollector, *,
+                 background: bool, done: Callable[[_Outcome, float], None]) -> None:
+        self.r = refresher
+        self.collector = collector
+        self.background = background
+        self.done = done
+        self.started = time.monotonic()
+        self.context = _Context(refresher, collector)
+        self.fetch = collector.fetch(self.context)
+        self._lock = threading.Lock()
+        self._answers: list[object] = []
+        self._left = 0
+        self._ended = False
+
+    def start(self) -> None:
+        """Run the fetch up to its first request (in the caller's thread: it makes no call),
+        then each request as a pool task."""
+        self._advance(None, None)
+
+    def _submit(self, task: Callable[[], None], *, urgent: bool) -> None:
+        if self.r.closed:  # the target went away: end here, store nothing
+            self._end(_Outcome(removed=True))
+            return
+        self.r.pool.submit(self.r, task, urgent=urgent and not self.background,
+                           background=self.background)
+
+    def _end(self, outcome: _Outcome) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        self.fetch.close()
+        self.done(outcome, time.monotonic() - self.started)
+
+    def _advance(self, answer: object, error: ApiError | None) -> None:
+        try:
+            request = self.fetch.throw(error) if error is not None else self.fetch.send(answer)
+        except StopIteration as stop:
+            self._end(_Outcome(value=stop.value))
+            return
+        except MacieDisabled:
+            self._end(_Outcome(disabled=True))
+            return
+        except ApiError as err:
+            self._end(_Outcome(error=err))
+            return
+        except MappingError as err:
+            self._end(_Outcome(error=ApiError(self.collector.name, "MalformedResponse",
+                                              str(err))))
+            return
+        except Exception:  # a bug in one collector must not touch the rest
+            log.exception(f"{'collector' if self.background else 'refresh'} crashed",
+                          extra=fields(**self.r.labels(), collector=self.collector.name))
+            self._end(_Outcome(crashed=True))
+            return
+        self._dispatch(request)
+
+    def _dispatch(self, request: Request) -> None:
+        if isinstance(request, Parallel):
+            self._answers = [None] * len(request.calls)
+            self._left = len(request.calls)
+            for index, one in enumerate(request.calls):
+                self._submit(functools.partial(self._parallel, index, one), urgent=False)
+        elif isinstance(request, Published):
+            self.r.store.when_published(
+                lambda: self._submit(lambda: self._advance(None, None), urgent=False))
+        else:
+            self._submit(lambda: self._perform(request), urgent=True)
+
+    def _perform(self, request: Request) -> None:
+        try:
+            answer = self._answer(request)
+        except ApiError as err:
+            self._advance(None, err)
+        except Exception:
+            log.exception("AWS call crashed", extra=fields(**self.r.labels(),
+                                                           collector=self.collector.name))
+            self._end(_Outcome(crashed=True))
+        else:
+            self._advance(answer, None)
+
+    def _answer(self, request: Request) -> object:
+        api = self.r.api
+        if isinstance(request, Call):
+            return api.call(request.operation, **request.arguments)
+        if isinstance(request, NextPage):
+            return api.next_page(request.pages)
+        if isinstance(request, ResolveAccount):
+            return api.resolve_account()
+        raise TypeError(f"not a single request: {request!r}")
+
+    def _parallel(self, index: int, one: Call) -> None:
+        try:
+            answer: object = self.r.api.call(one.operation, **one.arguments)
+        except ApiError as err:
+            answer = err
+        except Exception:  # a bug: reported like a failed call, the others go on
+            log.exception("AWS call crashed", extra=fields(**self.r.labels(),
+                                                           collector=self.collector.name))
+            answer = ApiError(one.operation.name, "CallCrashed")
+        with self._lock:
+            self._answers[index] = answer
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._advance(self._answers, None)
+
+
+class TargetRefresher:
+    """Runs every collector of one target: the refresh (status, jobs) and, after it, the
+    collectors that are due."""
+
+    def __init__(self, api: TargetApi, store: SnapshotStore, pool: CallPool,
+                 settings: RefreshSettings = RefreshSettings(), *,
+                 counters: Sequence[Rekeyable] = (),
+                 clock: Callable[[], float] = time.time) -> None:
+        self.api = api
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.clock = clock
+        self._counters = tuple(counters)
+        self._lock = threading.Lock()
+        self._refreshing: threading.Event | None = None
+        self._ran_at: dict[str, float] = {}  # collector -> when its last run was due
+        self._collecting: set[str] = set()
+        self._failing = False
+        self.last_ok = False
+        self.closed = False
+        # Called with (old, new) before the target moves to an account learned late.
+        self.before_rekey: Callable[[TargetRefresher, TargetKey], None] | None = None
+
+    @property
+    def key(self) -> TargetKey:
+        return self.api.key
+
+    @property
+    def running(self) -> bool:
+        """True while a refresh of this target is under way."""
+        return self._refreshing is not None
+
+    @property
+    def macie_status(self) -> str | None:
+        return status.status_of(self.store.result(self.key))
+
+    def labels(self) -> dict[str, str]:
+        return {"account_id": self.key.account_id, "region": self.key.region}
+
+    # ------------------------------------------------------------ the refresh
+
+    def trigger(self) -> threading.Event | None:
+        """Start a refresh unless one is under way; returns the event set when it ends."""
+        with self._lock:
+            if self.closed:
+                return None
+            if self._refreshing is not None:
+                log.debug("refresh skipped: the previous one is still running",
+                          extra=fields(**self.labels()))
+                return None
+            done = self._refreshing = threading.Event()
+        _Refresh(self, done).begin()
+        return done
+
+    def refresh(self, timeout: float | None = None) -> bool:
+        """One refresh, waited for (tests, --once); True if it succeeded."""
+        done = self.trigger()
+        if done is None:
+            return False
+        done.wait(timeout)
+        return self.last_ok
+
+    def close(self) -> None:
+        """Stop for good (a target that went away): nothing more is queued or stored."""
+        with self._lock:
+            self.closed = True
+        self.pool.forget(self)
+
+    def adopt_account(self, account: str) -> None:
+        """Re-key the target to the account learned late: its result, counts and labels."""
+        old = self.key
+        if old.account_id == account:
+            return
+        new = TargetKey(account, old.region)
+        if self.before_rekey is not None:
+            self.before_rekey(self, new)
+        self.api.key = new
+        for keyed in (self.store, *self._counters):
+            keyed.rekey(old, new)
+
+    def due(self, scheduled: Scheduled, now: float) -> bool:
+        """Whether a collector is due in the refresh starting at `now`: the refresh nearest
+        its due time runs it (a tick a few milliseconds early would otherwise slip it a whole
+        refresh interval)."""
+        last = self._ran_at.get(scheduled.collector.name)
+        return last is None or now - last >= scheduled.interval - self.settings.interval / 2
+
+    def mark_ran(self, name: str, at: float) -> None:
+        """The collector `name` ran (or is taken as run) at `at`: `due` counts from there."""
+        self._ran_at[name] = at
+
+    def ended_refresh(self, done: threading.Event, ok: bool) -> None:
+        with self._lock:
+            if self._refreshing is done:
+                self._refreshing = None
+            self.last_ok = ok
+        done.set()
+
+    # ------------------------------------------------------------ storing outcomes
+
+    def store_foreground(self, collector: AnyCollector, outcome: _Outcome, duration: float,
+                         now: float) -> None:
+        """What a refresh collector's run leaves in the target's result."""
+        key, name = self.key, collector.name
+        if outcome.removed or self.closed:
+            return
+        if outcome.disabled:
+            self.mark_ran(status.COLLECTOR.name, now)  # a check that found Macie off
+            self.disable(now, duration)
+            return
+        if collector.health != "refresh":  # the status: its value only, when it has one
+            if outcome.ok:
+                self.store.update(key, lambda r: r.with_value(collector.slot, outcome.value))
+            return
+
+        def change(result: TargetResult) -> TargetResult:
+            previous = result.health_of(name)
+            if outcome.ok:
+                health = Health(True, duration, now)
+                result = result.with_value(collector.slot, outcome.value)
+            else:
+                health = Health(False, duration, previous.last_success_at if previous else None)
+            return replace(result.with_health(name, health), key=key, completed=True)
+        self.store.update(key, change)
+        if outcome.ok:
+            if self._failing:
+                log.info("refresh recovered", extra=fields(**self.labels()))
+                self._failing = False
+            if duration > self.settings.interval:
+                log.warning("refresh took longer than the interval; the next one waits for it",
+                            extra=fields(**self.labels(), duration_seconds=round(duration, 3),
+                                         interval_seconds=self.settings.interval))
+            return
+        self._failing = True
+        err = outcome.error
+        if err is None:
+            return
+        extra = {**self.labels(), "operation": err.operation, "error_code": err.code}
+        if err.missing_permission:
+            log.error("refresh failed: access denied",
+                      extra=fields(**extra, missing_permission=err.missing_permission))
+        else:
+            log.warning("refresh failed", extra=fields(**extra, error=err.message))
+
+    def disable(self, now: float, duration: float) -> None:
+        """Macie is off in this account and region: a successful refresh with nothing but the
+        status; what the collectors found is dropped."""
+        result = TargetResult(self.key, completed=True).with_value(
+            status.SLOT, status.DISABLED).with_health(jobs.COLLECTOR.name,
+                                                      Health(True, duration, now))
+        self.store.put(result)
+        if self._failing:
+            log.info("refresh recovered", extra=fields(**self.labels()))
+            self._failing = False
+
+    # ------------------------------------------------------------ the other collectors
+
+    def collect_due(self, now: float) -> None:
+        """Queue the collectors whose interval has passed (none while Macie is off)."""
+        if self.macie_status == status.DISABLED or self.closed:
+            return
+        result = self.store.result(self.key)
+        for scheduled in self.settings.collectors:
+            collector = scheduled.collector
+            stale = collector.stale is not None and collector.stale(result)
+            with self._lock:
+                if collector.name in self._collecting or not (self.due(scheduled, now)
+                                                              or stale):
+                    continue
+                self._collecting.add(collector.name)
+            # The first round runs at once; with spreading, the next comes a fraction of the
+            # interval later (this target's phase), and then every interval.
+            first = collector.name not in self._ran_at
+            spread = _phase(self.key) if first and self.settings.spread_collectors else 0
+            self.mark_ran(collector.name, now - spread * scheduled.interval)
+            _Run(self, collector, background=True,
+                 done=functools.partial(self._collected, collector)).start()
+
+    def _collected(self, collector: AnyCollector, outcome: _Outcome, duration: float) -> None:
+        with self._lock:
+            self._collecting.discard(collector.name)
+        if outcome.removed or self.closed:
+            return
+        health = Health(outcome.ok, duration)
+
+        def change(result: TargetResult) -> TargetResult:
+            if status.status_of(result) == status.DISABLED:  # Macie went off meanwhile
+                return result
+            if outcome.ok:
+                result = result.with_value(collector.slot, outcome.value)
+            return result.with_health(collector.name, health)
+        self.store.update(self.key, change)
+        error = outcome.error
+        if error is None:
+            return
+        if error.missing_permission:
+            log_once(error.missing_permission,
+                     f"{collector.name} collector denied; it keeps its last values",
+                     **self.labels(), collector=collector.name, operation=error.operation,
+                     error_code=error.code)
+        else:
+            log.warning("collector failed; it keeps its last values", extra=fields(
+                **self.labels(), collector=collector.name, operation=error.operation,
+                error_code=error.code, error=error.message))
+
+
+class _Refresh:
+    """One refresh of one target: the account if unknown, the status if due, the jobs."""
+
+    def __init__(self, refresher: TargetRefresher, done: threading.Event) -> None:
+        self.r = refresher
+        self.done = done
+        self.now = refresher.clock()
+        self.started = time.monotonic()
+        # The jobs collector is the refresh itself; the others run when they are due.
+        self.steps = [s for s in refresher.settings.refresh
+                      if s.collector.health == "refresh" or refresher.due(s, self.now)]
+
+    def begin(self) -> None:
+        r = self.r
+        if self.r.key.account_id == UNKNOWN_ACCOUNT and not r.api.role_arn:
+            r.pool.submit(r, self._resolve, urgent=True)
+        else:
+            self.next()
+
+    def _resolve(self) -> None:
+        try:
+            account = self.r.api.resolve_account()
+            if account:
+                self.r.adopt_account(account)
+        except Exception:
+            log.exception("refresh crashed", extra=fields(**self.r.labels()))
+        self.next()
+
+    def next(self) -> None:
+        r = self.r
+        if r.closed:
+            self.end(False)
+            return
+        if not self.steps:
+            self.end(True)
+            return
+        scheduled = self.steps.pop(0)
+        if scheduled.collector is jobs.COLLECTOR and r.macie_status == status.DISABLED:
+            r.disable(self.now, time.monotonic() - self.started)
+            self.end(True)
+            return
+        if scheduled.collector.retry_failed is False:
+            r.mark_ran(scheduled.collector.name, self.now)
+        _Run(r, scheduled.collector, background=False,
+             done=lambda outcome, _duration: self.ran(scheduled, outcome)).start()
+
+    def ran(self, scheduled: Scheduled, outcome: _Outcome) -> None:
+        r = self.r
+        collector = scheduled.collector
+        if collector.retry_failed and (outcome.ok or outcome.disabled):
+            r.mark_ran(collector.name, self.now)
+        try:
+            r.store_foreground(collector, outcome, time.monotonic() - self.started, self.now)
+        except Exception:
+            log.exception("refresh crashed", extra=fields(**r.labels()))
+            outcome = _Outcome(crashed=True)
+        if outcome.disabled:
+            self.end(True)
+        elif collector.health == "refresh":
+            self.end(outcome.ok)
+        else:
+            self.next()
+
+    def end(self, ok: bool) -> None:
+        self.r.ended_refresh(self.done, ok)
+        self.r.collect_due(self.now)
+
+
+def refresh_all_once(refreshers: Sequence[TargetRefresher]) -> bool:
+    """Refresh every target once; True if all succeeded (`--once`)."""
+    events = [r.trigger() for r in refreshers]
+    for event in events:
+        if event is not None:
+            event.wait()
+    return all(r.last_ok for r in refreshers)

@@ -1,0 +1,122 @@
+"""The snapshot store: each target's result, swapped in as one immutable snapshot."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Protocol
+
+from exporter.model import Snapshot, TargetKey, TargetResult
+
+
+class Rekeyable(Protocol):
+    """Something keyed by target that follows an account learned late."""
+
+    def rekey(self, old: TargetKey, new: TargetKey) -> None: ...
+
+
+class SnapshotStore:
+    """Holds the current snapshot; replacing one target's result swaps a new snapshot in."""
+
+    def __init__(self, keys: Iterable[TargetKey] = (), pending: bool = False) -> None:
+        self._lock = threading.Lock()
+        self._results: dict[TargetKey, TargetResult] = {k: TargetResult(key=k) for k in keys}
+        self._pending = pending
+        self._serial = 0
+        self._snapshot = Snapshot(tuple(self._results.values()), pending)
+        self._listeners: list[Callable[[], None]] = []
+        # Actions waiting for /metrics to show a snapshot: (its serial, action).
+        self._rendered = False
+        self._waiting: list[tuple[int, Callable[[], None]]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """`listener()` is called after every swap (it must return quickly)."""
+        self._listeners.append(listener)
+
+    def get(self) -> Snapshot:
+        return self._snapshot
+
+    def result(self, key: TargetKey) -> TargetResult:
+        return self._results.get(key) or TargetResult(key=key)
+
+    def _swap(self) -> None:
+        self._serial += 1
+        self._snapshot = Snapshot(tuple(self._results.values()), self._pending, self._serial)
+
+    def rendered_in_background(self) -> None:
+        """From now on a background renderer publishes snapshots to /metrics (and calls
+        `published`), so `when_published` waits for it."""
+        with self._lock:
+            self._rendered = True
+
+    def when_published(self, action: Callable[[], None]) -> None:
+        """Run `action` once /metrics shows the current snapshot (or a newer one): at once
+        without a background renderer, else from the renderer's thread."""
+        with self._lock:
+            if self._rendered:
+                self._waiting.append((self._serial, action))
+                return
+        action()
+
+    def published(self, snapshot: Snapshot | None) -> None:
+        """The renderer published `snapshot` (None: it stopped, and waits no more)."""
+        with self._lock:
+            if snapshot is None:
+                self._rendered = False
+                due, self._waiting = self._waiting, []
+            else:
+                due = [(s, a) for s, a in self._waiting if s <= snapshot.serial]
+                self._waiting = [(s, a) for s, a in self._waiting if s > snapshot.serial]
+        for _, action in due:
+            action()
+
+    def known(self) -> None:
+        """The set of targets is known (discovery answered once, successfully or not)."""
+        with self._lock:
+            if not self._pending:
+                return
+            self._pending = False
+            self._swap()
+        self._changed()
+
+    def update(self, key: TargetKey, change: Callable[[TargetResult], TargetResult]) -> None:
+        """Replace a target's result with `change(current)`, atomically; a key the store does
+        not hold (a target removed meanwhile) is left alone: only `put` adds targets."""
+        with self._lock:
+            current = self._results.get(key)
+            if current is None:
+                return
+            self._results[key] = change(current)
+            self._swap()
+        self._changed()
+
+    def put(self, result: TargetResult) -> None:
+        """Store a target's result under its key (a target not held yet is added)."""
+        with self._lock:
+            self._results[result.key] = result
+            self._swap()
+        self._changed()
+
+    def remove(self, key: TargetKey) -> None:
+        with self._lock:
+            if self._results.pop(key, None) is None:
+                return
+            self._swap()
+        self._changed()
+
+    def rekey(self, old: TargetKey, new: TargetKey) -> None:
+        """Hold `old`'s result under `new`, in the same place (an account learned late)."""
+        with self._lock:
+            if new in self._results:  # another target has that key: it keeps its place
+                self._results.pop(old, None)
+            else:
+                self._results = {(new if k == old else k): (replace(r, key=new) if k == old
+                                                            else r)
+                                 for k, r in self._results.items()}
+            self._swap()
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()

@@ -1,0 +1,1 @@
+"""Rendering: metric families declared target by target, and the cached exposition."""

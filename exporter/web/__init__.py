@@ -1,0 +1,1 @@
+"""HTTP: the bounded server, its endpoints and the exporter-toolkit web config file."""
