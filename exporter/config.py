@@ -55,7 +55,7 @@ class Config:
     log_format: str
     demo: bool
     once: bool
-    # ListClassificationJobs filterCriteria ({"includes": [...], "excludes": [...]}), or None.
+    # The jobs list's filterCriteria ({"includes": [...], "excludes": [...]}), or None.
     list_filter: dict[str, list[dict[str, Any]]] | None = None
     discovery: DiscoveryConfig | None = None
     shard_index: int = 0
@@ -313,7 +313,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("refresh.concurrency", "16", _int_between(1, 256),
            "AWS calls in flight at once, for the whole process (1-256)."),
     Option("refresh.status-interval", "1h", _from_text(_interval),
-           "How often to check Macie's status per account and region (GetMacieSession)."),
+           "How often to check Macie's status per account and region (the status collector)."),
     Option("refresh.full-redescribe-interval", "24h", _from_text(_positive_duration),
            "How often COMPLETE and CANCELLED jobs are described again (tag changes)."),
     Option("jobs.tag-labels", "", _tag_keys,
@@ -420,7 +420,7 @@ def _flatten_yaml(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], A
 
 
 def _filters(raw: Any, path: str) -> dict[str, list[dict[str, Any]]] | None:
-    """`filters: {includes: [...], excludes: [...]}` → ListClassificationJobs filterCriteria."""
+    """`filters: {includes: [...], excludes: [...]}` → the jobs list's filterCriteria."""
     if raw is None:
         return None
     where = f"config file {path}: filters"

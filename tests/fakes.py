@@ -5,6 +5,7 @@ that tests override."""
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ class FakeMacie:
         self.calls: Counter[str] = Counter()
         self.describe_gate = threading.Event()
         self.describe_gate.set()
-        self._pages: dict[int, Iterator[list[dict[str, Any]]]] = {}
+        self._pages: weakref.WeakKeyDictionary[Pages, Iterator[list[dict[str, Any]]]] = (
+            weakref.WeakKeyDictionary())
 
     # ------------------------------------------------------------ the protocol
 
@@ -114,9 +116,9 @@ class FakeMacie:
 
     def next_page(self, pages: Pages, region: str | None = None
                   ) -> list[dict[str, Any]] | None:
-        found = self._pages.get(id(pages))
+        found = self._pages.get(pages)
         if found is None:
-            found = self._pages[id(pages)] = self._paged(pages.operation.name)
+            found = self._pages[pages] = self._paged(pages.operation.name)
         try:
             return next(found, None)
         except ApiError as err:

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter import collectors
-from exporter.collect import SnapshotCollector
+from exporter.aws.errors import ApiError
+from exporter.collectors import findings, jobs, members, usage
+from exporter.collectors.base import Call, MappingError, Settings
+from exporter.collectors.findings import GET_FINDING_STATISTICS
+from exporter.collectors.jobs import Job, Jobs
+from exporter.collectors.members import members_from_api
+from exporter.collectors.usage import Usage, usage_from_api
 from exporter.config import ConfigError, load
-from exporter.macie import ApiError
-from exporter.mapping import MappingError, members_from_api, usage_from_api
-from exporter.model import Collected, Snapshot, TargetKey, TargetResult, Usage
-from exporter.pool import CallPool
-from exporter.refresh import RefreshSettings, SnapshotStore, TargetRefresher
+from exporter.engine.pool import CallPool
+from exporter.engine.runner import RefreshSettings, Scheduled, TargetRefresher
+from exporter.engine.selfmetrics import SnapshotCollector
+from exporter.engine.store import SnapshotStore
+from exporter.model import Snapshot, TargetKey, TargetResult
 from tests.conftest import parse, series, value
-from tests.fakes import NOT_ENABLED, Clock, FakeMacie
-from tests.snapshots import ACCOUNT, MEMBER, snapshot
+from tests.fakes import NOT_ENABLED, Clock, FakeMacie, View, view
+from tests.snapshots import ACCOUNT, MEMBER, snapshot, target
 
 REGION = "eu-west-1"
 TB = 2.0**40
@@ -46,22 +51,61 @@ class Findings:
                 for job, count in counts.most_common()][:size]
 
 
+@dataclass
+class FindingsContext:
+    """What findings.fetch sees of its target (exporter.collectors.base.Context)."""
+
+    result: TargetResult
+    key: TargetKey = field(default_factory=lambda: TargetKey(ACCOUNT, REGION))
+    now: float = 0.0
+    settings: Settings = field(default_factory=Settings)
+    previous: findings.Findings | None = None
+
+    def region_not_enabled(self, err: ApiError) -> bool:
+        return False
+
+    def adopt_account(self, account: str) -> None:
+        raise AssertionError("findings.fetch adopts no account")
+
+    def publish(self, value: findings.Findings) -> None:
+        raise AssertionError("findings.fetch publishes nothing before it ends")
+
+
+def fetch_findings(api: Findings, job_ids: Sequence[str]) -> findings.Findings:
+    """findings.fetch for a target exporting `job_ids`, its calls answered by `api`."""
+    exported = Jobs(tuple(Job(job_id, f"name-{job_id}", ACCOUNT, "RUNNING", "ONE_TIME", "none",
+                              "ALL") for job_id in job_ids))
+    context = FindingsContext(TargetResult(TargetKey(ACCOUNT, REGION)).with_value(jobs.SLOT,
+                                                                                  exported))
+    fetch = findings.fetch(context)
+    answer: object = None
+    while True:
+        try:
+            request = fetch.send(answer)
+        except StopIteration as stop:
+            counts: findings.Findings = stop.value
+            return counts
+        assert isinstance(request, Call) and request.operation is GET_FINDING_STATISTICS
+        answer = {"countsByGroup": api.finding_statistics(
+            request.arguments["findingCriteria"]["criterion"], request.arguments["size"])}
+
+
 def test_findings_one_call_per_severity_without_archived() -> None:
     api = Findings([("a", "High", False)] * 3 + [("a", "High", True)] * 5
                    + [("a", "Low", False), ("b", "Medium", False), ("other", "High", False)])
-    counts = collectors.fetch_findings(api, ["a", "b", "c"])  # type: ignore[arg-type]
+    counts = fetch_findings(api, ["a", "b", "c"])
     assert dict(counts) == {"a": (1, 0, 3), "b": (0, 1, 0), "c": (0, 0, 0)}
     assert len(api.calls) == 3
     assert all(c["archived"] == {"eq": ["false"]} for c in api.calls)
 
 
 def test_findings_are_exact_when_macie_caps_the_groups(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(collectors, "FINDINGS_GROUPS", 10)
-    monkeypatch.setattr(collectors, "FINDINGS_JOBS_PER_CALL", 4)
-    findings = [(f"job{i:02d}", "High", False) for i in range(30) for _ in range(i + 1)]
-    api = Findings(findings)
-    jobs = [f"job{i:02d}" for i in range(30)] + ["quiet"]
-    counts = dict(collectors.fetch_findings(api, jobs))  # type: ignore[arg-type]
+    monkeypatch.setattr(findings, "FINDINGS_GROUPS", 10)
+    monkeypatch.setattr(findings, "FINDINGS_JOBS_PER_CALL", 4)
+    found = [(f"job{i:02d}", "High", False) for i in range(30) for _ in range(i + 1)]
+    api = Findings(found)
+    job_ids = [f"job{i:02d}" for i in range(30)] + ["quiet"]
+    counts = dict(fetch_findings(api, job_ids))
     assert counts == {**{f"job{i:02d}": (0, 0, i + 1) for i in range(30)}, "quiet": (0, 0, 0)}
     # High: one capped call, then the 21 jobs it left out in batches of 4; Low and Medium:
     # one call each (nothing there, not capped).
@@ -106,11 +150,11 @@ def test_every_exported_job_has_three_findings_series_once_known() -> None:
     # makes the findings collector due at once.
     snap = snapshot()
     healthy = snap.targets[0]
-    known = tuple(f for f in healthy.collected.findings or () if f[0] != "job-odd")
-    newer = replace(healthy, collected=replace(healthy.collected, findings=known))
-    samples = render(replace(snap, targets=(newer,)))
+    known = tuple(f for f in healthy.get(findings.SLOT) or () if f[0] != "job-odd")
+    newer = healthy.with_value(findings.SLOT, known)
+    samples = render(Snapshot((newer,)))
     assert not series(samples, "macie_classification_job_findings", job_id="job-odd")
-    stale = collectors.findings(300).stale
+    stale = findings.COLLECTOR.stale
     assert stale is not None and stale(newer) and not stale(healthy)
     # Before the findings collector succeeded for a target: no findings series at all.
     assert not series(samples, "macie_classification_job_findings", region="us-east-1")
@@ -120,10 +164,9 @@ def test_usage_of_an_account_is_exported_once() -> None:
     snap = snapshot()
     admin = snap.targets[0]
     # The member's own target reports a different figure: its own record wins.
-    own = TargetResult(key=TargetKey(MEMBER, REGION), success=True, completed=True,
-                       collected=Collected(usage=(Usage(MEMBER, "SENSITIVE_DATA_DISCOVERY",
-                                                        "USD", 3.5, False, TB),)))
-    samples = render(replace(snap, targets=(admin, own)))
+    own = target(TargetKey(MEMBER, REGION), success=True).with_value(
+        usage.SLOT, (Usage(MEMBER, "SENSITIVE_DATA_DISCOVERY", "USD", 3.5, False, TB),))
+    samples = render(Snapshot((admin, own)))
     assert value(samples, "macie_usage_estimated_cost", account_id=MEMBER) == 3.5
     assert value(samples, "macie_usage_estimated_cost", account_id=ACCOUNT,
                  usage_type="SENSITIVE_DATA_DISCOVERY") == 12.5
@@ -192,13 +235,14 @@ def pool() -> Iterator[CallPool]:
 def setup(pool: CallPool, api: FakeCollectorMacie, clock: Clock
           ) -> tuple[TargetRefresher, SnapshotStore]:
     store = SnapshotStore([api.key])
-    settings = RefreshSettings(collectors=(collectors.findings(300), collectors.usage(3600),
-                                           collectors.members(3600)))
+    settings = RefreshSettings(collectors=(Scheduled(findings.COLLECTOR, 300),
+                                           Scheduled(usage.COLLECTOR, 3600),
+                                           Scheduled(members.COLLECTOR, 3600)))
     return TargetRefresher(api, store, pool, settings, clock=clock), store
 
 
-def collected(store: SnapshotStore) -> Collected:
-    return store.get().targets[0].collected
+def collected(store: SnapshotStore) -> View:
+    return view(store.get().targets[0])
 
 
 def settle(pool: CallPool) -> None:
@@ -251,7 +295,7 @@ def test_a_denied_or_failing_collector_keeps_its_last_values(
     health = dict(after.health)
     assert (health["usage"].success, health["findings"].success,
             health["members"].success) == (False, False, True)
-    assert store.get().targets[0].success
+    assert collected(store).success
     denied = [r for r in caplog.records
               if getattr(r, "kv", {}).get("missing_permission") == "macie2:GetUsageStatistics"]
     assert len(denied) <= 1
@@ -268,7 +312,9 @@ def test_no_collector_runs_where_macie_is_off(pool: CallPool) -> None:
     assert refresher.refresh(10)
     settle(pool)
     assert api.calls == Counter({"GetMacieSession": 1})
-    assert collected(store) == Collected()
+    nothing = collected(store)
+    assert (nothing.findings, nothing.usage, nothing.members, nothing.health) == (
+        None, None, None, ())
 
 
 def test_collector_flags() -> None:
@@ -298,7 +344,7 @@ def test_collector_rounds_are_spread_over_the_interval(pool: CallPool) -> None:
     for region in ("eu-west-1", "eu-west-2", "eu-west-3", "us-east-1", "us-west-2"):
         api = FakeCollectorMacie(TargetKey(ACCOUNT, region), {"a": "RUNNING"})
         store = SnapshotStore([api.key])
-        settings = RefreshSettings(collectors=(collectors.findings(300),),
+        settings = RefreshSettings(collectors=(Scheduled(findings.COLLECTOR, 300),),
                                    spread_collectors=True)
         refresher = TargetRefresher(api, store, pool, settings, clock=clock)
         start = clock.now

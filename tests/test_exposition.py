@@ -14,19 +14,25 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collect import SelfCollector, SnapshotCollector
-from exporter.counters import ApiRequestCounter
-from exporter.exposition import CachedExposition, Fragments, render_snapshot
-from exporter.model import CollectorHealth, Snapshot, TargetKey, Usage
+from exporter.aws.counting import ApiRequestCounter
+from exporter.collectors import findings, jobs, status, usage
+from exporter.collectors.base import Settings
+from exporter.collectors.usage import Usage
+from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
+from exporter.model import Health, Snapshot, TargetKey, TargetResult
+from exporter.render.exposition import CachedExposition, Fragments, render_snapshot
+from exporter.render.families import TARGET_LABELS, AnySpec, CounterFamily, Family, FamilySpec
 from tests.conftest import wait_for
 from tests.snapshots import ACCOUNT, MEMBER, snapshot
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
                      "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 TAGS = ("team", "cost-center")
+FAMILIES = snapshot_families(Settings(tag_keys=TAGS))
 openmetrics: Callable[[CollectorRegistry], bytes] = generate_openmetrics
 
 
@@ -35,11 +41,11 @@ class Holder:
         self.snapshot = snapshot()
         self.requests = ApiRequestCounter()
         self.live = SelfCollector(self.requests, build=("0.0.0", "3.11.0", "1.0.0"))
-        self.exposition = CachedExposition(lambda: self.snapshot, TAGS, [self.live])
+        self.exposition = CachedExposition(lambda: self.snapshot, FAMILIES, [self.live])
 
     def reference(self) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotCollector(lambda: self.snapshot, TAGS))
+        registry.register(SnapshotCollector(lambda: self.snapshot, FAMILIES))
         registry.register(self.live)
         return registry
 
@@ -132,9 +138,9 @@ def test_slices_join_to_the_full_rendering(generate: Callable[[CollectorRegistry
                                            jobs_per_slice: int) -> None:
     holder = Holder()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: holder.snapshot, TAGS))
+    registry.register(SnapshotCollector(lambda: holder.snapshot, FAMILIES))
     expected = generate(registry).removesuffix(b"# EOF\n")
-    pieces = render_snapshot(holder.snapshot, TAGS, generate, jobs_per_slice=jobs_per_slice)
+    pieces = render_snapshot(holder.snapshot, FAMILIES, generate, jobs_per_slice=jobs_per_slice)
     assert b"".join(pieces) == expected
 
 
@@ -146,23 +152,29 @@ def mutated(snap: Snapshot, rng: random.Random, step: int) -> Snapshot:
         t = targets[i]
         change = rng.choice(["jobs", "status", "findings", "health", "usage", "rekey", "drop",
                              "add", "none"])
-        if change == "jobs" and t.jobs:
-            job = rng.choice(t.jobs)
+        if change == "jobs" and jobs.jobs_of(t):
+            value = t.get(jobs.SLOT)
+            assert value is not None
+            job = rng.choice(value.jobs)
             grown = replace(job, objects_to_process=step, name=f"{job.name}\r{step}")
-            t = replace(t, jobs=tuple(grown if j is job else j for j in t.jobs))
+            t = t.with_value(jobs.SLOT, replace(value, jobs=tuple(
+                grown if j is job else j for j in value.jobs)))
         elif change == "status":
-            t = replace(t, success=not t.success, duration_seconds=step / 10,
-                        macie_status=rng.choice(["ENABLED", "PAUSED", "DISABLED", None]))
+            refresh = t.health_of("jobs")
+            t = t.with_health("jobs", Health(
+                not (refresh and refresh.success), step / 10,
+                refresh.last_success_at if refresh else None)).with_value(
+                status.SLOT, rng.choice(["ENABLED", "PAUSED", "DISABLED", None]))
         elif change == "findings":
-            t = replace(t, collected=replace(t.collected, findings=tuple(
-                (j.job_id, (step, 0, 1)) for j in t.jobs[:step % 3])))
+            t = t.with_value(findings.SLOT, tuple(
+                (j.job_id, (step, 0, 1)) for j in jobs.jobs_of(t)[:step % 3]))
         elif change == "health":
-            t = replace(t, collected=t.collected.healthy(
-                rng.choice(["findings", "usage", "members"]), CollectorHealth(step % 2 == 0, step)))
+            t = t.with_health(rng.choice(["findings", "usage", "members"]),
+                              Health(step % 2 == 0, step))
         elif change == "usage":
-            t = replace(t, collected=replace(t.collected, usage=(
+            t = t.with_value(usage.SLOT, (
                 Usage(rng.choice([ACCOUNT, MEMBER, t.key.account_id]), "SENSITIVE_DATA_DISCOVERY",
-                      "USD", step, step % 2 == 0, 2.0**40),)))
+                      "USD", step, step % 2 == 0, 2.0**40),))
         elif change == "rekey":
             t = replace(t, key=TargetKey(f"{step:012d}", t.key.region))
         elif change == "add":
@@ -185,9 +197,9 @@ def test_kept_samples_render_like_a_fresh_render_as_snapshots_change(
     for step in range(60):
         holder.snapshot = mutated(holder.snapshot, rng, step)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotCollector(lambda: holder.snapshot, TAGS))
+        registry.register(SnapshotCollector(lambda: holder.snapshot, FAMILIES))
         expected = generate(registry).removesuffix(b"# EOF\n")
-        kept = b"".join(render_snapshot(holder.snapshot, TAGS, generate, fragments,
+        kept = b"".join(render_snapshot(holder.snapshot, FAMILIES, generate, fragments,
                                         jobs_per_slice=jobs_per_slice))
         assert kept == expected, f"step {step}"
 
@@ -203,28 +215,30 @@ def test_only_the_targets_that_changed_are_encoded_again() -> None:
         return text
 
     fragments = Fragments()
-    first = b"".join(render_snapshot(Snapshot(targets), TAGS, counting, fragments))
+    first = b"".join(render_snapshot(Snapshot(targets), FAMILIES, counting, fragments))
     everything = sum(encoded)
     assert everything == first.count(b"\n") - first.count(b"\n#") - first.startswith(b"#")
     encoded.clear()
-    refreshed = replace(targets[7], duration_seconds=9.5, last_success_at=1_795_000_200.0)
+    refreshed = targets[7].with_health("jobs", Health(True, 9.5, 1_795_000_200.0))
     changed = Snapshot((*targets[:7], refreshed, *targets[8:]))
-    again = b"".join(render_snapshot(changed, TAGS, counting, fragments))
+    again = b"".join(render_snapshot(changed, FAMILIES, counting, fragments))
     # Two samples changed (duration and last success) and are all that is encoded again.
     assert sum(encoded) == 2
-    assert again == b"".join(render_snapshot(changed, TAGS, generate_latest)) != first
+    assert again == b"".join(render_snapshot(changed, FAMILIES, generate_latest)) != first
 
 
 def test_a_target_with_more_jobs_than_a_batch_is_streamed_not_kept() -> None:
     small, big = snapshot().targets[0], snapshot().targets[0]
-    big = replace(big, key=TargetKey(ACCOUNT, "us-west-2"), jobs=tuple(
-        replace(small.jobs[0], job_id=f"job-{n:03d}") for n in range(7)))
+    value = big.get(jobs.SLOT)
+    assert value is not None
+    big = replace(big, key=TargetKey(ACCOUNT, "us-west-2")).with_value(jobs.SLOT, replace(
+        value, jobs=tuple(replace(value.jobs[0], job_id=f"job-{n:03d}") for n in range(7))))
     snap = Snapshot((small, big))
     fragments = Fragments()
     for _ in range(2):
-        rendered = b"".join(render_snapshot(snap, TAGS, generate_latest, fragments,
+        rendered = b"".join(render_snapshot(snap, FAMILIES, generate_latest, fragments,
                                             jobs_per_slice=3))
-        assert rendered == b"".join(render_snapshot(snap, TAGS, generate_latest))
+        assert rendered == b"".join(render_snapshot(snap, FAMILIES, generate_latest))
     info = fragments._kept[0]  # macie_classification_job_info
     assert set(info) == {small.key}
 
@@ -233,6 +247,64 @@ def test_an_empty_snapshot_renders_like_prometheus_client() -> None:
     holder = Holder()
     holder.snapshot = Snapshot()
     assert holder.exposition.render(None, None)[1] == generate_latest(holder.reference())
+
+
+def _refresh_seconds_spec() -> FamilySpec[float]:
+    """A counter per target, from a one-line part function (its refresh's duration)."""
+    def make() -> CounterFamily:
+        return CounterFamily("test_refresh_seconds", "Seconds spent refreshing the target.",
+                             labels=list(TARGET_LABELS))
+
+    def part(target: TargetResult) -> float:
+        health = target.health_of("jobs")
+        return health.duration_seconds if health is not None else 0.0
+
+    def add(family: Family, key: TargetKey, seconds: float, lo: int, hi: int) -> None:
+        family.add_metric([key.account_id, key.region], seconds)
+
+    return FamilySpec("test_refresh_seconds", make, add, part=part)
+
+
+def reference(snap: Snapshot, families: Sequence[AnySpec],
+              generate: Callable[[CollectorRegistry], bytes]) -> bytes:
+    """prometheus-client's own rendering of `families` over `snap` (no `# EOF`)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snap, families))
+    return generate(registry).removesuffix(b"# EOF\n")
+
+
+@pytest.mark.parametrize("generate", [generate_latest, generate_openmetrics])
+def test_a_counter_family_is_kept_and_renders_like_prometheus_client(
+        generate: Callable[[CollectorRegistry], bytes]) -> None:
+    spec = _refresh_seconds_spec()
+    assert spec.kind == "counter"
+    targets = tuple(TargetResult(TargetKey(ACCOUNT, f"region-{n}")).with_health(
+        "jobs", Health(True, float(n))) for n in range(5))
+    fragments = Fragments()
+    before = Snapshot(targets)
+    first = b"".join(render_snapshot(before, [spec], generate, fragments))
+    assert first == reference(before, [spec], generate)
+    assert b"_created" not in first and first.count(b"test_refresh_seconds_total{") == 5
+    kept = dict(fragments._kept[0])
+    changed = targets[2].with_health("jobs", Health(True, 42.0))
+    after = Snapshot((*targets[:2], changed, *targets[3:]))
+    again = b"".join(render_snapshot(after, [spec], generate, fragments))
+    assert again == reference(after, [spec], generate) != first
+    assert b"_created" not in again and b"42.0" in again
+    # The unchanged targets' samples are reused as they were; the changed one is encoded again.
+    now = fragments._kept[0]
+    assert all(now[t.key] is kept[t.key] for t in targets if t.key != changed.key)
+    assert now[changed.key] is not kept[changed.key] and now[changed.key][0] == 42.0
+
+
+def test_a_family_that_may_carry_created_samples_is_refused_where_it_is_declared() -> None:
+    def add(family: Family, key: TargetKey, count: float, lo: int, hi: int) -> None:
+        family.add_metric([key.account_id, key.region], count)
+
+    with pytest.raises(TypeError, match="CounterMetricFamily"):
+        FamilySpec("test_refreshes", lambda: CounterMetricFamily(  # type: ignore[arg-type,return-value]
+            "test_refreshes", "Refreshes of the target.", labels=list(TARGET_LABELS)),
+            add, part=lambda target: 1.0)
 
 
 class GatedRender:
@@ -250,18 +322,18 @@ class GatedRender:
     def last(self) -> Snapshot | None:
         return self.rendered[-1] if self.rendered else None
 
-    def __call__(self, snapshot: Snapshot, tag_keys: Sequence[str],
+    def __call__(self, snapshot: Snapshot, families: Sequence[AnySpec],
                  encoder: Callable[[CollectorRegistry], bytes],
                  fragments: Fragments) -> Iterator[bytes]:
         if self.fail:
             raise RuntimeError("render failed")
         if threading.current_thread().name != "exposition-render":
             # a render on the scrape path
-            return render_snapshot(snapshot, tag_keys, encoder, fragments)
+            return render_snapshot(snapshot, families, encoder, fragments)
         self.rendered.append(snapshot)
         assert self.gate.wait(timeout=15), "test never opened the gate"
         self.clock[0] += self.seconds
-        return render_snapshot(snapshot, tag_keys, encoder, fragments)
+        return render_snapshot(snapshot, families, encoder, fragments)
 
 
 class Background(Holder):
@@ -272,7 +344,7 @@ class Background(Holder):
         self.render = GatedRender()
         self.rests: list[float] = []
         self.published: list[Snapshot | None] = []
-        self.exposition = CachedExposition(lambda: self.snapshot, TAGS, [self.live],
+        self.exposition = CachedExposition(lambda: self.snapshot, FAMILIES, [self.live],
                                            render=self.render, clock=lambda: self.render.clock[0],
                                            render_clock=lambda: self.render.clock[0],
                                            rest=self.rests.append,
@@ -425,13 +497,13 @@ def test_a_burst_of_swaps_is_rendered_once_it_pauses() -> None:
     holder = Holder()
     renders: list[Snapshot] = []
 
-    def counting(snapshot: Snapshot, tag_keys: Sequence[str], encoder: Any,
+    def counting(snapshot: Snapshot, families: Sequence[AnySpec], encoder: Any,
                  fragments: Fragments) -> Iterator[bytes]:
         if threading.current_thread().name == "exposition-render":
             renders.append(snapshot)
-        return render_snapshot(snapshot, tag_keys, encoder, fragments)
+        return render_snapshot(snapshot, families, encoder, fragments)
 
-    exposition = CachedExposition(lambda: holder.snapshot, TAGS, [holder.live], render=counting,
+    exposition = CachedExposition(lambda: holder.snapshot, FAMILIES, [holder.live], render=counting,
                                   settle=0.5, max_delay=10)
     exposition.render(None, "gzip")  # asks for the text format, so the renderer renders it
     exposition.start()
@@ -472,7 +544,7 @@ def test_the_snapshot_that_makes_the_exporter_ready_is_not_held_back_by_swaps() 
     holder = Holder()
     pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
     holder.snapshot = pending
-    exposition = CachedExposition(lambda: holder.snapshot, TAGS, [holder.live],
+    exposition = CachedExposition(lambda: holder.snapshot, FAMILIES, [holder.live],
                                   settle=1.0, max_delay=60)
     exposition.start()
     stop = threading.Event()

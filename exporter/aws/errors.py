@@ -38,12 +38,10 @@ class ApiError(Exception):
     @property
     def macie_disabled(self) -> bool:
         """Macie is not enabled in this account and region: AWS answers HTTP 401
-        AccessDeniedException "Macie is not enabled."; GetMacieSession may also say there is
-        no session (ResourceNotFoundException, as moto does)."""
+        AccessDeniedException "Macie is not enabled." (the status collector also takes a
+        missing session, ResourceNotFoundException, as moto answers)."""
         if self.service != MACIE:
             return False
-        if self.operation == "GetMacieSession" and self.code == "ResourceNotFoundException":
-            return True
         return (self.code == "AccessDeniedException"
                 and (self.http_status == 401 or "macie is not enabled" in self.message.lower()))
 

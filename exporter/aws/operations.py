@@ -14,8 +14,8 @@ MACIE = "macie2"
 @dataclass(frozen=True, slots=True)
 class Operation:
     service: str  # botocore's service name: "macie2", "sts", "organizations", "logs"
-    name: str  # the API's operation name: "ListClassificationJobs"
-    action: str  # the IAM action that allows it: "macie2:ListClassificationJobs"
+    name: str  # the API's operation name: "ListFindings"
+    action: str  # the IAM action that allows it: "macie2:ListFindings"
     resource: str = "*"  # the IAM resource it needs
     page_size: int | None = None  # what each page asks for (paged operations only)
     # The key of the list in each page (paged operations only): "items", "members".
@@ -23,7 +23,7 @@ class Operation:
 
     @property
     def method(self) -> str:
-        """The botocore client's method: `list_classification_jobs`."""
+        """The botocore client's method: `list_findings`."""
         return str(xform_name(self.name))
 
 

@@ -117,7 +117,7 @@ class Settings:
     interval: float = 60.0  # the refresh interval
     full_redescribe_interval: float = 86400.0
     terminal_max_age: float = 0.0
-    # ListClassificationJobs filterCriteria ({"includes": [...], "excludes": [...]}), or None.
+    # The jobs list's filterCriteria ({"includes": [...], "excludes": [...]}), or None.
     list_filter: Mapping[str, Any] | None = None
 
 

@@ -38,7 +38,9 @@ def _check(ctx: Context[str]) -> Fetch[str]:
     try:
         answer = yield from call(GET_MACIE_SESSION)
     except ApiError as err:
-        if err.macie_disabled or ctx.region_not_enabled(err):
+        # No session (ResourceNotFoundException, as moto answers) is Macie off, too.
+        if (err.macie_disabled or err.code == "ResourceNotFoundException"
+                or ctx.region_not_enabled(err)):
             return DISABLED
         if err.missing_permission and err.operation == GET_MACIE_SESSION.name:
             log_once(err.missing_permission, "Macie status check denied; jobs are polled "

@@ -42,9 +42,15 @@ def _refresh_health(target: TargetResult) -> tuple[bool, bool | None, float | No
     return target.completed, None, None, None
 
 
-def _add_success(family: Family, key: TargetKey,
-                 part: tuple[bool, bool | None, float | None, float | None]) -> None:
-    completed, success, _, _ = part
+def _success(target: TargetResult) -> tuple[bool, bool | None]:
+    """(completed, success): all the success series depends on, so that a refresh that only
+    changes the duration does not encode it again."""
+    completed, success, _, _ = _refresh_health(target)
+    return completed, success
+
+
+def _add_success(family: Family, key: TargetKey, part: tuple[bool, bool | None]) -> None:
+    completed, success = part
     if completed:
         family.add_metric([key.account_id, key.region], 1 if success else 0)
 
@@ -77,7 +83,7 @@ def health_families() -> list[AnySpec]:
         target_family("macie_exporter_refresh_success", lambda: gauge(
             "macie_exporter_refresh_success",
             "1 if the last refresh of this target succeeded, 0 if it failed.", TARGET_LABELS),
-            _refresh_health, _add_success, section=Section.REFRESH_HEALTH),
+            _success, _add_success, section=Section.REFRESH_HEALTH),
         target_family("macie_exporter_last_refresh_success_timestamp_seconds", lambda: gauge(
             "macie_exporter_last_refresh_success_timestamp_seconds",
             "When this target last refreshed successfully, in seconds since the Unix epoch.",
