@@ -29,6 +29,5 @@ class Operation:
 
 # The AWS layer's own operations (credentials and identity).
 GET_CALLER_IDENTITY = Operation("sts", "GetCallerIdentity", "sts:GetCallerIdentity")
-ASSUME_ROLE = Operation("sts", "AssumeRole", "sts:AssumeRole",
-                        resource="arn:aws:iam::*:role/macie-exporter")
+ASSUME_ROLE = Operation("sts", "AssumeRole", "sts:AssumeRole")
 OWN_OPERATIONS = (GET_CALLER_IDENTITY, ASSUME_ROLE)

@@ -10,6 +10,8 @@ gate of everything else, then the jobs, then the others.
 
 from __future__ import annotations
 
+from typing import Any
+
 from exporter.aws.operations import Operation
 from exporter.collectors import findings, jobs, members, status, usage
 from exporter.collectors.base import AnyCollector
@@ -33,3 +35,21 @@ def by_name(name: str) -> AnyCollector:
 def operations() -> tuple[Operation, ...]:
     """Every AWS operation a registered collector calls, in registry order."""
     return tuple(op for collector in REGISTRY for op in collector.operations)
+
+
+def iam_policy() -> dict[str, Any]:
+    """The least-privilege IAM policy of the registered collectors: one statement for the
+    actions on any resource, one per narrower resource (the README shows this document)."""
+    by_resource: dict[str, list[str]] = {}
+    for operation in operations():
+        actions = by_resource.setdefault(operation.resource, [])
+        if operation.action not in actions:
+            actions.append(operation.action)
+    statements = []
+    for resource, actions in sorted(by_resource.items(), key=lambda item: item[0] != "*"):
+        name = resource.rsplit(":", 1)[-1].split("/")[0] if resource != "*" else ""
+        sid = "MacieExporterRead" + "".join(part.title() for part in name.split("-"))
+        statements.append({"Sid": sid, "Effect": "Allow",
+                           "Action": actions[0] if len(actions) == 1 else actions,
+                           "Resource": resource})
+    return {"Version": "2012-10-17", "Statement": statements}
