@@ -265,6 +265,26 @@ class Option:
         return tuple(part.replace("-", "_") for part in self.flag.split("."))
 
 
+def collector_readme_rows() -> list[str]:
+    """The configuration table's rows of the registered collectors' options, as the README
+    has them (tests/test_readme.py checks they are there)."""
+    rows = []
+    for collector in REGISTRY:
+        if collector.switch is None:
+            continue
+        name = collector.name
+        help_text = collector.switch.help.removesuffix(".")
+        for option, default, meaning in (
+                (f"collector.{name}", "true",
+                 f"{help_text}; `--no-collector.{name}` turns it off."),
+                (f"collector.{name}.interval", f"`{collector.switch.default_interval}`",
+                 f"How often to collect {name} (at least 1s).")):
+            env = ENV_PREFIX + re.sub(r"[.-]", "_", option).upper()
+            yaml_key = option.replace(f"{name}.", f"{name}_")
+            rows.append(f"| `--{option}` | `{env}` | `{yaml_key}` | {default} | {meaning} |")
+    return rows
+
+
 def _collector_options() -> tuple[Option, ...]:
     """`--collector.<name>` (on by default) and `--collector.<name>.interval` for every
     registered collector that can be switched off."""

@@ -198,3 +198,34 @@ def test_the_readme_example_collector_works() -> None:
     family = spec.family(Snapshot((result,)))
     assert [(s.name, s.labels, s.value) for s in family.samples] == [
         ("macie_s3_buckets", {"account_id": key.account_id, "region": key.region}, 7)]
+
+
+def test_mypy_rejects_a_fetch_that_disagrees_with_its_slot(tmp_path: Path) -> None:
+    """The value type is checked end to end: a fetch returning int for a Slot[str] fails."""
+    bad = tmp_path / "bad_collector.py"
+    bad.write_text('''
+from exporter.collectors.base import Collector, Context, Fetch, Settings, Switch, call
+from exporter.collectors.status import GET_MACIE_SESSION
+from exporter.model import Slot
+from exporter.render.families import AnySpec
+
+SLOT: Slot[str] = Slot("bad")
+
+
+def fetch(ctx: Context[int]) -> Fetch[int]:
+    answer = yield from call(GET_MACIE_SESSION)
+    return len(answer)
+
+
+def families(_settings: Settings) -> list[AnySpec]:
+    return []
+
+
+COLLECTOR = Collector(name="bad", slot=SLOT, operations=(), fetch=fetch, families=families,
+                      switch=Switch("1h", "never registered"))
+''', encoding="utf-8")
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(bad)],
+        capture_output=True, text=True, check=False, cwd=REPO)
+    assert checked.returncode == 1, checked.stdout
+    assert 'Argument "fetch" to "Collector" has incompatible type' in checked.stdout

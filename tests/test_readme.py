@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from exporter.config import OPTIONS
+from exporter.config import OPTIONS, collector_readme_rows
 from tests.conftest import FIXTURES, REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -17,6 +17,13 @@ def test_every_option_is_in_the_configuration_table() -> None:
         assert row is not None, f"--{option.flag} missing from the README table"
         assert f"`{option.env}`" in row
         assert f"`{'.'.join(option.yaml_path)}`" in row
+
+
+def test_the_collectors_rows_are_made_from_the_registry() -> None:
+    rows = collector_readme_rows()
+    assert len(rows) >= 6
+    for row in rows:
+        assert row in README.splitlines(), f"README row differs from the registry's:\n{row}"
 
 
 def test_every_metric_is_in_the_metric_tables() -> None:
