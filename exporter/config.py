@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from exporter.collectors import REGISTRY
+from exporter.collectors.buckets import CONDITIONS as BUCKET_CONDITIONS
 from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig, tag_label_name
 
 DEFAULT_PORT = 9729
@@ -60,6 +61,7 @@ class Config:
     discovery: DiscoveryConfig | None = None
     shard_index: int = 0
     shard_total: int = 1
+    buckets_only: frozenset[str] = frozenset()
     # Collector name -> its interval in seconds, for the collectors switched on.
     collectors: tuple[tuple[str, float], ...] = ()
 
@@ -265,42 +267,52 @@ class Option:
         return tuple(part.replace("-", "_") for part in self.flag.split("."))
 
 
-def collector_readme_rows() -> list[str]:
-    """The configuration table's rows of the registered collectors' options, as the README
-    has them (tests/test_readme.py checks they are there)."""
-    rows = []
-    for collector in REGISTRY:
-        if collector.switch is None:
-            continue
-        name = collector.name
-        help_text = collector.switch.help.removesuffix(".")
-        for option, default, meaning in (
-                (f"collector.{name}", "true",
-                 f"{help_text}; `--no-collector.{name}` turns it off."),
-                (f"collector.{name}.interval", f"`{collector.switch.default_interval}`",
-                 f"How often to collect {name} (at least 1s).")):
-            env = ENV_PREFIX + re.sub(r"[.-]", "_", option).upper()
-            yaml_key = option.replace(f"{name}.", f"{name}_")
-            rows.append(f"| `--{option}` | `{env}` | `{yaml_key}` | {default} | {meaning} |")
-    return rows
+def _bucket_conditions(value: Any) -> frozenset[str]:
+    conditions = _list(value)
+    for condition in conditions:
+        if condition not in BUCKET_CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r} (use "
+                             f"{', '.join(BUCKET_CONDITIONS)})")
+    return frozenset(conditions)
+
+
+def collector_flag(name: str) -> str:
+    """`--collector.<flag>` of a collector: its name with dashes (`automated-discovery`)."""
+    return "collector." + name.replace("_", "-")
 
 
 def _collector_options() -> tuple[Option, ...]:
     """`--collector.<name>` (on by default) and `--collector.<name>.interval` for every
-    registered collector that can be switched off."""
+    registered collector that can be switched off; YAML `collector: {<name>: ...,
+    <name>_interval: ...}`."""
     options: list[Option] = []
     for collector in REGISTRY:
         if collector.switch is None:
             continue
-        name = collector.name
+        name, flag = collector.name, collector_flag(collector.name)
         options += [
-            Option(f"collector.{name}", True, _bool, collector.switch.help, True,
-                   yaml_key=("collector", name)),
-            Option(f"collector.{name}.interval", collector.switch.default_interval,
-                   _from_text(_interval), f"How often to collect {name} (at least 1s).",
+            Option(flag, True, _bool, collector.switch.help, True, yaml_key=("collector", name)),
+            Option(f"{flag}.interval", collector.switch.default_interval,
+                   _from_text(_interval),
+                   f"How often to collect {name.replace('_', ' ')} (at least 1s).",
                    yaml_key=("collector", f"{name}_interval")),
         ]
     return tuple(options)
+
+
+def collector_readme_rows() -> list[str]:
+    """The configuration table's rows of the registered collectors' options, as the README
+    has them (tests/test_readme.py checks they are there)."""
+    rows = []
+    for option in _collector_options():
+        if option.boolean:
+            default = "true"
+            meaning = f"{option.help.removesuffix('.')}; `--no-{option.flag}` turns it off."
+        else:
+            default, meaning = f"`{option.default}`", option.help
+        rows.append(f"| `--{option.flag}` | `{option.env}` | `{'.'.join(option.yaml_path)}` "
+                    f"| {default} | {meaning} |")
+    return rows
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -342,6 +354,10 @@ OPTIONS: tuple[Option, ...] = (
            "Leave COMPLETE and CANCELLED jobs whose last run (or creation) is older than this "
            "out of the per-job series; they still count in macie_classification_jobs. "
            "0s keeps every job."),
+    Option("buckets.only", "", _bucket_conditions,
+           "Export the per-bucket series only of the buckets that meet one of these "
+           "comma-separated conditions: " + ", ".join(BUCKET_CONDITIONS) + " (default: every "
+           "bucket)."),
     Option("shard.index", "0", _int_between(0, 9999),
            "This replica's shard: it polls the targets whose stable hash modulo "
            "--shard.total is this index."),
@@ -635,6 +651,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         full_redescribe_interval=values["refresh.full-redescribe-interval"],
         tag_keys=values["jobs.tag-labels"],
         terminal_max_age=values["jobs.terminal-max-age"],
+        buckets_only=values["buckets.only"],
         log_level=values["log.level"],
         log_format=values["log.format"],
         demo=values["demo"],
@@ -643,8 +660,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         discovery=discovery,
         shard_index=values["shard.index"],
         shard_total=values["shard.total"],
-        collectors=tuple((name, values[f"collector.{name}.interval"])
-                         for name in COLLECTORS if values[f"collector.{name}"]),
+        collectors=tuple((name, values[f"{collector_flag(name)}.interval"])
+                         for name in COLLECTORS if values[collector_flag(name)]),
     )
 
 

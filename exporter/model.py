@@ -132,6 +132,15 @@ class Snapshot:
     pending: bool = False
     # The store's swap count when this snapshot was made (newer snapshots have higher ones).
     serial: int = 0
+    # Every target the whole fleet polls, every shard's (None: this snapshot's targets).
+    # Shards see the same targets, so each decides alone who reports what an administrator
+    # and its members both see.
+    polled: frozenset[TargetKey] | None = None
+
+    def polled_by_fleet(self) -> frozenset[TargetKey]:
+        if self.polled is not None:
+            return self.polled
+        return frozenset(target.key for target in self.targets)
 
     @property
     def ready(self) -> bool:

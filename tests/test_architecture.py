@@ -16,7 +16,7 @@ import pytest
 
 from exporter.collectors import REGISTRY, iam_policy, operations
 from exporter.collectors.base import Settings
-from exporter.config import OPTIONS
+from exporter.config import OPTIONS, collector_flag
 from exporter.demo.simulator import served_operations
 from tests.conftest import REPO
 
@@ -115,8 +115,8 @@ def test_options_come_from_the_registry() -> None:
     flags = {o.flag for o in OPTIONS}
     for collector in REGISTRY:
         if collector.switch is not None:
-            assert {f"collector.{collector.name}",
-                    f"collector.{collector.name}.interval"} <= flags
+            flag = collector_flag(collector.name)
+            assert {flag, f"{flag}.interval"} <= flags
         else:
             assert collector.interval_option in flags
 

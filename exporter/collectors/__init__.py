@@ -13,7 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.aws.operations import Operation
-from exporter.collectors import findings, jobs, members, status, usage
+from exporter.collectors import (
+    automated_discovery,
+    buckets,
+    findings,
+    jobs,
+    members,
+    status,
+    usage,
+)
 from exporter.collectors.base import AnyCollector
 
 REGISTRY: tuple[AnyCollector, ...] = (
@@ -22,6 +30,8 @@ REGISTRY: tuple[AnyCollector, ...] = (
     findings.COLLECTOR,
     usage.COLLECTOR,
     members.COLLECTOR,
+    buckets.COLLECTOR,
+    automated_discovery.COLLECTOR,
 )
 
 

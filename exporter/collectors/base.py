@@ -119,6 +119,8 @@ class Settings:
     terminal_max_age: float = 0.0
     # The jobs list's filterCriteria ({"includes": [...], "excludes": [...]}), or None.
     list_filter: Mapping[str, Any] | None = None
+    # --buckets.only: the conditions a bucket must meet one of to be exported (empty: all).
+    buckets_only: frozenset[str] = frozenset()
 
 
 class Context(Protocol[T]):

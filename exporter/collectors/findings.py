@@ -8,6 +8,7 @@ job has no series until then).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from exporter.aws.errors import ApiError
@@ -20,8 +21,8 @@ from exporter.render.families import AnySpec, Family, FamilySpec, Section, gauge
 GET_FINDING_STATISTICS = Operation(MACIE, "GetFindingStatistics", "macie2:GetFindingStatistics")
 # Finding severities (SeverityDescription), lowest first.
 SEVERITIES = ("Low", "Medium", "High")
-# Groups asked for per GetFindingStatistics call (its `size`), and job ids per criterion when
-# an answer was capped and the jobs it left out are asked for by id.
+# Groups asked for per GetFindingStatistics call (its `size`), and keys (job ids, bucket
+# names) per criterion when an answer was capped and the keys it left out are asked for.
 FINDINGS_GROUPS = 1000
 FINDINGS_JOBS_PER_CALL = 50
 
@@ -30,10 +31,10 @@ Findings = tuple[tuple[str, tuple[int, int, int]], ...]
 SLOT: Slot[Findings] = Slot("findings")
 
 
-def _statistics(criteria: dict[str, Any]) -> Fetch[list[dict[str, Any]]]:
-    """GetFindingStatistics grouped by job: [{groupKey, count}], largest counts first."""
+def _statistics(criteria: dict[str, Any], group_by: str) -> Fetch[list[dict[str, Any]]]:
+    """GetFindingStatistics grouped by `group_by`: [{groupKey, count}], largest counts first."""
     answer = yield from call(GET_FINDING_STATISTICS, findingCriteria={"criterion": criteria},
-                             groupBy="classificationDetails.jobId", size=FINDINGS_GROUPS,
+                             groupBy=group_by, size=FINDINGS_GROUPS,
                              sortCriteria={"attributeName": "count", "orderBy": "DESC"})
     groups = answer.get("countsByGroup") or []
     if not isinstance(groups, list):
@@ -41,9 +42,14 @@ def _statistics(criteria: dict[str, Any]) -> Fetch[list[dict[str, Any]]]:
     return [group for group in groups if isinstance(group, dict)]
 
 
-def fetch(ctx: Context[Findings]) -> Fetch[Findings]:
-    job_ids = [job.job_id for job in jobs.jobs_of(ctx.result)]
-    counts = {job_id: [0, 0, 0] for job_id in job_ids}
+def counts_by(group_by: str, keys: Sequence[str]) -> Fetch[dict[str, tuple[int, int, int]]]:
+    """Findings per key (a job id, a bucket name) and severity, archived ones left out.
+
+    One GetFindingStatistics per severity, grouped by `group_by`. If an answer holds as many
+    groups as asked for, Macie may have left keys out: those are asked for by value, in
+    batches (`group_by` is also the criterion that selects them).
+    """
+    counts = {key: [0, 0, 0] for key in keys}
     for index, severity in enumerate(SEVERITIES):
         base = {"severity.description": {"eq": [severity]}, "archived": {"eq": ["false"]}}
         seen: set[str] = set()
@@ -51,21 +57,26 @@ def fetch(ctx: Context[Findings]) -> Fetch[Findings]:
         def record(groups: list[dict[str, Any]], index: int = index,
                    seen: set[str] = seen) -> None:
             for group in groups:
-                job_id, count = group.get("groupKey"), group.get("count")
-                if isinstance(job_id, str) and isinstance(count, int):
-                    seen.add(job_id)
-                    if job_id in counts:
-                        counts[job_id][index] = count
+                key, count = group.get("groupKey"), group.get("count")
+                if isinstance(key, str) and isinstance(count, int):
+                    seen.add(key)
+                    if key in counts:
+                        counts[key][index] = count
 
-        groups = yield from _statistics(base)
+        groups = yield from _statistics(base, group_by)
         record(groups)
         if len(groups) >= FINDINGS_GROUPS:
-            missing = [job_id for job_id in job_ids if job_id not in seen]
+            missing = [key for key in keys if key not in seen]
             for start in range(0, len(missing), FINDINGS_JOBS_PER_CALL):
                 batch = missing[start:start + FINDINGS_JOBS_PER_CALL]
-                record((yield from _statistics(
-                    {**base, "classificationDetails.jobId": {"eq": batch}})))
-    return tuple(sorted((job_id, (c[0], c[1], c[2])) for job_id, c in counts.items()))
+                record((yield from _statistics({**base, group_by: {"eq": batch}}, group_by)))
+    return {key: (c[0], c[1], c[2]) for key, c in counts.items()}
+
+
+def fetch(ctx: Context[Findings]) -> Fetch[Findings]:
+    job_ids = [job.job_id for job in jobs.jobs_of(ctx.result)]
+    counts = yield from counts_by("classificationDetails.jobId", job_ids)
+    return tuple(sorted(counts.items()))
 
 
 def _misses_a_job(result: TargetResult) -> bool:

@@ -1,7 +1,7 @@
 """Month-to-date usage, cost and quota (GetUsageStatistics, every page): one record per
 account, so a Macie administrator account gives every member's cost and quota. Each account x
-region x usage type is exported once across the fleet: from the account's own target when the
-fleet polls it, else from its administrator's."""
+region x usage type is exported once across the fleet (exporter.collectors.owners): from the
+account's own target when the fleet polls it, on any shard, else from its administrator's."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from exporter.collectors.base import (
     pages,
 )
 from exporter.collectors.fields import finite, number, text
+from exporter.collectors.owners import shown_once
 from exporter.model import Slot, Snapshot, TargetKey, TargetResult
 from exporter.render.families import TARGET_LABELS, AnySpec, Family, FamilySpec, gauge
 
@@ -83,24 +84,14 @@ def fetch(_ctx: Context[tuple[Usage, ...]]) -> Fetch[tuple[Usage, ...]]:
     return usage_from_api(records)
 
 
-def _records(target: TargetResult) -> tuple[Usage, ...]:
-    return target.get(SLOT) or ()
+def _records(target: TargetResult) -> tuple[Usage, ...] | None:
+    return target.get(SLOT)
 
 
 def _shown(snapshot: Snapshot) -> list[tuple[TargetKey, tuple[Usage, ...]]]:
-    """Each target's usage records that are shown: one per (account, region, usage type), an
-    account's own record winning over its administrator's copy."""
-    winner: dict[tuple[str, str, str], tuple[int, int]] = {}  # -> (target, record) positions
-    for own in (True, False):
-        for t, target in enumerate(snapshot.targets):
-            for i, item in enumerate(_records(target)):
-                if (item.account_id == target.key.account_id) == own:
-                    winner.setdefault((item.account_id, target.key.region, item.usage_type),
-                                      (t, i))
-    shown = set(winner.values())
-    return [(target.key, tuple(item for i, item in enumerate(_records(target))
-                               if (t, i) in shown))
-            for t, target in enumerate(snapshot.targets)]
+    """Each target's usage records that it shows: one per (account, region, usage type)."""
+    return shown_once(snapshot, _records, lambda item: item.account_id,
+                      lambda item: (item.account_id, item.usage_type))
 
 
 def _family(name: str, documentation: str, value: Callable[[Usage], float | None],

@@ -57,6 +57,9 @@ class Fleet:
         self._static: list[TargetRefresher] = []
         self._discovered: dict[TargetKey, TargetRefresher] = {}
         self._jobs: dict[int, Any] = {}  # id(refresher) -> its APScheduler job
+        # Every shard's targets (known accounts): who reports what several targets see.
+        self._static_keys: set[TargetKey] = set()
+        self._discovered_keys: set[TargetKey] = set()
         # Ticks only queue work on the call pool, so two scheduler threads are plenty.
         self.scheduler = BackgroundScheduler(
             executors={"default": SchedulerPool(2)},
@@ -95,6 +98,8 @@ class Fleet:
         with self._lock:
             for target in targets:
                 key = key_of(target)
+                if key.account_id != UNKNOWN_ACCOUNT:
+                    self._static_keys.add(key)
                 if not self.mine(key):
                     continue
                 if key.account_id != UNKNOWN_ACCOUNT and self._held(key):
@@ -104,6 +109,12 @@ class Fleet:
                     continue
                 self._static.append(self._new(target, key))
             self.status.targets = len(self._static) + len(self._discovered)
+            self._publish_polled()
+
+    def _publish_polled(self) -> None:
+        """Tell the store every shard's targets (lock held); unsharded, its own are all."""
+        if self._shard[1] > 1:
+            self._store.polled(self._static_keys | self._discovered_keys)
 
     def reconcile(self, discovered: Sequence[TargetConfig]) -> tuple[int, int]:
         """Make the discovered targets this shard polls exactly `discovered`'s; a target that is
@@ -111,6 +122,7 @@ class Fleet:
         with self._lock:
             wanted: dict[TargetKey, TargetConfig] = {}
             static = {r.key for r in self._static}
+            self._discovered_keys = {key_of(target) for target in discovered}
             for target in discovered:
                 key = key_of(target)
                 if self.mine(key) and key not in static:
@@ -124,6 +136,7 @@ class Fleet:
                     self._discovered[key] = self._new(target, key)
                     added += 1
             self.status.targets = len(self._static) + len(self._discovered)
+            self._publish_polled()
         return added, len(gone)
 
     def _remove(self, refresher: TargetRefresher) -> None:

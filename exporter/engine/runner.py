@@ -80,13 +80,15 @@ class RefreshSettings:
     # that thousands of targets do not all collect in the same minute.
     spread_collectors: bool = False
     list_filter: dict[str, Any] | None = None
+    buckets_only: frozenset[str] = frozenset()
     collect: Settings = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "collect", Settings(
             tag_keys=self.tag_keys, interval=self.interval,
             full_redescribe_interval=self.full_redescribe_interval,
-            terminal_max_age=self.terminal_max_age, list_filter=self.list_filter))
+            terminal_max_age=self.terminal_max_age, list_filter=self.list_filter,
+            buckets_only=self.buckets_only))
 
     @property
     def refresh(self) -> tuple[Scheduled, ...]:

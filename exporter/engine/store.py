@@ -24,6 +24,7 @@ class SnapshotStore:
         self._results: dict[TargetKey, TargetResult] = {k: TargetResult(key=k) for k in keys}
         self._pending = pending
         self._serial = 0
+        self._polled: frozenset[TargetKey] | None = None
         self._snapshot = Snapshot(tuple(self._results.values()), pending)
         self._listeners: list[Callable[[], None]] = []
         # Actions waiting for /metrics to show a snapshot: (its serial, action).
@@ -42,7 +43,18 @@ class SnapshotStore:
 
     def _swap(self) -> None:
         self._serial += 1
-        self._snapshot = Snapshot(tuple(self._results.values()), self._pending, self._serial)
+        self._snapshot = Snapshot(tuple(self._results.values()), self._pending, self._serial,
+                                  self._polled)
+
+    def polled(self, keys: Iterable[TargetKey] | None) -> None:
+        """Every target the whole fleet polls, every shard's (None: only this store's)."""
+        with self._lock:
+            found = frozenset(keys) if keys is not None else None
+            if found == self._polled:
+                return
+            self._polled = found
+            self._swap()
+        self._changed()
 
     def rendered_in_background(self) -> None:
         """From now on a background renderer publishes snapshots to /metrics (and calls

@@ -162,10 +162,18 @@ class Fragments:
             size = spec.size(part)
             if size > units_per_batch:
                 yield from drain()
+                slices = []
                 for lo in range(0, size, units_per_batch):
                     family = spec.make()
                     spec.add(family, key, part, lo, min(lo + units_per_batch, size))
-                    yield _samples_of(_encode(encoder, family), header, len(family.samples))
+                    encoded = _samples_of(_encode(encoder, family), header, len(family.samples))
+                    if spec.keep_large:
+                        slices.append(encoded)
+                    else:
+                        yield encoded
+                if spec.keep_large:  # parts that change rarely: kept whole like small ones
+                    fresh[key] = (part, b"".join(slices))
+                    yield fresh[key][1]
                 continue
             batch.add(key, part, size)
             queue.append((key, part))

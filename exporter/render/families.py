@@ -67,6 +67,9 @@ class FamilySpec(Generic[P]):
     # Parts that depend on more than their own target (usage: who reports an account).
     all_parts: Callable[[Snapshot], Iterable[tuple[TargetKey, P]]] | None = None
     section: Section = Section.TARGET
+    # A part bigger than a batch is encoded a slice at a time and, unless this says its parts
+    # change rarely (buckets, read hourly), not kept: 10,000 jobs change in every refresh.
+    keep_large: bool = False
     kind: str = field(init=False, default="")
 
     def __post_init__(self) -> None:

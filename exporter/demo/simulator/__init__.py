@@ -32,6 +32,7 @@ injection through `_intercept` (`tests/simfaults.py`); benchmarks fill it with s
 (`benchmarks/fleets.py`).
 """
 
+from exporter.demo.simulator.buckets import BUCKETS_PAGE_SIZE, DISCOVERY_PAGE_SIZE, make_bucket
 from exporter.demo.simulator.core import Evolve, Simulator
 from exporter.demo.simulator.findings import (
     FINDING_TYPE,
@@ -85,9 +86,11 @@ from exporter.demo.simulator.wire import (
 __all__ = [
     "ACCOUNTS_PAGE_SIZE",
     "ACCOUNT_STATUSES",
+    "BUCKETS_PAGE_SIZE",
     "DAY",
     "DEFAULT_ACCOUNT",
     "DEFAULT_USAGE",
+    "DISCOVERY_PAGE_SIZE",
     "FINDING_TYPE",
     "GROUP_BY",
     "MACIE_STATUSES",
@@ -120,6 +123,7 @@ __all__ = [
     "json11_error",
     "json_answer",
     "json_error",
+    "make_bucket",
     "make_job",
     "served_operations",
     "summary_of",

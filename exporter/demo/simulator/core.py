@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+from exporter.demo.simulator.buckets import DISCOVERY_STATUSES
 from exporter.demo.simulator.findings import SEVERITIES
 from exporter.demo.simulator.members import RELATIONSHIP_STATUSES, Member
 from exporter.demo.simulator.organizations import ACCOUNT_STATUSES, OrgAccount
@@ -63,6 +64,10 @@ class Simulator:
         self._usage: dict[tuple[str, str | None], dict[str, Usage]] = {}
         # (administrator, region) → member account → relationship
         self._members: dict[tuple[str, str], dict[str, Member]] = {}
+        # (account, region) -> bucket name -> BucketMetadata; and automated discovery's
+        # (status, when it last changed) per account and region (absent: DISABLED).
+        self._buckets: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._discovery: dict[tuple[str, str], tuple[str, float]] = {}
         self._org_management: str | None = None
         self._org_accounts: dict[str, OrgAccount] = {}
         self._evolve = evolve
@@ -170,6 +175,25 @@ class Simulator:
                 return
             invited = now if before is None else before.invited_at
             members[member_account] = Member(relationship_status, invited, now)
+
+    def put_bucket(self, region: str, bucket: dict[str, Any]) -> None:
+        """A bucket DescribeBuckets lists (`make_bucket`), in its owner's account."""
+        with self.lock:
+            self._buckets.setdefault((bucket["accountId"], region), {})[
+                bucket["bucketName"]] = dict(bucket)
+
+    def remove_bucket(self, region: str, account_id: str, name: str) -> None:
+        with self.lock:
+            self._buckets.get((account_id, region), {}).pop(name, None)
+
+    def set_automated_discovery(self, account_id: str, region: str, status: str) -> None:
+        """Automated sensitive data discovery's status for an account in a region."""
+        if status not in DISCOVERY_STATUSES:
+            raise ValueError(f"status {status!r}: expected one of {DISCOVERY_STATUSES}")
+        with self.lock:
+            before = self._discovery.get((account_id, region))
+            if before is None or before[0] != status:
+                self._discovery[(account_id, region)] = (status, self._clock())
 
     def set_organization(self, management_account: str, accounts: Mapping[str, str],
                          names: Mapping[str, str] | None = None) -> None:

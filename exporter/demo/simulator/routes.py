@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from exporter.demo.simulator import findings, jobs, members, organizations, session, sts, usage
+from exporter.demo.simulator import (
+    buckets,
+    findings,
+    jobs,
+    members,
+    organizations,
+    session,
+    sts,
+    usage,
+)
 from exporter.demo.simulator.organizations import ORGANIZATIONS
 from exporter.demo.simulator.session import MACIE
 from exporter.demo.simulator.sts import STS
@@ -57,6 +66,14 @@ ROUTES: dict[str, Operation] = {
     "GetUsageStatistics": Operation(MACIE, usage.get_usage_statistics,
                                     Rest("POST", "/usage/statistics")),
     "ListMembers": Operation(MACIE, members.list_members, Rest("GET", "/members", query=True)),
+    "DescribeBuckets": Operation(MACIE, buckets.describe_buckets,
+                                 Rest("POST", "/datasources/s3")),
+    "GetAutomatedDiscoveryConfiguration": Operation(
+        MACIE, buckets.get_automated_discovery_configuration,
+        Rest("GET", "/automated-discovery/configuration")),
+    "ListAutomatedDiscoveryAccounts": Operation(
+        MACIE, buckets.list_automated_discovery_accounts,
+        Rest("GET", "/automated-discovery/accounts", query=True)),
     "GetCallerIdentity": Operation(STS, sts.get_caller_identity),
     "AssumeRole": Operation(STS, sts.assume_role),
     "ListAccounts": Operation(ORGANIZATIONS, organizations.list_accounts),
