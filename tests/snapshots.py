@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from exporter.collectors import findings, jobs, members, status, usage
+from exporter.collectors import (
+    automated_discovery,
+    buckets,
+    findings,
+    jobs,
+    members,
+    status,
+    usage,
+)
+from exporter.collectors.buckets import Bucket
 from exporter.collectors.jobs import Job, Jobs, zero_filled_counts
 from exporter.collectors.usage import Usage
 from exporter.model import Health, Snapshot, TargetKey, TargetResult
@@ -49,6 +58,18 @@ def snapshot() -> Snapshot:
     ).with_value(
         members.SLOT, ((MEMBER, "Enabled"), ("444455556666", "Removed"),
                        ("777788889999", "Quarantined")),
+    ).with_value(
+        buckets.SLOT, (
+            Bucket(ACCOUNT, "acme-public", "PUBLIC", "EXTERNAL", "NONE", True, 87, 1200, 5e9,
+                   1000, 4e9, 200, None, True, False, 1_795_000_000, (3, 1, 2)),
+            Bucket(ACCOUNT, "acme-denied", "NOT_PUBLIC", "NOT_SHARED", "aws:kms", False,
+                   error_code="ACCESS_DENIED", monitored_by_discovery=False,
+                   monitored_by_job=False, findings=(0, 0, 0)),
+            # A member's bucket, seen by its administrator: its owner is not polled here.
+            Bucket(MEMBER, "member-logs", "UNKNOWN", "UNKNOWN", "AES256", None, -1, 10, 1e6,
+                   findings=(0, 0, 0)))
+    ).with_value(
+        automated_discovery.SLOT, ((ACCOUNT, "ENABLED"), (MEMBER, "DISABLED")),
     ).with_health("findings", Health(True, 0.25)).with_health("usage", Health(False, 1.5))
     failing = target(TargetKey(ACCOUNT, "us-east-1"), success=False, duration=0.5,
                      macie_status="PAUSED")

@@ -318,20 +318,23 @@ def test_no_collector_runs_where_macie_is_off(pool: CallPool) -> None:
 
 
 def test_collector_flags() -> None:
-    assert load([], environ={}).collectors == (("findings", 300), ("usage", 3600),
-                                               ("members", 3600))
-    config = load(["--no-collector.findings", "--collector.usage.interval=2h"],
+    assert load([], environ={}).collectors == (
+        ("findings", 300), ("usage", 3600), ("members", 3600), ("buckets", 3600),
+        ("automated_discovery", 3600))
+    config = load(["--no-collector.findings", "--collector.usage.interval=2h",
+                   "--no-collector.buckets", "--collector.automated-discovery.interval=6h"],
                   environ={"MACIE_EXPORTER_COLLECTOR_MEMBERS": "false"})
-    assert config.collectors == (("usage", 7200),)
+    assert config.collectors == (("usage", 7200), ("automated_discovery", 21600))
     with pytest.raises(ConfigError, match=r"--collector\.members\.interval: '500ms' is shorter"):
         load(["--collector.members.interval=500ms"], environ={})
 
 
 def test_collector_keys_in_the_config_file(tmp_path: Any) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("collector:\n  findings: false\n  usage_interval: 30m\n", encoding="utf-8")
+    path.write_text("collector:\n  findings: false\n  usage_interval: 30m\n"
+                    "  automated_discovery: false\n  buckets_interval: 2h\n", encoding="utf-8")
     assert load([f"--config.file={path}"], environ={}).collectors == (
-        ("usage", 1800), ("members", 3600))
+        ("usage", 1800), ("members", 3600), ("buckets", 7200))
     path.write_text("collector:\n  finding: false\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"unknown key collector\.finding$"):
         load([f"--config.file={path}"], environ={})

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any, ClassVar
 
-from exporter.demo.simulator import DAY, DEFAULT_ACCOUNT, Simulator, make_job
+from exporter.demo.simulator import DAY, DEFAULT_ACCOUNT, Simulator, make_bucket, make_job
 
 DEMO_REGIONS = ("eu-west-1", "us-east-1", "ap-southeast-2")
 # Any access key the simulator has not issued itself is the default account's.
@@ -46,9 +47,22 @@ class DemoAccount:
     Members: the account is Macie administrator in eu-west-1 of three Enabled members, one
     Paused and one Removed. Organisation: it manages two ACTIVE accounts (analytics, payments),
     each with jobs in eu-west-1, and a SUSPENDED one.
+
+    S3 buckets (eu-west-1): a public bucket with a high sensitivity score whose High findings
+    grow with the data-lake scan, a bucket Macie is denied access to, an unencrypted bucket that
+    nothing monitors, and the members' buckets (seen by the administrator, reported by their
+    owners' targets). Automated discovery is on for the account and analytics, off for
+    payments (a member), and each monitored bucket's last analysis moves on every demo day.
     """
 
     CYCLE = 300.0  # seconds per demo "day" of the scheduled job
+    # The buckets some jobs scan (the others scan `bucket-<jobId>`): their findings are the
+    # buckets' findings.
+    JOB_BUCKETS: ClassVar[dict[str, str]] = {
+        "datalake000000000000000000000001": "acme-marketing-public",
+        "legalhold0000000000000000000001": "acme-data-lake-raw",
+        "paymentscards000000000000000001": "payments-card-vault",
+        "crmexport00000000000000000000001": "acme-crm-exports"}
     RUNNING_FOR = 120.0
 
     def __init__(self, start: float | None = None) -> None:
@@ -89,6 +103,7 @@ class DemoAccount:
             created_at=t0 - 27 * DAY, runs=1, objects_to_process=48211,
             last_run_time=t0 - 27 * DAY, paused_at=t0 - 26 * DAY, expires_at=t0 + 4 * DAY,
             tags={"team": "legal", "environment": "prod"},
+            bucket=self.JOB_BUCKETS["legalhold0000000000000000000001"],
         ))
         sim.put_job("eu-west-1", make_job(
             "backupquota00000000000000000001", "bulk-backup-scan", "PAUSED",
@@ -116,7 +131,50 @@ class DemoAccount:
                       limited=True, region="eu-west-1")
         sim.set_macie_status("ap-southeast-2", "DISABLED")
         self._populate_organization(sim)
+        self._populate_buckets(sim)
         self(t0, sim)
+
+    # (owner, name, make_bucket arguments), in eu-west-1 but for the last one.
+    BUCKETS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+        (DEMO_ACCOUNT, "acme-marketing-public", {"public": True, "shared": "EXTERNAL",
+                                                 "score": 87, "objects": 250000}),
+        (DEMO_ACCOUNT, "acme-data-lake-raw", {"score": 72, "encryption": "aws:kms",
+                                              "by_job": "TRUE", "objects": 48211}),
+        (DEMO_ACCOUNT, "acme-hr-records", {"score": None, "error": "ACCESS_DENIED",
+                                           "discovery": "NOT_MONITORED"}),
+        (DEMO_ACCOUNT, "acme-backups-cold", {"score": 50, "encryption": "NONE",
+                                             "unencrypted_uploads": "TRUE",
+                                             "discovery": "NOT_MONITORED", "objects": 912334}),
+        (DEMO_ACCOUNT, "acme-app-logs", {"score": 12, "objects": 5_400_000,
+                                         "classifiable": 5_396_900}),
+        (DEMO_ACCOUNT, "acme-crm-exports", {"score": 50, "shared": "INTERNAL",
+                                            "by_job": "TRUE", "objects": 40000}),
+        (ANALYTICS_ACCOUNT, "analytics-warehouse", {"score": 64, "objects": 120000}),
+        (PAYMENTS_ACCOUNT, "payments-card-vault", {"score": 95, "encryption": "aws:kms",
+                                                   "discovery": "NOT_MONITORED",
+                                                   "by_job": "TRUE"}),
+        ("567890123456", "ml-training-sets", {"score": -1, "objects": 800}),
+    )
+    US_BUCKET: tuple[str, str, dict[str, Any]] = (
+        DEMO_ACCOUNT, "acme-us-uploads", {"score": 33, "objects": 90000})
+
+    def _populate_buckets(self, sim: Simulator) -> None:
+        for account, status in ((DEMO_ACCOUNT, "ENABLED"), (ANALYTICS_ACCOUNT, "ENABLED"),
+                                (PAYMENTS_ACCOUNT, "DISABLED"), ("567890123456", "ENABLED")):
+            sim.set_automated_discovery(account, "eu-west-1", status)
+        sim.set_automated_discovery(DEMO_ACCOUNT, "us-east-1", "ENABLED")
+        self._buckets(sim, 0.0)
+
+    def _buckets(self, sim: Simulator, days: float) -> None:
+        """Every bucket, its last automated analysis a demo day ago at most."""
+        analysed = self.start + days * self.CYCLE - 3600.0
+        for region, (account, name, details) in (
+                *(("eu-west-1", bucket) for bucket in self.BUCKETS),
+                ("us-east-1", self.US_BUCKET)):
+            monitored = details.get("discovery", "MONITORED") == "MONITORED"
+            sim.put_bucket(region, make_bucket(
+                name, account, region, **details,
+                last_discovery=analysed if monitored else None))
 
     def _populate_organization(self, sim: Simulator) -> None:
         t0 = self.start
@@ -169,6 +227,7 @@ class DemoAccount:
                 job_id, name, "RUNNING" if left else "COMPLETE", created_at=t0 - 3600,
                 runs=1, objects_to_process=round(left), last_run_time=t0 - 3600,
                 tags={"team": team, "environment": "prod"}, account_id=account,
+                bucket=self.JOB_BUCKETS.get(job_id),
             ), account_id=account)
         cycles, into = divmod(elapsed + 30.0, self.CYCLE)
         running = into < self.RUNNING_FOR
@@ -181,6 +240,7 @@ class DemoAccount:
         ))
         self._findings(sim, processed, cycles)
         self._usage(sim, elapsed)
+        self._buckets(sim, cycles)
 
     @staticmethod
     def _findings(sim: Simulator, processed: dict[str, float], cycles: float) -> None:

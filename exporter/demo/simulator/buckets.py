@@ -42,12 +42,16 @@ _CRITERIA = ("accountId", "bucketName")
 def make_bucket(name: str, account_id: str, region: str, *, public: bool = False,
                 shared: str = "NOT_SHARED", encryption: str = "AES256",
                 unencrypted_uploads: str = "FALSE", score: int | None = 50,
-                objects: int = 1000, size: int = 10**9, classifiable: int = 900,
-                unclassifiable: int = 100, error: str | None = None,
+                objects: int = 1000, size: int | None = None, classifiable: int | None = None,
+                unclassifiable: int | None = None, error: str | None = None,
                 discovery: str = "MONITORED", by_job: str = "FALSE",
                 last_discovery: float | None = None, last_job_run: float | None = None,
                 created: float = 1_700_000_000.0) -> dict[str, Any]:
-    """A BucketMetadata, as DescribeBuckets answers it."""
+    """A BucketMetadata, as DescribeBuckets answers it: by default 40 kB an object, nine in
+    ten of them classifiable."""
+    size = objects * 40_000 if size is None else size
+    classifiable = objects * 9 // 10 if classifiable is None else classifiable
+    unclassifiable = objects - classifiable if unclassifiable is None else unclassifiable
     bucket: dict[str, Any] = {
         "accountId": account_id, "bucketName": name, "region": region,
         "bucketArn": f"arn:aws:s3:::{name}", "bucketCreatedAt": iso(created),

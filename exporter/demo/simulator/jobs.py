@@ -33,17 +33,17 @@ def make_job(
     last_run_error: bool | None = False, last_run_time: float | None = None,
     paused_at: float | None = None, expires_at: float | None = None,
     tags: dict[str, str] | None = None, selector: str = "RECOMMENDED",
-    account_id: str = DEFAULT_ACCOUNT,
+    account_id: str = DEFAULT_ACCOUNT, bucket: str | None = None,
 ) -> dict[str, Any]:
     """A DescribeClassificationJob answer (without `jobArn`: the simulator adds it); its one
-    bucket, `bucket-<jobId>`, belongs to `account_id`."""
+    bucket, `bucket` (default `bucket-<jobId>`), belongs to `account_id`."""
     created = time.time() - DAY if created_at is None else created_at
     job: dict[str, Any] = {
         "jobId": job_id, "name": name or job_id, "jobStatus": status, "jobType": job_type,
         "createdAt": iso(created), "managedDataIdentifierSelector": selector,
         "initialRun": True, "samplingPercentage": 100,
         "s3JobDefinition": {"bucketDefinitions": [
-            {"accountId": account_id, "buckets": [f"bucket-{job_id}"]}]},
+            {"accountId": account_id, "buckets": [bucket or f"bucket-{job_id}"]}]},
     }
     if job_type == "SCHEDULED":
         if schedule == "daily":
