@@ -639,3 +639,132 @@ def test_the_demo_account_administers_members_and_an_organisation() -> None:
                 member_macie(sim.url, "ap-southeast-2", account).get_macie_session()
     finally:
         sim.stop()
+
+
+def raw_answers(client: Macie2Client) -> list[dict[str, Any]]:
+    """The JSON bodies the client receives (botocore drops what its model does not know)."""
+    bodies: list[dict[str, Any]] = []
+
+    def keep(response_dict: dict[str, Any], **_: Any) -> None:
+        bodies.append(json.loads(response_dict["body"] or b"{}"))
+    client.meta.events.register("response-received", keep)
+    return bodies
+
+
+def assert_follows_model(operation: str, body: Any) -> None:
+    """Every key of `body` is a member of the operation's output shape, recursively, with a
+    value of the member's type (enums included)."""
+    import botocore.session
+    model = botocore.session.Session().get_service_model("macie2")
+
+    def walk(shape: Any, value: Any, where: str) -> None:
+        kind = shape.type_name
+        if kind == "structure":
+            assert isinstance(value, dict), where
+            for key, item in value.items():
+                assert key in shape.members, f"{where}.{key} is not in the model"
+                walk(shape.members[key], item, f"{where}.{key}")
+        elif kind == "list":
+            assert isinstance(value, list), where
+            for i, item in enumerate(value):
+                walk(shape.member, item, f"{where}[{i}]")
+        elif kind == "string":
+            assert isinstance(value, str), where
+            assert not shape.enum or value in shape.enum, f"{where}: {value!r}"
+        elif kind in ("integer", "long"):
+            assert isinstance(value, int) and not isinstance(value, bool), where
+        elif kind == "boolean":
+            assert isinstance(value, bool), where
+        elif kind == "timestamp":
+            assert isinstance(value, str) and value.endswith("Z"), where
+    walk(model.operation_model(operation).output_shape, body, operation)
+
+
+def test_describe_buckets_follows_the_model_pages_and_filters(server: Simulator) -> None:
+    from exporter.demo.simulator import make_bucket
+    server.set_member(DEFAULT_ACCOUNT, REGION, MEMBER, "Enabled")
+    server.set_member(DEFAULT_ACCOUNT, REGION, "310987654321", "Removed")
+    for i in range(60):
+        server.put_bucket(REGION, make_bucket(f"own-{i:02d}", DEFAULT_ACCOUNT, REGION,
+                                              public=i == 0, error="ACCESS_DENIED" if i == 1
+                                              else None, last_discovery=1.7e9))
+    server.put_bucket(REGION, make_bucket("member-bucket", MEMBER, REGION, score=None))
+    server.put_bucket(REGION, make_bucket("removed-bucket", "310987654321", REGION))
+    server.put_bucket(OTHER_REGION, make_bucket("elsewhere", DEFAULT_ACCOUNT, OTHER_REGION))
+    client = macie(server.url)
+    bodies = raw_answers(client)
+    pages = list(client.get_paginator("describe_buckets").paginate(
+        PaginationConfig={"PageSize": 50}))
+    assert [len(p["buckets"]) for p in pages] == [50, 11]
+    names = [b["bucketName"] for p in pages for b in p["buckets"]]
+    # The administrator sees its own and its associated member's buckets, not a removed one's.
+    assert "member-bucket" in names and "removed-bucket" not in names
+    assert "elsewhere" not in names
+    for body in bodies:
+        assert_follows_model("DescribeBuckets", body)
+    (first,) = [b for p in pages for b in p["buckets"] if b["bucketName"] == "own-00"]
+    assert isinstance(first["lastAutomatedDiscoveryTime"], datetime)
+    assert first["publicAccess"]["effectivePermission"] == "PUBLIC"
+    mine = client.describe_buckets(criteria={"accountId": {"eq": [MEMBER]}})["buckets"]
+    assert [b["bucketName"] for b in mine] == ["member-bucket"]
+    assert "sensitivityScore" not in mine[0]
+    # A member sees only its own buckets.
+    own = member_macie(server.url, REGION).describe_buckets()["buckets"]
+    assert [b["bucketName"] for b in own] == ["member-bucket"]
+    with pytest.raises(ClientError, match="ValidationException"):
+        client.describe_buckets(maxResults=51)
+    with pytest.raises(ClientError, match="ValidationException"):
+        client.describe_buckets(criteria={"sensitivityScore": {"gt": 50}})
+
+
+def test_automated_discovery_follows_the_model(server: Simulator) -> None:
+    members = [f"4{i:011d}" for i in range(30)]
+    for member in members:
+        server.set_member(DEFAULT_ACCOUNT, REGION, member, "Enabled")
+        server.set_automated_discovery(member, REGION, "ENABLED" if int(member) % 2 else
+                                       "DISABLED")
+    server.set_automated_discovery(DEFAULT_ACCOUNT, REGION, "ENABLED")
+    client = macie(server.url)
+    bodies = raw_answers(client)
+    configuration = client.get_automated_discovery_configuration()
+    assert configuration["status"] == "ENABLED"
+    pages = list(client.get_paginator("list_automated_discovery_accounts").paginate(
+        PaginationConfig={"PageSize": 25}))
+    assert [len(p["items"]) for p in pages] == [25, 5]
+    statuses = {i["accountId"]: i["status"] for p in pages for i in p["items"]}
+    assert statuses == {m: "ENABLED" if int(m) % 2 else "DISABLED" for m in members}
+    assert_follows_model("GetAutomatedDiscoveryConfiguration", bodies[0])
+    for body in bodies[1:]:
+        assert_follows_model("ListAutomatedDiscoveryAccounts", body)
+    # A member sees its own account; an account outside any organisation, none.
+    (item,) = member_macie(server.url, REGION, members[1]).list_automated_discovery_accounts(
+        )["items"]
+    assert item == {"accountId": members[1], "status": "ENABLED"}
+    assert macie(server.url, OTHER_REGION).list_automated_discovery_accounts()["items"] == []
+    assert macie(server.url, OTHER_REGION).get_automated_discovery_configuration()[
+        "status"] == "DISABLED"
+
+
+def test_the_demo_has_buckets_to_worry_about() -> None:
+    sim = demo_simulator()
+    sim.start()
+    try:
+        client = macie(sim.url)
+        buckets = {b["bucketName"]: b for b in client.describe_buckets()["buckets"]}
+        public = [b for b in buckets.values()
+                  if b["publicAccess"]["effectivePermission"] == "PUBLIC"]
+        assert public and all(b["sensitivityScore"] >= 51 for b in public)
+        assert any(b.get("errorCode") == "ACCESS_DENIED" for b in buckets.values())
+        assert any(b["automatedDiscoveryMonitoringStatus"] == "NOT_MONITORED"
+                   and b["jobDetails"]["isMonitoredByJob"] == "FALSE"
+                   for b in buckets.values())
+        high = client.get_finding_statistics(
+            groupBy="resourcesAffected.s3Bucket.name",
+            findingCriteria={"criterion": {"severity.description": {"eq": ["High"]},
+                                           "archived": {"eq": ["false"]}}})["countsByGroup"]
+        assert {g["groupKey"] for g in high} & {b["bucketName"] for b in public}
+        statuses = {i["accountId"]: i["status"]
+                    for i in client.list_automated_discovery_accounts()["items"]}
+        assert statuses[PAYMENTS_ACCOUNT] == "DISABLED"
+    finally:
+        sim.stop()

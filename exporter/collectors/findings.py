@@ -67,8 +67,9 @@ def counts_by(group_by: str, keys: Sequence[str]) -> Fetch[dict[str, tuple[int, 
         record(groups)
         if len(groups) >= FINDINGS_GROUPS:
             missing = [key for key in keys if key not in seen]
-            for start in range(0, len(missing), FINDINGS_JOBS_PER_CALL):
-                batch = missing[start:start + FINDINGS_JOBS_PER_CALL]
+            per_call = min(FINDINGS_JOBS_PER_CALL, FINDINGS_GROUPS)  # never capped again
+            for start in range(0, len(missing), per_call):
+                batch = missing[start:start + per_call]
                 record((yield from _statistics({**base, group_by: {"eq": batch}}, group_by)))
     return {key: (c[0], c[1], c[2]) for key, c in counts.items()}
 
