@@ -36,6 +36,10 @@ REQUIRED_ALERTS = {
     "MacieUsageQuotaReached",
     "MacieSessionPaused",
     "MacieMemberNotEnabled",
+    "MacieS3BucketPublicSensitive",
+    "MacieS3BucketNotAnalyzable",
+    "MacieAutomatedDiscoveryDisabled",
+    "MacieS3BucketHighSeverityFindings",
     "MacieExporterRefreshFailing",
     "MacieExporterDataStale",
     "MacieExporterDiscoveryFailing",
@@ -216,8 +220,11 @@ def test_pause_expiry_alert_reaches_the_webhook(
     # bulk-backup-scan is PAUSED), and that alert has no `for:`. Nothing else fires: the
     # quota-paused and erroring jobs, the suspended and removed members are still within their
     # `for:` period, the paused job is more than a day from cancellation, and the High findings
-    # Prometheus has seen have not risen yet.
+    # Prometheus has seen have not risen yet. The demo's public bucket with a sensitive score
+    # fires at once too, as the critical alert it is.
     expected = {
+        ("MacieS3BucketPublicSensitive", "critical", "123456789012", "eu-west-1",
+         "acme-marketing-public"),
         ("MacieClassificationJobPauseExpiring", "warning", "123456789012", "eu-west-1",
          PAUSED_JOB_ID),
         ("MacieUsageQuotaReached", "warning", "123456789012", "eu-west-1",
@@ -232,7 +239,8 @@ def test_pause_expiry_alert_reaches_the_webhook(
                 labels = alert["labels"]
                 firing.add((labels["alertname"], labels["severity"],
                             labels.get("account_id", ""), labels.get("region", ""),
-                            labels.get("job_id") or labels.get("usage_type", "")))
+                            labels.get("job_id") or labels.get("usage_type")
+                            or labels.get("bucket", "")))
         return expected <= firing
 
     wait_for(settled, timeout=30, what=f"the alerts {sorted(expected)}")
