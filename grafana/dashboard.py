@@ -354,6 +354,149 @@ def findings(board: dash.Dashboard) -> None:
         .overrides([fixed_colour(severity, colour)
                     for severity, colour in SEVERITY_COLOURS.items()]))
 
+BUCKET_KEY = "account_id, region, bucket"
+DISCOVERY_MAPPING = value_map({"0": ("DISABLED", "red"), "1": ("ENABLED", "green")})
+SENSITIVITY_BANDS = (  # (legend, selector over the score, colour): Macie's bands
+    ("sensitive (51-100)", ">= 51", "red"),
+    ("not sensitive (1-49)", "> 0 < 50", "green"),
+    ("not yet analysed (50)", "== 50", "#808080"),
+    ("classification error (-1)", "== -1", "orange"),
+)
+
+
+def s3_buckets(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("S3 buckets: where is the sensitive data, and which buckets are "
+                            "exposed?"))
+    info = f"macie_s3_bucket_info{{{TARGETS}"
+    board.with_panel(
+        merged_table(
+            "Exposed buckets per account",
+            "Per account and region: buckets anyone can read (effective permission PUBLIC), "
+            "shared with accounts outside the organisation (EXTERNAL), without default "
+            "encryption (NONE), and whose policy allows unencrypted uploads.",
+            [query(f'count by (account_id, region) ({info}, effective_permission="PUBLIC"}})',
+                   ref="A", instant=True, as_table=True),
+             query(f'count by (account_id, region) ({info}, shared_access="EXTERNAL"}})',
+                   ref="B", instant=True, as_table=True),
+             query(f'count by (account_id, region) ({info}, encryption_type="NONE"}})',
+                   ref="C", instant=True, as_table=True),
+             query("count by (account_id, region) "
+                   f"(macie_s3_bucket_allows_unencrypted_uploads{{{TARGETS}}} == 1)",
+                   ref="D", instant=True, as_table=True)],
+            {"account_id": "Account", "region": "Region", "Value #A": "Public",
+             "Value #B": "Shared externally", "Value #C": "Unencrypted",
+             "Value #D": "Unencrypted uploads allowed"},
+            ["Time"])
+        .height(8).span(14)
+        .overrides([column(name, ("unit", "none"),
+                           ("thresholds", thresholds("green", (1, "red")).build()),
+                           ("color", {"mode": "thresholds"}), ("custom.cellOptions", COLOURED))
+                     for name in ("Public", "Shared externally", "Unencrypted",
+                                  "Unencrypted uploads allowed")]))
+    score = f"macie_s3_bucket_sensitivity_score{{{TARGETS}}}"
+    board.with_panel(
+        bargauge.Panel().title("Buckets by sensitivity").datasource(DATASOURCE)
+        .description("Buckets by Macie's sensitivity score (automated sensitive data discovery): "
+                     "sensitive 51-100, not sensitive 1-49, 50 not yet analysed, -1 a "
+                     "classification error.")
+        .targets([query(f"count({score} {selector})", legend_text, ref=ref, instant=True)
+                  for ref, (legend_text, selector, _) in zip("ABCD", SENSITIVITY_BANDS,
+                                                             strict=True)])
+        .height(8).span(10).unit("none").min(0).decimals(0)
+        .display_mode(cm.BarGaugeDisplayMode.BASIC)
+        .orientation(cm.VizOrientation.HORIZONTAL)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .overrides([fixed_colour(legend_text, colour)
+                    for legend_text, _, colour in SENSITIVITY_BANDS]))
+    exposed = (f'({info}, effective_permission="PUBLIC"}} or '
+               f'{info}, shared_access="EXTERNAL"}})')
+    board.with_panel(
+        merged_table(
+            "Riskiest buckets: public or shared, by sensitivity",
+            "Buckets that are public or shared outside the organisation, the most sensitive "
+            "first, with their High findings (MacieS3BucketPublicSensitive fires for the public "
+            "ones scoring 51 or more).",
+            [query(f"max by ({BUCKET_KEY}, effective_permission, shared_access) ({exposed})",
+                   ref="A", instant=True, as_table=True),
+             query(f"max by ({BUCKET_KEY}) ({score}) and on({BUCKET_KEY}) {exposed}",
+                   ref="B", instant=True, as_table=True),
+             query(f"max by ({BUCKET_KEY}) (macie_s3_bucket_findings{{{TARGETS}, "
+                   f'severity="High"}}) and on({BUCKET_KEY}) {exposed}',
+                   ref="C", instant=True, as_table=True)],
+            {"bucket": "Bucket", "Value #B": "Sensitivity", "Value #C": "High findings",
+             "effective_permission": "Public access", "shared_access": "Shared",
+             "account_id": "Account", "region": "Region"},
+            ["Time", "Value #A"])
+        .height(8).span(24)
+        .sort_by([common.TableSortByFieldState().display_name("Sensitivity").desc(True)])
+        .overrides([
+            column("Sensitivity", ("unit", "none"),
+                   ("thresholds", thresholds("green", (50, "#808080"), (51, "red")).build()),
+                   ("color", {"mode": "thresholds"}), ("custom.cellOptions", COLOURED)),
+            column("High findings", ("unit", "none"),
+                   ("thresholds", thresholds("green", (1, "red")).build()),
+                   ("color", {"mode": "thresholds"}), ("custom.cellOptions", COLOURED)),
+        ]))
+    board.with_panel(
+        merged_table(
+            "Buckets Macie cannot analyse",
+            "Buckets Macie reports an error for: ACCESS_DENIED (the bucket policy denies "
+            "Macie) or BUCKET_COUNT_EXCEEDS_QUOTA (MacieS3BucketNotAnalyzable).",
+            [query(f"max by ({BUCKET_KEY}, error_code) "
+                   f"(macie_s3_bucket_analysis_error{{{TARGETS}}})",
+                   instant=True, as_table=True)],
+            {"bucket": "Bucket", "error_code": "Error", "account_id": "Account",
+             "region": "Region"},
+            ["Time", "Value"])
+        .height(7).span(12))
+    board.with_panel(
+        merged_table(
+            "Buckets monitored by nothing",
+            "Buckets that neither automated sensitive data discovery nor any classification "
+            "job monitors: nothing tells what they hold.",
+            [query(f"count by ({BUCKET_KEY}) (macie_s3_bucket_monitored{{{TARGETS}}} == 0) "
+                   "== 2", instant=True, as_table=True)],
+            {"bucket": "Bucket", "account_id": "Account", "region": "Region"},
+            ["Time", "Value"])
+        .height(7).span(12))
+
+
+def automated_discovery(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Automated discovery: is Macie scoring every account's buckets?"))
+    board.with_panel(
+        merged_table(
+            "Automated discovery per account",
+            "Whether automated sensitive data discovery is on for each account "
+            "(MacieAutomatedDiscoveryDisabled fires when it was on within the last day).",
+            [query("max by (account_id, region) (macie_automated_discovery_status"
+                   f'{{{TARGETS}, status="ENABLED"}})', instant=True, as_table=True)],
+            {"account_id": "Account", "region": "Region", "Value": "Automated discovery"},
+            ["Time"])
+        .height(8).span(10)
+        .sort_by([common.TableSortByFieldState().display_name("Automated discovery")
+                  .desc(False)])
+        .overrides([column("Automated discovery", ("mappings", DISCOVERY_MAPPING),
+                           ("custom.cellOptions", COLOURED))]))
+    board.with_panel(
+        merged_table(
+            "Age of each bucket's last analysis",
+            "How long ago automated discovery last analysed an object in each bucket "
+            "(lastAutomatedDiscoveryTime), the oldest first: orange after a week, red after "
+            "thirty days.",
+            [query(f"time() - max by ({BUCKET_KEY}) "
+                   f"(macie_s3_bucket_last_automated_discovery_timestamp_seconds{{{TARGETS}}})",
+                   instant=True, as_table=True)],
+            {"bucket": "Bucket", "Value": "Last analysed", "account_id": "Account",
+             "region": "Region"},
+            ["Time"])
+        .height(8).span(14)
+        .sort_by([common.TableSortByFieldState().display_name("Last analysed").desc(True)])
+        .overrides([column("Last analysed", ("unit", "s"),
+                           ("thresholds", thresholds("green", (7 * DAY, "orange"),
+                                                     (30 * DAY, "red")).build()),
+                           ("color", {"mode": "thresholds"}),
+                           ("custom.cellOptions", COLOURED))]))
+
 
 def usage(board: dash.Dashboard) -> None:
     board.with_row(dash.Row("Usage and quota: what does Macie cost, and who is at a quota?"))
@@ -535,8 +678,8 @@ def build() -> dm.Dashboard:
     board = (
         dash.Dashboard("Amazon Macie classification jobs").uid(UID)
         .description("Macie sensitive-data discovery jobs from macie-exporter: status, progress, "
-                     "pause expiry, findings, usage and quotas, member accounts and the "
-                     "exporter's own health.")
+                     "pause expiry, findings, S3 buckets and automated discovery, usage and "
+                     "quotas, member accounts and the exporter's own health.")
         .tags(["macie", "aws", "security", "prometheus"])
         .editable().tooltip(dm.DashboardCursorSync.CROSSHAIR)
         .time("now-6h", "now").refresh("1m").timezone("browser")
@@ -547,6 +690,8 @@ def build() -> dm.Dashboard:
     progress(board)
     pause_expiry(board)
     findings(board)
+    s3_buckets(board)
+    automated_discovery(board)
     usage(board)
     organisation(board)
     exporter_health(board)

@@ -106,10 +106,15 @@ def test_the_issue_s_panels_are_there() -> None:
         "Findings per job by severity", "Jobs with the most High findings",
         "Estimated cost this month", "Quotas: who is at a quota?", "Members by status",
         "Member accounts", "Macie status per account and region",
+        # S3 buckets and automated discovery (issue #20).
+        "Exposed buckets per account", "Buckets by sensitivity",
+        "Riskiest buckets: public or shared, by sensitivity", "Buckets Macie cannot analyse",
+        "Buckets monitored by nothing", "Automated discovery per account",
+        "Age of each bucket's last analysis",
     } <= titles
     rows = [panel["title"].split(":")[0] for panel in DASHBOARD["panels"] if panel["type"] == "row"]
-    assert rows == ["Overview", "Jobs", "Progress", "Pause expiry", "Findings", "Usage and quota",
-                    "Organisation", "Exporter health"]
+    assert rows == ["Overview", "Jobs", "Progress", "Pause expiry", "Findings", "S3 buckets",
+                    "Automated discovery", "Usage and quota", "Organisation", "Exporter health"]
     (jobs,) = [p for p in DASHBOARD["panels"] if p["title"] == "Classification jobs"]
     organize = next(t for t in jobs["transformations"] if t["id"] == "organize")["options"]
     shown = [name for name in organize["renameByName"].values()]

@@ -147,6 +147,7 @@ class DemoAccount:
                                              "discovery": "NOT_MONITORED", "objects": 912334}),
         (DEMO_ACCOUNT, "acme-app-logs", {"score": 12, "objects": 5_400_000,
                                          "classifiable": 5_396_900}),
+        (DEMO_ACCOUNT, "acme-ml-features", {"score": -1, "objects": 2200}),
         (DEMO_ACCOUNT, "acme-crm-exports", {"score": 50, "shared": "INTERNAL",
                                             "by_job": "TRUE", "objects": 40000}),
         (ANALYTICS_ACCOUNT, "analytics-warehouse", {"score": 64, "objects": 120000}),
