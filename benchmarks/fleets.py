@@ -12,6 +12,11 @@
         with Macie not enabled in any region. --config writes the exporter's config file, one
         target per account, assuming arn:aws:iam::<account>:role/macie-exporter.
 
+    python -m benchmarks.fleets --buckets 10000 --members 50 --latency 0.005
+        a Macie administrator (the simulator's default account) in --region with --members
+        members, --buckets S3 buckets spread over them, automated discovery on for all but
+        every tenth member, and findings on one bucket in twenty (benchmarks/buckets.py)
+
 Every call is delayed by --latency seconds. The simulator's URL is the first line of stdout;
 it runs until interrupted or terminated. `GET <url>/_simulator/requests` answers its request
 counts (see `request_counts`).
@@ -29,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from exporter.demo.simulator import DAY, Simulator, make_job
+from exporter.demo.simulator import DAY, DEFAULT_ACCOUNT, Simulator, make_bucket, make_job
 
 # Regions where Macie is available (botocore's endpoints data), the most used first.
 MACIE_REGIONS = (
@@ -64,6 +69,28 @@ def add_synthetic_jobs(sim: Simulator, region: str, total: int, active: int) -> 
                            last_run_time=now - DAY * (i % 700),
                            tags={"team": f"team-{i % 7}"})
         sim.put_job(region, job)
+
+
+def add_buckets(sim: Simulator, region: str, buckets: int, members: int) -> None:
+    """An administrator with `members` members and `buckets` buckets among them all: every
+    tenth public, one in twenty with findings (through a job that scans it), every tenth member
+    with automated discovery off."""
+    accounts = [DEFAULT_ACCOUNT, *(str(FIRST_ACCOUNT + i) for i in range(members))]
+    for i, member in enumerate(accounts[1:]):
+        sim.set_member(DEFAULT_ACCOUNT, region, member, "Enabled")
+        sim.set_automated_discovery(member, region, "DISABLED" if i % 10 == 9 else "ENABLED")
+    sim.set_automated_discovery(DEFAULT_ACCOUNT, region, "ENABLED")
+    now = time.time()
+    for i in range(buckets):
+        account = accounts[i % len(accounts)]
+        name = f"bench-{account}-{i:05d}"
+        sim.put_bucket(region, make_bucket(
+            name, account, region, public=i % 10 == 0, score=1 + i % 100,
+            error="ACCESS_DENIED" if i % 97 == 0 else None, last_discovery=now - i % 86400))
+        if i % 20 == 0 and account == DEFAULT_ACCOUNT:
+            job_id = f"bucketjob{i:023d}"
+            sim.put_job(region, make_job(job_id, bucket=name, created_at=now - DAY))
+            sim.set_findings(region, job_id, "High", 1 + i % 7)
 
 
 @dataclass(frozen=True)
@@ -155,6 +182,9 @@ def main() -> None:
     single.add_argument("--jobs", type=int, default=10_000)
     single.add_argument("--active", type=int, default=300, help="non-terminal jobs among them")
     single.add_argument("--region", default="eu-west-1")
+    single.add_argument("--buckets", type=int, default=0,
+                        help="S3 buckets of an administrator and its --members, instead of jobs")
+    single.add_argument("--members", type=int, default=50)
     fleet = parser.add_argument_group("many targets (chosen by --accounts)")
     fleet.add_argument("--accounts", type=int, default=0)
     fleet.add_argument("--regions", type=int, default=1)
@@ -176,6 +206,8 @@ def main() -> None:
         scenario.populate(sim)
         if args.config:
             scenario.write_exporter_config(args.config)
+    elif args.buckets:
+        add_buckets(sim, args.region, args.buckets, args.members)
     else:
         add_synthetic_jobs(sim, args.region, args.jobs, min(args.active, args.jobs))
     sim.latency = args.latency
