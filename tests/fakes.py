@@ -9,6 +9,7 @@ import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from exporter.aws.errors import ApiError
@@ -92,6 +93,7 @@ class FakeMacie:
         self.calls: Counter[str] = Counter()
         self.describe_gate = threading.Event()
         self.describe_gate.set()
+        self._created: dict[str, int] = {}
         self._pages: weakref.WeakKeyDictionary[Pages, Iterator[list[dict[str, Any]]]] = (
             weakref.WeakKeyDictionary())
 
@@ -149,14 +151,22 @@ class FakeMacie:
             raise self.status
         return {"status": self.status}
 
+    def created(self, job_id: str) -> datetime:
+        """When a job was created: the order the fake first saw it in (ties by id)."""
+        if job_id not in self._created:
+            self._created[job_id] = len(self._created)
+        return datetime.fromtimestamp(1_700_000_000 + self._created[job_id], UTC)
+
     def list_pages(self) -> Iterator[list[dict[str, Any]]]:
-        ids = sorted(self.jobs)
+        """Pages of two, newest first (as the exporter asks: createdAt descending)."""
+        ids = sorted(self.jobs, key=lambda i: (self.created(i), i), reverse=True)
         for start in range(0, max(1, len(ids)), 2):
             self.calls["ListClassificationJobs"] += 1
             if self.list_error is not None:
                 raise self.list_error
             yield [{"jobId": i, "name": f"name-{i}", "jobStatus": self.jobs[i],
-                    "jobType": "ONE_TIME"} for i in ids[start:start + 2]]
+                    "jobType": "ONE_TIME", "createdAt": self.created(i)}
+                   for i in ids[start:start + 2]]
 
     def describe_job(self, job_id: str) -> dict[str, Any]:
         assert self.describe_gate.wait(10)

@@ -56,9 +56,10 @@ class NextPage:
 @dataclass(frozen=True, slots=True)
 class Parallel:
     """Several calls at once; answered with a list of their answers, an ApiError in the place
-    of each one that failed."""
+    of each one that failed. `background`: behind every target's other calls."""
 
     calls: tuple[Call, ...]
+    background: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +97,12 @@ def pages(operation: Operation, **arguments: Any
         items.extend(page)
 
 
-def parallel(calls: Sequence[Call]) -> Generator[Request, object,
-                                                 list[dict[str, Any] | ApiError]]:
+def parallel(calls: Sequence[Call], *, background: bool = False
+             ) -> Generator[Request, object, list[dict[str, Any] | ApiError]]:
     """`answers = yield from parallel([...])`: the calls at once, an ApiError for a failed one."""
     if not calls:
         return []
-    answers = yield Parallel(tuple(calls))
+    answers = yield Parallel(tuple(calls), background)
     assert isinstance(answers, list)
     return answers
 
@@ -138,7 +139,9 @@ class Context(Protocol[T]):
     def previous(self) -> T | None: ...  # this collector's last stored value
     def region_not_enabled(self, err: ApiError) -> bool: ...
     def adopt_account(self, account: str) -> None: ...
-    def publish(self, value: T) -> None: ...  # store a value before the run ends (first data)
+    # Store a value before the run ends (first data); `ready`: what is needed to be right now
+    # is in it, so the run counts as done for readiness and health (the rest follows).
+    def publish(self, value: T, ready: bool = False) -> None: ...
 
 
 # ------------------------------------------------------------------ the shape

@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily
@@ -112,6 +113,15 @@ class Jobs:
     describe_failures: int = 0
     # Every listed job as last described: terminal ones are not described again.
     described: Mapping[str, Described] = field(default_factory=dict, compare=False)
+    # Every known job (status, type, creation time), and when the last full list was made.
+    listed: Mapping[str, tuple[str, str, float | None]] = field(default_factory=dict,
+                                                               compare=False)
+    full_at: float | None = field(default=None, compare=False)
+
+    @property
+    def active(self) -> int:
+        """Known jobs that are not COMPLETE or CANCELLED."""
+        return sum(status not in TERMINAL_STATUSES for status, _, _ in self.listed.values())
 
 
 SLOT: Slot[Jobs] = Slot("jobs")
@@ -209,14 +219,24 @@ def job_from_api(
 # ------------------------------------------------------------------ fetch
 
 
+# (status, type, creation time) of a job as last listed, or as last described for the known
+# jobs a steady refresh does not list again.
+Listed = tuple[str, str, float | None]
+
+
 class _Refresh:
     """What one refresh of one target has learned so far."""
 
-    def __init__(self, ctx: Context[Jobs]) -> None:
+    def __init__(self, ctx: Context[Jobs], full: bool) -> None:
         self.ctx = ctx
         previous = ctx.previous
+        self.full = full
         self.described: Mapping[str, Described] = previous.described if previous else {}
-        self.listed: dict[str, tuple[str, str]] = {}  # job id -> (status, type) as listed
+        self.exported = {j.job_id: j for j in previous.jobs} if previous else {}
+        # A steady refresh starts from what is known; a full one from nothing.
+        self.known: Mapping[str, Listed] = previous.listed if previous else {}
+        self.listed: dict[str, Listed] = {} if full else dict(self.known)
+        self.seen: set[str] = set()  # listed by this refresh
         self.pending: dict[str, dict[str, Any]] = {}  # summaries of the jobs being described
         self.jobs: dict[str, Job] = {}
         self.new_jobs = 0  # jobs being described that have no last known values
@@ -231,10 +251,14 @@ class _Refresh:
         to_describe = []
         for summary in page:
             job_id = summary.get("jobId")
-            if not isinstance(job_id, str) or not job_id or job_id in self.listed:
+            if not isinstance(job_id, str) or not job_id or job_id in self.seen:
                 continue
+            self.seen.add(job_id)
             status = str(summary.get("jobStatus") or "UNKNOWN")
-            self.listed[job_id] = (status, str(summary.get("jobType") or ""))
+            created = summary.get("createdAt")
+            self.listed[job_id] = (status, str(summary.get("jobType") or ""),
+                                   created.timestamp() if isinstance(created, datetime)
+                                   else None)
             cached = self.described.get(job_id)
             if (cached is not None and status in TERMINAL_STATUSES
                     and cached.listed_status == status
@@ -246,11 +270,36 @@ class _Refresh:
                 to_describe.append(job_id)
         return to_describe
 
+    def reaches_known(self, page: list[dict[str, Any]], newest: float | None) -> bool:
+        """A steady refresh stops after a page that holds a job it knew, unless the page ends
+        where new jobs can still follow (jobs created at the newest known job's time)."""
+        if not any(item.get("jobId") in self.known for item in page):
+            return False
+        last = page[-1].get("createdAt")
+        return newest is None or not isinstance(last, datetime) or last.timestamp() < newest
+
+    def unlisted(self) -> list[str]:
+        """Known jobs this steady refresh did not list: the non-terminal ones are described
+        (how a job that completed is seen), the terminal ones keep their values."""
+        to_describe = []
+        for job_id, (status, _, _) in self.known.items():
+            if job_id in self.seen:
+                continue
+            cached = self.described.get(job_id)
+            if status in TERMINAL_STATUSES and cached is not None:
+                self.jobs[job_id] = cached.job
+            else:
+                self.pending[job_id] = {}
+                to_describe.append(job_id)
+        return to_describe
+
     def fallback(self, job_id: str, summary: dict[str, Any]) -> Job | None:
         """Last known values; for a job never described, what the list said."""
         cached = self.described.get(job_id)
         if cached is not None:
             return cached.job
+        if not summary:
+            return self.exported.get(job_id)
         try:
             return job_from_api(summary, self.account, self.ctx.settings.tag_keys)
         except MappingError:
@@ -275,16 +324,16 @@ class _Refresh:
         return last is not None and self.ctx.now - last > max_age
 
     def value(self, jobs: dict[str, Job], described: Mapping[str, Described],
-              failures: int) -> Jobs:
+              failures: int, full_at: float | None) -> Jobs:
         counts: Counter[tuple[str, str, str]] = Counter()
-        for job_id, (status, job_type) in self.listed.items():
+        for job_id, (status, job_type, _) in self.listed.items():
             job = jobs.get(job_id)
             counts[(job.account_id if job else self.account, status, job_type)] += 1
         exported = tuple(sorted((j for j in jobs.values() if not self.too_old(j)),
                                 key=lambda j: j.job_id))
         return Jobs(exported, zero_filled_counts(dict(counts),
                                                  {self.account} | {k[0] for k in counts}),
-                    failures, described)
+                    failures, described, dict(self.listed), full_at)
 
     def describe(self, job_id: str, answer: dict[str, Any] | ApiError) -> ApiError | None:
         """Take one describe's answer; returns the failure to report, if any."""
@@ -295,17 +344,51 @@ class _Refresh:
                 return None
             return answer
         try:
-            self.jobs[job_id] = job_from_api(answer, self.account, self.ctx.settings.tag_keys)
+            job = self.jobs[job_id] = job_from_api(answer, self.account,
+                                                   self.ctx.settings.tag_keys)
         except MappingError as err:
             return ApiError.of(DESCRIBE_JOB, "MalformedResponse", str(err))
+        if job_id not in self.seen and job_id in self.listed:  # not listed again: as described
+            _, job_type, created = self.listed[job_id]
+            self.listed[job_id] = (job.status, job_type, created)
         return None
+
+    def described_now(self) -> dict[str, Described]:
+        """The describe cache after this refresh: every listed job's last description."""
+        described = {k: v for k, v in self.described.items() if k in self.listed}
+        for job_id, job in self.jobs.items():
+            if job_id in self.pending and job_id in self.listed:
+                described[job_id] = Described(job, self.listed[job_id][0], self.ctx.now)
+        return described
+
+
+def _full_list_due(ctx: Context[Jobs]) -> bool:
+    """A full list at start-up and every --refresh.full-redescribe-interval (in the refresh
+    nearest its time), and always when the list is filtered by status: a job that stops
+    matching would otherwise still be described."""
+    previous, settings = ctx.previous, ctx.settings
+    if previous is None or previous.full_at is None:
+        return True
+    filtered = settings.list_filter or {}
+    if any(term.get("key") == "jobStatus" for terms in filtered.values()
+           for term in terms if isinstance(term, Mapping)):
+        return True
+    return ctx.now - previous.full_at >= (settings.full_redescribe_interval
+                                          - settings.interval / 2)
 
 
 def fetch(ctx: Context[Jobs]) -> Fetch[Jobs]:
-    run = _Refresh(ctx)
-    arguments: dict[str, Any] = {}
+    """Newest jobs first. A full refresh lists every page; a steady one stops at the first
+    page that reaches jobs it knows (one page for any history), and describes the known
+    non-terminal jobs as well, since jobs are never deleted and new jobs are the newest."""
+    full = _full_list_due(ctx)
+    run = _Refresh(ctx, full)
+    arguments: dict[str, Any] = {"sortCriteria": {"attributeName": "createdAt",
+                                                  "orderBy": "DESC"}}
     if ctx.settings.list_filter:
         arguments["filterCriteria"] = ctx.settings.list_filter
+    newest = max((created for _, _, created in run.known.values() if created is not None),
+                 default=None)
     cursor = Pages(LIST_JOBS, arguments)
     to_describe: list[str] = []
     while True:
@@ -319,22 +402,37 @@ def fetch(ctx: Context[Jobs]) -> Fetch[Jobs]:
             break
         assert isinstance(page, list)
         to_describe += run.take(page)
+        if not full and page and run.reaches_known(page, newest):
+            break
+    if not full:
+        to_describe += run.unlisted()
     # The describes start once the list is whole: pages go first, and a target with many new
     # jobs shows all of them (from the list) before it describes any. With very many, the
     # describes wait until /metrics shows them: rendering 10,000 jobs while 16 workers
     # describe them would take most of the refresh.
+    previous_failures = ctx.previous.describe_failures if ctx.previous else 0
+    full_at = ctx.now if full else (ctx.previous.full_at if ctx.previous else None)
     if run.new_jobs and to_describe:
-        ctx.publish(run.value(run.current(), run.described, _previous_failures(ctx)))
+        ctx.publish(run.value(run.current(), run.described, previous_failures, None))
         if run.new_jobs >= WAIT_FOR_METRICS_JOBS:
             yield Published()
-    answers = yield from parallel([Call(DESCRIBE_JOB, {"jobId": job_id})
-                                   for job_id in to_describe])
-    failures = [(job_id, failure) for job_id, answer in zip(to_describe, answers, strict=True)
+    # Terminal jobs never described wait behind every target's other calls: what the list
+    # says of them is right, and their runs and tags can come later.
+    later = [j for j in to_describe
+             if run.listed[j][0] in TERMINAL_STATUSES and j not in run.described]
+    now = [j for j in to_describe if j not in set(later)]
+    answers = yield from parallel([Call(DESCRIBE_JOB, {"jobId": job_id}) for job_id in now])
+    failures = [(job_id, failure) for job_id, answer in zip(now, answers, strict=True)
                 if (failure := run.describe(job_id, answer)) is not None]
-    described = {k: v for k, v in run.described.items() if k in run.listed}
-    for job_id, job in run.jobs.items():
-        if job_id in run.pending:
-            described[job_id] = Described(job, run.listed[job_id][0], ctx.now)
+    if later:
+        # What is needed to be right now is there: the refresh counts as done (readiness).
+        ctx.publish(run.value(run.current(), run.described_now(), len(failures), None),
+                    ready=True)
+        answers = yield from parallel([Call(DESCRIBE_JOB, {"jobId": job_id})
+                                       for job_id in later], background=True)
+        failures += [(job_id, failure) for job_id, answer in zip(later, answers, strict=True)
+                     if (failure := run.describe(job_id, answer)) is not None]
+    described = run.described_now()
     jobs = run.current()
     if failures:
         job_id, first = failures[0]
@@ -351,11 +449,7 @@ def fetch(ctx: Context[Jobs]) -> Fetch[Jobs]:
             ctx.adopt_account(learned)
             jobs = {k: replace(j, account_id=learned) if j.account_id == UNKNOWN_ACCOUNT
                     else j for k, j in jobs.items()}
-    return run.value(jobs, described, len(failures))
-
-
-def _previous_failures(ctx: Context[Jobs]) -> int:
-    return ctx.previous.describe_failures if ctx.previous else 0
+    return run.value(jobs, described, len(failures), full_at)
 
 
 # ------------------------------------------------------------------ families

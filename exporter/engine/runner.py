@@ -123,6 +123,7 @@ class _Context:
         self._refresher = refresher
         self._collector = collector
         self.now = refresher.clock()
+        self.started = time.monotonic()
         self.settings = refresher.settings.collect
         self.result = refresher.store.result(refresher.key)
         self.previous = self.result.get(collector.slot)
@@ -144,9 +145,13 @@ class _Context:
     def adopt_account(self, account: str) -> None:
         self._refresher.adopt_account(account)
 
-    def publish(self, value: object) -> None:
+    def publish(self, value: object, ready: bool = False) -> None:
         slot = self._collector.slot
-        self._refresher.store.update(self.key, lambda r: r.with_value(slot, value))
+        if ready and self._collector.foreground:
+            self._refresher.store_foreground(self._collector, _Outcome(value=value),
+                                             time.monotonic() - self.started, self.now)
+        else:
+            self._refresher.store.update(self.key, lambda r: r.with_value(slot, value))
 
 
 class _Run:
@@ -171,12 +176,14 @@ class _Run:
         then each request as a pool task."""
         self._advance(None, None)
 
-    def _submit(self, task: Callable[[], None], *, urgent: bool) -> None:
+    def _submit(self, task: Callable[[], None], *, urgent: bool,
+                background: bool = False) -> None:
         if self.r.closed:  # the target went away: end here, store nothing
             self._end(_Outcome(removed=True))
             return
-        self.r.pool.submit(self.r, task, urgent=urgent and not self.background,
-                           background=self.background)
+        background = background or self.background
+        self.r.pool.submit(self.r, task, urgent=urgent and not background,
+                           background=background)
 
     def _end(self, outcome: _Outcome) -> None:
         with self._lock:
@@ -214,7 +221,8 @@ class _Run:
             self._answers = [None] * len(request.calls)
             self._left = len(request.calls)
             for index, one in enumerate(request.calls):
-                self._submit(functools.partial(self._parallel, index, one), urgent=False)
+                self._submit(functools.partial(self._parallel, index, one), urgent=False,
+                             background=request.background)
         elif isinstance(request, Published):
             self.r.store.when_published(
                 lambda: self._submit(lambda: self._advance(None, None), urgent=False))

@@ -97,21 +97,36 @@ def first_bucket(job: dict[str, Any] | None, job_id: str) -> str:
     return f"bucket-{job_id}"
 
 
+# ListJobsSortAttributeName (botocore's macie2 model).
+SORT_ATTRIBUTES = ("createdAt", "jobStatus", "name", "jobType")
+
+
 @macie
 def list_classification_jobs(sim: Simulator, call: Call, session: Session) -> Answer:
-    """ListClassificationJobs: the jobs in list order (created, then jobId), filtered."""
+    """ListClassificationJobs: the jobs in list order (created, then jobId; `sortCriteria`
+    sorts by createdAt, jobStatus, name or jobType, ASC or DESC, ties by jobId), filtered."""
     request, key = call.params, (call.account_id, call.region)
     size = request.get("maxResults", 100)
     if not isinstance(size, int) or not 1 <= size <= MAX_PAGE_SIZE:
         return json_error(400, "ValidationException",
                           f"maxResults must be between 1 and {MAX_PAGE_SIZE}")
     offset = offset_of(request.get("nextToken"))
+    sort = request.get("sortCriteria") or {}
+    attribute, order = sort.get("attributeName", "createdAt"), sort.get("orderBy", "ASC")
+    if attribute not in SORT_ATTRIBUTES or order not in ("ASC", "DESC"):
+        return json_error(400, "ValidationException",
+                          f"sortCriteria: attributeName one of {', '.join(SORT_ATTRIBUTES)}, "
+                          "orderBy ASC or DESC")
     with sim.lock:
         criteria = request.get("filterCriteria") or {}
         if key not in sim._ordered:
             sim._ordered[key] = sorted(sim._jobs.get(key, {}).values(),
                                        key=lambda j: (j["createdAt"], j["jobId"]))
         ordered = sim._ordered[key]
+        if attribute != "createdAt":
+            ordered = sorted(ordered, key=lambda j: (str(j.get(attribute, "")), j["jobId"]))
+        if order == "DESC":
+            ordered = ordered[::-1]
         if criteria:
             ordered = [j for j in ordered if _matches(j, criteria)]
         page = [summary_of(j) for j in ordered[offset:offset + size]]
