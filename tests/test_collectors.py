@@ -67,7 +67,7 @@ class FindingsContext:
     def adopt_account(self, account: str) -> None:
         raise AssertionError("findings.fetch adopts no account")
 
-    def publish(self, value: findings.Findings) -> None:
+    def publish(self, value: findings.Findings, ready: bool = False) -> None:
         raise AssertionError("findings.fetch publishes nothing before it ends")
 
 
