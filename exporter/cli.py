@@ -160,7 +160,7 @@ class Exporter:
             full_redescribe_interval=config.full_redescribe_interval,
             terminal_max_age=config.terminal_max_age, status_interval=config.status_interval,
             collectors=switched_on, spread_collectors=True, list_filter=config.list_filter,
-            buckets_only=config.buckets_only,
+            buckets_only=config.buckets_only, idle_interval=config.idle_interval,
         )
         self.fleet = Fleet(self.aws, self.pool, self.store, refresh_settings, self.requests,
                            self.waits, shard_index=config.shard_index,

@@ -48,6 +48,7 @@ class Config:
     refresh_interval: float
     concurrency: int
     status_interval: float
+    idle_interval: float
     requests_per_second: float
     full_redescribe_interval: float
     tag_keys: tuple[str, ...]
@@ -346,6 +347,9 @@ OPTIONS: tuple[Option, ...] = (
            "AWS calls in flight at once, for the whole process (1-256)."),
     Option("refresh.status-interval", "1h", _from_text(_interval),
            "How often to check Macie's status per account and region (the status collector)."),
+    Option("refresh.idle-interval", "5m", _from_text(_interval),
+           "How often a target with no active job is listed (at least the refresh interval; "
+           "equal to it lists every target every interval)."),
     Option("refresh.full-redescribe-interval", "24h", _from_text(_positive_duration),
            "How often COMPLETE and CANCELLED jobs are described again (tag changes)."),
     Option("jobs.tag-labels", "", _tag_keys,
@@ -610,6 +614,11 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
                     f"{sources[flag]}: must be shorter than the refresh interval ({interval:g}s)"
                 )
             values[flag] = interval / 2
+    if values["refresh.idle-interval"] < interval:
+        if "refresh.idle-interval" not in defaulted:
+            raise ConfigError(f"{sources['refresh.idle-interval']}: must be at least the refresh "
+                              f"interval ({interval:g}s)")
+        values["refresh.idle-interval"] = interval
 
     if raw_targets is not None:
         if values["aws.role-arn"] or values["aws.external-id"]:
@@ -647,6 +656,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         refresh_interval=interval,
         concurrency=values["refresh.concurrency"],
         status_interval=values["refresh.status-interval"],
+        idle_interval=values["refresh.idle-interval"],
         requests_per_second=values["aws.requests-per-second"],
         full_redescribe_interval=values["refresh.full-redescribe-interval"],
         tag_keys=values["jobs.tag-labels"],

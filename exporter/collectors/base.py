@@ -120,6 +120,9 @@ class Settings:
     terminal_max_age: float = 0.0
     # The jobs list's filterCriteria ({"includes": [...], "excludes": [...]}), or None.
     list_filter: Mapping[str, Any] | None = None
+    # --refresh.idle-interval: how often a target with no active job is listed (0: never
+    # less often than the refresh interval).
+    idle_interval: float = 0.0
     # --buckets.only: the conditions a bucket must meet one of to be exported (empty: all).
     buckets_only: frozenset[str] = frozenset()
 
@@ -177,6 +180,10 @@ class Collector(Generic[T]):
     retry_failed: bool = False
     # Due before its interval when this says the stored value misses something (new jobs).
     stale: Callable[[TargetResult], bool] | None = None
+    # Calls follow activity: while `idle(result, since)` says nothing it reads can have changed
+    # since its last run (`since`), it runs every `idle_interval(settings)` instead.
+    idle: Callable[[TargetResult, float | None], bool] | None = None
+    idle_interval: Callable[[Settings], float] | None = None
 
     def __post_init__(self) -> None:
         if self.slot.name != self.name:

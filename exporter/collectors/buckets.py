@@ -137,7 +137,9 @@ def fetch(ctx: Context[Buckets]) -> Fetch[Buckets]:
     described = yield from pages(DESCRIBE_BUCKETS)
     buckets = {(b.account_id, b.name): b for b in map(bucket_from_api, described)}
     names = sorted({name for _, name in buckets})
-    counts = yield from findings.counts_by("resourcesAffected.s3Bucket.name", names)
+    counts: dict[str, tuple[int, int, int]] = {}
+    if names:  # no bucket: no finding to count
+        counts = yield from findings.counts_by("resourcesAffected.s3Bucket.name", names)
     found = (replace(bucket, findings=counts.get(bucket.name, (0, 0, 0)))
              for bucket in buckets.values())
     return tuple(sorted((b for b in found if kept(b, ctx.settings.buckets_only)),

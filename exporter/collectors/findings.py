@@ -122,8 +122,23 @@ def families(_settings: Settings) -> list[AnySpec]:
         section=Section.JOB)]
 
 
+def _idle(target: TargetResult, since: float | None) -> bool:
+    """No job is active, and none has run (or been created) since the last round: findings
+    change only while jobs run. What this can miss until the next full round (every
+    --refresh.full-redescribe-interval): findings archived or unarchived by a user, and
+    findings Macie deletes after 90 days."""
+    value = target.get(jobs.SLOT)
+    if value is None or value.active or since is None:
+        return False
+    return all((job.last_run_at or job.created_at or 0) < since for job in value.jobs)
+
+
+def _idle_interval(settings: Settings) -> float:
+    return settings.full_redescribe_interval
+
+
 COLLECTOR = Collector(
     name="findings", slot=SLOT, operations=(GET_FINDING_STATISTICS,), fetch=fetch,
-    families=families, stale=_misses_a_job,
+    families=families, stale=_misses_a_job, idle=_idle, idle_interval=_idle_interval,
     switch=Switch("5m", "Collect findings per job and severity (GetFindingStatistics)."),
 )

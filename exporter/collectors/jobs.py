@@ -580,7 +580,19 @@ def families(settings: Settings) -> list[AnySpec]:
     return specs
 
 
+def _idle(target: TargetResult, _since: float | None) -> bool:
+    """No job of the target is active: nothing changes until a job is created, which an
+    idle-interval list finds."""
+    value = target.get(SLOT)
+    return value is not None and value.full_at is not None and value.active == 0
+
+
+def _idle_interval(settings: Settings) -> float:
+    return settings.idle_interval
+
+
 COLLECTOR = Collector(
     name="jobs", slot=SLOT, operations=(LIST_JOBS, DESCRIBE_JOB), fetch=fetch,
     families=families, interval_option="refresh.interval", foreground=True, health="refresh",
+    idle=_idle, idle_interval=_idle_interval,
 )

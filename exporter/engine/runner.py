@@ -81,6 +81,8 @@ class RefreshSettings:
     spread_collectors: bool = False
     list_filter: dict[str, Any] | None = None
     buckets_only: frozenset[str] = frozenset()
+    # How often an idle target (no active job) is listed; 0: every interval.
+    idle_interval: float = 0.0
     collect: Settings = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +90,7 @@ class RefreshSettings:
             tag_keys=self.tag_keys, interval=self.interval,
             full_redescribe_interval=self.full_redescribe_interval,
             terminal_max_age=self.terminal_max_age, list_filter=self.list_filter,
-            buckets_only=self.buckets_only))
+            buckets_only=self.buckets_only, idle_interval=self.idle_interval))
 
     @property
     def refresh(self) -> tuple[Scheduled, ...]:
@@ -349,12 +351,26 @@ class TargetRefresher:
         for keyed in (self.store, *self._counters):
             keyed.rekey(old, new)
 
-    def due(self, scheduled: Scheduled, now: float) -> bool:
+    def due(self, scheduled: Scheduled, now: float, interval: float | None = None) -> bool:
         """Whether a collector is due in the refresh starting at `now`: the refresh nearest
         its due time runs it (a tick a few milliseconds early would otherwise slip it a whole
         refresh interval)."""
         last = self._ran_at.get(scheduled.collector.name)
-        return last is None or now - last >= scheduled.interval - self.settings.interval / 2
+        every = scheduled.interval if interval is None else interval
+        return last is None or now - last >= every - self.settings.interval / 2
+
+    def idle_interval(self, collector: AnyCollector, result: TargetResult) -> float | None:
+        """The collector's idle cadence while nothing it reads can have changed since its last
+        successful run, else None (its own interval)."""
+        if collector.idle is None or collector.idle_interval is None:
+            return None
+        every = collector.idle_interval(self.settings.collect)
+        health = result.health_of(collector.name)
+        if every <= 0 or (health is not None and not health.success):
+            return None  # a failing collector is tried again at its own interval
+        if not collector.idle(result, self._ran_at.get(collector.name)):
+            return None
+        return every
 
     def mark_ran(self, name: str, at: float) -> None:
         """The collector `name` ran (or is taken as run) at `at`: `due` counts from there."""
@@ -434,9 +450,10 @@ class TargetRefresher:
         for scheduled in self.settings.collectors:
             collector = scheduled.collector
             stale = collector.stale is not None and collector.stale(result)
+            idle = self.idle_interval(collector, result)
+            due = self.due(scheduled, now, max(idle, scheduled.interval) if idle else None)
             with self._lock:
-                if collector.name in self._collecting or not (self.due(scheduled, now)
-                                                              or stale):
+                if collector.name in self._collecting or not (due or stale):
                     continue
                 self._collecting.add(collector.name)
             # The first round runs at once; with spreading, the next comes a fraction of the
@@ -483,9 +500,19 @@ class _Refresh:
         self.done = done
         self.now = refresher.clock()
         self.started = time.monotonic()
-        # The jobs collector is the refresh itself; the others run when they are due.
-        self.steps = [s for s in refresher.settings.refresh
-                      if s.collector.health == "refresh" or refresher.due(s, self.now)]
+        # The jobs collector is the refresh itself, every interval unless the target is idle
+        # (then every idle interval); the status check when it is due.
+        result = refresher.store.result(refresher.key)
+        self.steps = []
+        for scheduled in refresher.settings.refresh:
+            idle = refresher.idle_interval(scheduled.collector, result)
+            if idle is not None:
+                due = refresher.due(scheduled, self.now, idle)
+            else:
+                due = scheduled.collector.health == "refresh" or refresher.due(scheduled,
+                                                                              self.now)
+            if due:
+                self.steps.append(scheduled)
 
     def begin(self) -> None:
         r = self.r
