@@ -10,12 +10,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from mypy_boto3_macie2 import Macie2Client
@@ -23,7 +24,14 @@ from mypy_boto3_macie2.type_defs import UsageRecordTypeDef
 
 from benchmarks.fleets import Fleet, request_counts
 from exporter.config import load
-from exporter.demo.simulator import DEFAULT_ACCOUNT, Simulator, make_job
+from exporter.demo.simulator import (
+    DEFAULT_ACCOUNT,
+    LOG_EVENTS_PAGE_BYTES,
+    MACIE_LOG_GROUP,
+    Simulator,
+    macie_job_event,
+    make_job,
+)
 from exporter.demo.story import (
     ANALYTICS_ACCOUNT,
     DEMO_ACCOUNT,
@@ -637,5 +645,103 @@ def test_the_demo_account_administers_members_and_an_organisation() -> None:
             assert record["accountId"] == account
             with pytest.raises(ClientError, match="Macie is not enabled"):
                 member_macie(sim.url, "ap-southeast-2", account).get_macie_session()
+    finally:
+        sim.stop()
+
+
+# ------------------------------------------------------------ CloudWatch Logs
+
+def logs(url: str, region: str = REGION) -> Any:
+    return boto3.client("logs", region_name=region, endpoint_url=url, config=NO_RETRIES,
+                        aws_access_key_id="AKIATESTEXAMPLE00001",
+                        aws_secret_access_key="test-secret")
+
+
+def test_filter_log_events_follows_the_logs_model(server: Simulator) -> None:
+    at = time.time()
+    event = macie_job_event("job1", "weekly", "BUCKET_ACCESS_DENIED", at + 5, run_date=at,
+                            account=DEFAULT_ACCOUNT, bucket="ledgers", operation="ListObjectsV2")
+    server.put_log_events(REGION, "job1", [(at, "started"), (at + 5, event)])
+    server.put_log_events(REGION, "job2", [(at + 1, "other job")])
+    client = logs(server.url)
+    answer = client.filter_log_events(logGroupName=MACIE_LOG_GROUP, logStreamNames=["job1"])
+    assert [e["message"] for e in answer["events"]] == ["started", event]
+    first = answer["events"][0]
+    assert first["logStreamName"] == "job1" and first["timestamp"] == round(at * 1000)
+    assert isinstance(first["ingestionTime"], int) and isinstance(first["eventId"], str)
+    assert "nextToken" not in answer
+    assert json.loads(event) == {
+        "jobId": "job1", "eventType": "BUCKET_ACCESS_DENIED", "jobName": "weekly",
+        "occurredAt": datetime.fromtimestamp(at + 5, UTC).isoformat(
+            timespec="microseconds").replace("+00:00", "Z"),
+        "description": "bucket access denied", "operation": "ListObjectsV2",
+        "runDate": datetime.fromtimestamp(at, UTC).isoformat(
+            timespec="microseconds").replace("+00:00", "Z"),
+        "affectedAccount": DEFAULT_ACCOUNT,
+        "affectedResource": {"type": "S3_BUCKET_NAME", "value": "ledgers"}}
+    # Every stream, oldest first; from a start time on (inclusive); a stream that does not
+    # exist selects nothing.
+    every = client.filter_log_events(logGroupName=MACIE_LOG_GROUP)["events"]
+    assert [e["logStreamName"] for e in every] == ["job1", "job2", "job1"]
+    later = client.filter_log_events(logGroupName=MACIE_LOG_GROUP,
+                                     logStreamNames=["job1", "nothing"],
+                                     startTime=round((at + 5) * 1000))["events"]
+    assert [e["message"] for e in later] == [event]
+    # Another account or region has no such log group.
+    with pytest.raises(ClientError) as raised:
+        logs(server.url, OTHER_REGION).filter_log_events(logGroupName=MACIE_LOG_GROUP)
+    assert raised.value.response["Error"] == {
+        "Code": "ResourceNotFoundException",
+        "Message": "The specified log group does not exist."}
+    server.delete_log_group(REGION)
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        client.filter_log_events(logGroupName=MACIE_LOG_GROUP)
+
+
+def test_filter_log_events_pages_by_count_and_by_size(server: Simulator) -> None:
+    at = time.time()
+    server.put_log_events(REGION, "small", [(at + i, f"event {i}") for i in range(25)])
+    client = logs(server.url)
+    pages = list(client.get_paginator("filter_log_events").paginate(
+        logGroupName=MACIE_LOG_GROUP, PaginationConfig={"PageSize": 10}))
+    assert [len(p["events"]) for p in pages] == [10, 10, 5]
+    assert [e["message"] for p in pages for e in p["events"]] == [
+        f"event {i}" for i in range(25)]
+    # A page holds at most 1 MB of messages, whatever the limit.
+    big = "x" * 300_000
+    server.put_log_events(REGION, "big", [(at + 100 + i, big) for i in range(5)])
+    sizes = [len(p["events"]) for p in client.get_paginator("filter_log_events").paginate(
+        logGroupName=MACIE_LOG_GROUP, logStreamNames=["big"])]
+    assert sizes == [3, 2] and LOG_EVENTS_PAGE_BYTES == 2**20
+
+
+def test_filter_log_events_rejects_what_it_cannot_answer(server: Simulator) -> None:
+    server.put_log_events(REGION, "job1", [(time.time(), "x")])
+    client = logs(server.url)
+    for arguments, message in (
+            ({"logStreamNames": [f"s{i}" for i in range(101)]}, "1 to 100"),
+            ({"logStreamNames": ["a"], "logStreamNamePrefix": "a"}, "cannot both"),
+            ({"filterPattern": "ERROR"}, "filter patterns")):
+        with pytest.raises(ClientError) as raised:
+            client.filter_log_events(logGroupName=MACIE_LOG_GROUP, **arguments)
+        assert raised.value.response["Error"]["Code"] == "InvalidParameterException"
+        assert message in raised.value.response["Error"]["Message"]
+    unsigned = boto3.client("logs", region_name=REGION, endpoint_url=server.url,
+                            config=NO_RETRIES.merge(Config(signature_version=UNSIGNED)))
+    with pytest.raises(ClientError) as raised:
+        unsigned.filter_log_events(logGroupName=MACIE_LOG_GROUP)
+    assert raised.value.response["Error"]["Code"] == "MissingAuthenticationTokenException"
+    assert server.requests["FilterLogEvents"] == 4
+
+
+def test_denied_filter_log_events_answers_in_the_logs_protocol() -> None:
+    sim = FaultySimulator()
+    sim.start()
+    try:
+        sim.put_log_events(REGION, "job1", [(time.time(), "x")])
+        sim.faults.denied = {"FilterLogEvents"}
+        with pytest.raises(ClientError) as raised:
+            logs(sim.url).filter_log_events(logGroupName=MACIE_LOG_GROUP)
+        assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
     finally:
         sim.stop()
