@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo.simulator import Simulator
+from tests.motoserver import Moto
 from tests.simfaults import FaultySimulator
 
 
@@ -244,3 +246,20 @@ def processes() -> Iterator[list[Stoppable]]:
     yield started
     for process in reversed(started):
         process.stop()
+
+
+@pytest.fixture
+def moto() -> Iterator[Moto]:
+    """moto's server on loopback, empty; stopped at teardown."""
+    server = Moto()
+    server.start()
+    # moto keeps its state per process: start every test from an empty account.
+    server.post("/moto-api/reset")
+    try:
+        yield server
+    finally:
+        # IAM checks are process-wide in moto (tests/test_job_errors_live.py turns them on);
+        # a test may have left the server stopped.
+        with contextlib.suppress(OSError):
+            server.post("/moto-api/reset-auth", b"inf")
+        server.stop()
