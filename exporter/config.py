@@ -265,42 +265,43 @@ class Option:
         return tuple(part.replace("-", "_") for part in self.flag.split("."))
 
 
-def collector_readme_rows() -> list[str]:
-    """The configuration table's rows of the registered collectors' options, as the README
-    has them (tests/test_readme.py checks they are there)."""
-    rows = []
-    for collector in REGISTRY:
-        if collector.switch is None:
-            continue
-        name = collector.name
-        help_text = collector.switch.help.removesuffix(".")
-        for option, default, meaning in (
-                (f"collector.{name}", "true",
-                 f"{help_text}; `--no-collector.{name}` turns it off."),
-                (f"collector.{name}.interval", f"`{collector.switch.default_interval}`",
-                 f"How often to collect {name} (at least 1s).")):
-            env = ENV_PREFIX + re.sub(r"[.-]", "_", option).upper()
-            yaml_key = option.replace(f"{name}.", f"{name}_")
-            rows.append(f"| `--{option}` | `{env}` | `{yaml_key}` | {default} | {meaning} |")
-    return rows
+def collector_flag(name: str) -> str:
+    """`collector.job-errors` for the collector `job_errors`: flags are dashed, like the rest."""
+    return f"collector.{name.replace('_', '-')}"
 
 
 def _collector_options() -> tuple[Option, ...]:
     """`--collector.<name>` (on by default) and `--collector.<name>.interval` for every
-    registered collector that can be switched off."""
+    registered collector that can be switched off; the YAML keys are `collector.<name>` and
+    `collector.<name>_interval` (the name as the registry spells it)."""
     options: list[Option] = []
     for collector in REGISTRY:
         if collector.switch is None:
             continue
-        name = collector.name
+        name, flag = collector.name, collector_flag(collector.name)
         options += [
-            Option(f"collector.{name}", True, _bool, collector.switch.help, True,
-                   yaml_key=("collector", name)),
-            Option(f"collector.{name}.interval", collector.switch.default_interval,
-                   _from_text(_interval), f"How often to collect {name} (at least 1s).",
+            Option(flag, True, _bool, collector.switch.help, True, yaml_key=("collector", name)),
+            Option(f"{flag}.interval", collector.switch.default_interval,
+                   _from_text(_interval),
+                   f"How often to collect {name.replace('_', ' ')} (at least 1s).",
                    yaml_key=("collector", f"{name}_interval")),
         ]
     return tuple(options)
+
+
+def collector_readme_rows() -> list[str]:
+    """The configuration table's rows of the registered collectors' options, as the README
+    has them (tests/test_readme.py checks they are there)."""
+    rows = []
+    for option in _collector_options():
+        if option.boolean:
+            default = "true"
+            meaning = f"{option.help.removesuffix('.')}; `--no-{option.flag}` turns it off."
+        else:
+            default, meaning = f"`{option.default}`", option.help
+        rows.append(f"| `--{option.flag}` | `{option.env}` | `{'.'.join(option.yaml_path)}` "
+                    f"| {default} | {meaning} |")
+    return rows
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -643,8 +644,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         discovery=discovery,
         shard_index=values["shard.index"],
         shard_total=values["shard.total"],
-        collectors=tuple((name, values[f"collector.{name}.interval"])
-                         for name in COLLECTORS if values[f"collector.{name}"]),
+        collectors=tuple((name, values[f"{collector_flag(name)}.interval"])
+                         for name in COLLECTORS if values[collector_flag(name)]),
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.collectors import findings, jobs, members, status, usage
+from exporter.collectors import findings, job_errors, jobs, members, status, usage
+from exporter.collectors.job_errors import JobErrors, RunErrors
 from exporter.collectors.jobs import Job, Jobs, zero_filled_counts
 from exporter.collectors.usage import Usage
 from exporter.model import Health, Snapshot, TargetKey, TargetResult
@@ -49,6 +50,15 @@ def snapshot() -> Snapshot:
     ).with_value(
         members.SLOT, ((MEMBER, "Enabled"), ("444455556666", "Removed"),
                        ("777788889999", "Quarantined")),
+    ).with_value(
+        # job-paused's last run had errors: two buckets denied, one gone, and an event that
+        # could not be read. job-run's last run had none: what was read before is not shown.
+        job_errors.SLOT, JobErrors((
+            RunErrors("job-paused", None, 1_794_000_000.0, (
+                (("BUCKET_ACCESS_DENIED", "finance-ledgers"), 2),
+                (("BUCKET_DOES_NOT_EXIST", "scratch-2023"), 1), (("unparsed", ""), 1))),
+            RunErrors("job-run", 1_795_000_000, 1_795_000_000.0, (
+                (("ACCOUNT_SUSPENDED", MEMBER), 1),))))
     ).with_health("findings", Health(True, 0.25)).with_health("usage", Health(False, 1.5))
     failing = target(TargetKey(ACCOUNT, "us-east-1"), success=False, duration=0.5,
                      macie_status="PAUSED")

@@ -10,10 +10,11 @@ gate of everything else, then the jobs, then the others.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from exporter.aws.operations import Operation
-from exporter.collectors import findings, jobs, members, status, usage
+from exporter.collectors import findings, job_errors, jobs, members, status, usage
 from exporter.collectors.base import AnyCollector
 
 REGISTRY: tuple[AnyCollector, ...] = (
@@ -22,6 +23,7 @@ REGISTRY: tuple[AnyCollector, ...] = (
     findings.COLLECTOR,
     usage.COLLECTOR,
     members.COLLECTOR,
+    job_errors.COLLECTOR,
 )
 
 
@@ -47,7 +49,8 @@ def iam_policy() -> dict[str, Any]:
             actions.append(operation.action)
     statements = []
     for resource, actions in sorted(by_resource.items(), key=lambda item: item[0] != "*"):
-        name = resource.rsplit(":", 1)[-1].split("/")[0] if resource != "*" else ""
+        # Named after the ARN's resource type: classification-job, log-group.
+        name = re.split("[:/]", resource.split(":", 5)[5])[0] if resource != "*" else ""
         sid = "MacieExporterRead" + "".join(part.title() for part in name.split("-"))
         statements.append({"Sid": sid, "Effect": "Allow",
                            "Action": actions[0] if len(actions) == 1 else actions,
