@@ -263,3 +263,25 @@ def test_denied_by_moto_s_iam_fails_the_collector_alone(sim: FaultySimulator, mo
     assert not series(samples, "macie_classification_job_run_errors")
     assert any("collector failed" in line and "collector=job_errors" in line
                and "logs:FilterLogEvents" in line for line in exporter.lines), exporter.logs()
+
+
+def test_the_demo_shows_why_its_jobs_runs_failed(demo_exporter: ExporterProcess) -> None:
+    weekly = {("weeklyfinance000000000000000001", "BUCKET_ACCESS_DENIED", "finance-ledgers-eu"): 1,
+              ("weeklyfinance000000000000000001", "BUCKET_ACCESS_DENIED",
+               "finance-payroll-archive"): 1,
+              ("weeklyfinance000000000000000001", "BUCKET_DOES_NOT_EXIST",
+               "finance-scratch-2023"): 1}
+    # The daily job's first run is denied a bucket (its next run, 4.5 minutes in, clears it).
+    daily = {("dailyuploads0000000000000000001", "BUCKET_ACCESS_DENIED",
+              "customer-uploads-legacy"): 1}
+    samples = demo_exporter.wait_metric(lambda s: errors(s) == {**weekly, **daily}, timeout=30,
+                                        what="the demo's job errors")
+    assert value(samples, "macie_classification_job_run_errors",
+                 job_name="weekly-finance-archive", affected_resource="finance-ledgers-eu",
+                 account_id="123456789012", region="eu-west-1") == 1
+    # Only the targets with erroring jobs read their logs.
+    assert {labels["region"] for labels in series(samples, "macie_exporter_api_requests_total",
+                                                  operation="FilterLogEvents")} == {"eu-west-1"}
+    assert {labels["account_id"] for labels in series(
+        samples, "macie_exporter_api_requests_total", operation="FilterLogEvents")} == {
+        "123456789012"}

@@ -745,3 +745,43 @@ def test_denied_filter_log_events_answers_in_the_logs_protocol() -> None:
         assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
     finally:
         sim.stop()
+
+
+def test_the_demo_logs_why_its_jobs_runs_failed() -> None:
+    start = time.time()
+    demo = DemoAccount(start)
+    sim = Simulator()  # evolved by hand below
+    demo.populate(sim)
+    sim.start()
+    try:
+        client, jobs = logs(sim.url), macie(sim.url)
+        weekly, daily = "weeklyfinance000000000000000001", "dailyuploads0000000000000000001"
+
+        def events(job_id: str) -> list[dict[str, Any]]:
+            return [json.loads(e["message"]) for e in client.filter_log_events(
+                logGroupName=MACIE_LOG_GROUP, logStreamNames=[job_id])["events"]]
+
+        def errors(job_id: str) -> list[tuple[str, str]]:
+            latest = max(e["runDate"] for e in events(job_id))
+            return [(e["eventType"], e["affectedResource"]["value"]) for e in events(job_id)
+                    if e["runDate"] == latest and e["eventType"].startswith("BUCKET_")]
+
+        # The weekly job: two buckets denied and one deleted in its latest run, one denied
+        # (fixed since) in the run before; Macie says the last run had errors.
+        assert errors(weekly) == [("BUCKET_ACCESS_DENIED", "finance-ledgers-eu"),
+                                  ("BUCKET_ACCESS_DENIED", "finance-payroll-archive"),
+                                  ("BUCKET_DOES_NOT_EXIST", "finance-scratch-2023")]
+        assert len({e["runDate"] for e in events(weekly)}) == 2
+        described = jobs.describe_classification_job(jobId=weekly)
+        assert described["lastRunErrorStatus"]["code"] == "ERROR"
+        assert all(e["jobName"] == "weekly-finance-archive" for e in events(weekly))
+        # The daily job: its first run is denied a bucket, the next one clears it, the one
+        # after is denied again.
+        for offset, error in ((0, True), (280, False), (580, False), (600, True), (880, False)):
+            demo(start + offset, sim)
+            status = jobs.describe_classification_job(jobId=daily)["lastRunErrorStatus"]
+            assert status["code"] == ("ERROR" if error else "NONE"), offset
+            assert errors(daily) == ([("BUCKET_ACCESS_DENIED", "customer-uploads-legacy")]
+                                     if error else []), offset
+    finally:
+        sim.stop()
