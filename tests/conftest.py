@@ -192,7 +192,8 @@ def stop_all(processes: list[ExporterProcess]) -> None:
 
 
 def exporter_env(sim: Simulator | None = None, **extra: str) -> dict[str, str]:
-    """A clean environment: fake credentials, and STS pointed at the simulator."""
+    """A clean environment: fake credentials, and STS and CloudWatch Logs pointed at the
+    simulator (so that no test reaches AWS)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AWS_", "MACIE_EXPORTER_"))}
     env.update(AWS_ACCESS_KEY_ID="AKIATESTEXAMPLE00001", AWS_SECRET_ACCESS_KEY="test-secret",
@@ -200,7 +201,7 @@ def exporter_env(sim: Simulator | None = None, **extra: str) -> dict[str, str]:
                AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
                PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     if sim is not None:
-        env["AWS_ENDPOINT_URL_STS"] = sim.url
+        env["AWS_ENDPOINT_URL_STS"] = env["AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"] = sim.url
     env.update(extra)
     return env
 
