@@ -257,6 +257,18 @@ def test_fleet_layout() -> None:
     assert sum(len(jobs) for jobs in sim._jobs.values()) == 18 * 3 * 3
     with pytest.raises(ValueError, match="running_per_target"):
         Fleet(accounts=1, regions=1, jobs_per_target=1, running_per_target=2)
+    # 5% of the jobs erroring: one in twenty, each logging its run's three errors.
+    erroring = Fleet(accounts=20, regions=3, off_every=10, erroring_every=20)
+    sim = Simulator()
+    erroring.populate(sim)
+    failed = [j for jobs in sim._jobs.values() for j in jobs.values()
+              if j["lastRunErrorStatus"]["code"] == "ERROR"]
+    assert len(failed) == 18 * 3 * 3 // 20 + 1 == len(erroring.erroring_targets)
+    streams = {(key, stream) for key, groups in sim._logs.items()
+               for stream in groups[MACIE_LOG_GROUP]}
+    assert {stream for _, stream in streams} == {j["jobId"] for j in failed}
+    assert all(len(events) == 3 for groups in sim._logs.values()
+               for events in groups[MACIE_LOG_GROUP].values())
 
 
 # ------------------------------------------------------------ GetFindingStatistics
