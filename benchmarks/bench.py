@@ -56,7 +56,7 @@ def env(sim_url: str) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MACIE_EXPORTER_"))}
     out.update(AWS_ACCESS_KEY_ID="AKIABENCHMARK000001", AWS_SECRET_ACCESS_KEY="bench",
                AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL_STS=sim_url,
-               AWS_ENDPOINT_URL_ORGANIZATIONS=sim_url,
+               AWS_ENDPOINT_URL_ORGANIZATIONS=sim_url, AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=sim_url,
                AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
                AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
     return out

@@ -6,9 +6,10 @@
     python -m benchmarks.fleet --all                    # 2, 20 and 200 accounts in a row
 
 Each of --accounts accounts in --regions regions is one target holding 3 jobs, 1 RUNNING and 2
-COMPLETE; every tenth account has Macie off in every region; every call takes 5 ms. The
-simulator (benchmarks/fleets.py) runs in its own process and writes the exporter's config (one
-target per account, an assumed role each). The real exporter process runs with
+COMPLETE; every tenth account has Macie off in every region; with --erroring-every N, every
+Nth job's last run had errors and logged three of them (20: 5% of the jobs); every call takes
+5 ms. The simulator (benchmarks/fleets.py) runs in its own process and writes the exporter's
+config (one target per account, an assumed role each). The real exporter process runs with
 --refresh.interval=60s and its other defaults (16 call-pool threads).
 
 Measured: the time from the exporter's start until /readyz answers 200 and /metrics has a
@@ -47,6 +48,7 @@ from benchmarks.fleets import Fleet, request_counts
 
 CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
 SCRAPE_EVERY = 15.0
+JOB_ERRORS_INTERVAL = 300.0  # --collector.job-errors.interval's default
 CUT_BEFORE_TICK = 5.0
 JOB_OPERATIONS = ("ListClassificationJobs", "DescribeClassificationJob", "GetMacieSession")
 Counts = Counter[tuple[str, str, str]]  # (operation, account, region) -> requests
@@ -198,6 +200,15 @@ class Run:
         off = self.off_targets
         return sum(n for (_, a, r), n in cycle.calls.items() if (a, r) in off)
 
+    def log_reads(self, cycle: Cycle) -> tuple[int, int]:
+        """FilterLogEvents calls: to targets with an erroring job, and to the others."""
+        erroring = self.fleet.erroring_targets
+        mine = sum(n for (op, a, r), n in cycle.calls.items()
+                   if op == "FilterLogEvents" and (a, r) in erroring)
+        others = sum(n for (op, a, r), n in cycle.calls.items()
+                     if op == "FilterLogEvents" and (a, r) not in erroring)
+        return mine, others
+
     def odd_targets(self, cycle: Cycle) -> int:
         """Enabled targets that did not get exactly one list and one describe per running
         job (and nothing else) in a steady cycle."""
@@ -222,7 +233,8 @@ def run(fleet: Fleet, cycles: int, interval: float, latency: float,
                 f"--accounts={fleet.accounts}", f"--regions={fleet.regions}",
                 f"--jobs-per-target={fleet.jobs_per_target}",
                 f"--running-per-target={fleet.running_per_target}",
-                f"--off-every={fleet.off_every}", f"--latency={latency}",
+                f"--off-every={fleet.off_every}", f"--erroring-every={fleet.erroring_every}",
+                f"--latency={latency}",
                 f"--config={config}", *(["--discovery"] if fleet.discovery else [])) as url:
             warnings: list[str] = []
 
@@ -319,6 +331,12 @@ def rows(result: Run) -> dict[str, str]:
         return _same_or_range([ops[operation] for ops in steady_ops])
 
     off = len(fleet.off_accounts)
+    # Over whole rounds of the job errors collector (5 minutes) only: each target reads once a
+    # round, at its own phase, so a part of a round would count some targets twice.
+    rounds = int(len(steady) * result.interval // JOB_ERRORS_INTERVAL)
+    whole = steady[:round(rounds * JOB_ERRORS_INTERVAL / result.interval)]
+    log_reads = sum(result.log_reads(c)[0] for c in whole)
+    log_reads_per_hour = log_reads * 3600 / (rounds * JOB_ERRORS_INTERVAL) if rounds else 0.0
     return {
         "targets (accounts x regions; Macie off)":
             f"{result.targets} ({fleet.accounts} x {fleet.regions}; {off * fleet.regions})",
@@ -344,6 +362,13 @@ def rows(result: Run) -> dict[str, str]:
         "steady: GetMacieSession per cycle (want 0)": steady_op("GetMacieSession"),
         "steady: other operations, per cycle":
             "; ".join(_others(ops) for ops in steady_ops) or "-",
+        "job errors: targets with an erroring job (FilterLogEvents want 12 an hour each)":
+            f"{len(fleet.erroring_targets)}",
+        "steady: FilterLogEvents per cycle (to targets without an erroring job, want 0)":
+            "; ".join(f"{mine} ({others})" for mine, others in
+                      (result.log_reads(c) for c in steady)) or "-",
+        "steady: FilterLogEvents per hour, over whole 5-minute rounds":
+            f"{log_reads_per_hour:.0f} ({log_reads} in {rounds} round(s))" if rounds else "-",
         "steady: requests to Macie-off targets (want 0)":
             _same_or_range([result.off_requests(c) for c in steady]),
         "steady: enabled targets off 1 list + 1 describe":
@@ -418,6 +443,9 @@ def main() -> None:
     parser.add_argument("--running-per-target", type=int, default=1)
     parser.add_argument("--off-every", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write every run's measures here")
+    parser.add_argument("--erroring-every", type=int, default=0,
+                        help="every Nth job had errors in its last run and logged them "
+                             "(20: 5%% of jobs; 0: none)")
     parser.add_argument("--discovery", action="store_true",
                         help="the exporter discovers the accounts (ListAccounts) instead of "
                              "reading them from its config file")
@@ -430,7 +458,7 @@ def main() -> None:
     results = []
     for accounts in sizes:
         fleet = Fleet(accounts, args.regions, args.jobs_per_target, args.running_per_target,
-                      args.off_every, args.discovery)
+                      args.off_every, args.discovery, args.erroring_every)
         results.append(run(fleet, args.cycles, args.interval, args.latency,
                            tuple(args.exporter_flags)))
         if args.json:

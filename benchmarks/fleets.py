@@ -5,11 +5,14 @@
         of them non-terminal (benchmarks/bench.py, benchmarks/soak.py)
 
     python -m benchmarks.fleets --accounts 200 --regions 10 --jobs-per-target 3 \\
-        --running-per-target 1 --off-every 10 --latency 0.005 [--config exporter.yaml]
+        --running-per-target 1 --off-every 10 --erroring-every 20 --latency 0.005 \\
+        [--config exporter.yaml]
         an organisation: accounts 100000000000, 100000000001, … in the first --regions of
         MACIE_REGIONS, each (account, region) holding --jobs-per-target jobs of which
         --running-per-target RUNNING (the others COMPLETE), and every --off-every-th account
-        with Macie not enabled in any region. --config writes the exporter's config file, one
+        with Macie not enabled in any region. Every --erroring-every-th job of the enabled
+        targets (in that order) had errors in its last run, and its log stream (CloudWatch
+        Logs) holds that run's three error events. --config writes the exporter's config file, one
         target per account, assuming arn:aws:iam::<account>:role/macie-exporter.
 
     python -m benchmarks.fleets --buckets 10000 --members 50 --latency 0.005
@@ -34,7 +37,14 @@ from typing import Any
 
 import yaml
 
-from exporter.demo.simulator import DAY, DEFAULT_ACCOUNT, Simulator, make_bucket, make_job
+from exporter.demo.simulator import (
+    DAY,
+    DEFAULT_ACCOUNT,
+    Simulator,
+    macie_job_event,
+    make_bucket,
+    make_job,
+)
 
 # Regions where Macie is available (botocore's endpoints data), the most used first.
 MACIE_REGIONS = (
@@ -105,6 +115,8 @@ class Fleet:
     # The accounts form an organisation that the exporter discovers (ListAccounts), managed by
     # MANAGEMENT_ACCOUNT, instead of being listed as targets.
     discovery: bool = False
+    # Every Nth job of the enabled targets had errors in its last run (0: none).
+    erroring_every: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.regions <= len(MACIE_REGIONS):
@@ -127,24 +139,49 @@ class Fleet:
             return []
         return [a for i, a in enumerate(self.account_ids, 1) if i % self.off_every == 0]
 
+    def jobs(self) -> list[tuple[str, str, int, str, bool]]:
+        """(account, region, index in the target, job id, last run had errors) of every job
+        of the enabled targets."""
+        off = set(self.off_accounts)
+        found: list[tuple[str, str, int, str, bool]] = []
+        for account in self.account_ids:
+            if account in off:
+                continue
+            for r, region in enumerate(self.region_names):
+                for k in range(self.jobs_per_target):
+                    erroring = bool(self.erroring_every) and len(found) % self.erroring_every == 0
+                    found.append((account, region, k, f"{account}{r:02d}{k:04d}", erroring))
+        return found
+
+    @property
+    def erroring_targets(self) -> set[tuple[str, str]]:
+        return {(account, region) for account, region, _, _, erroring in self.jobs()
+                if erroring}
+
     def populate(self, sim: Simulator) -> None:
         now = time.time()
-        off = set(self.off_accounts)
         if self.discovery:
             sim.set_organization(MANAGEMENT_ACCOUNT, dict.fromkeys(self.account_ids, "ACTIVE"))
-        for account in self.account_ids:
-            for r, region in enumerate(self.region_names):
-                if account in off:
-                    sim.set_macie_status(region, "DISABLED", account_id=account)
-                    continue  # disabling Macie deletes its jobs
-                for k in range(self.jobs_per_target):
-                    running = k < self.running_per_target
-                    sim.put_job(region, make_job(
-                        f"{account}{r:02d}{k:04d}", f"fleet-job-{k}",
-                        "RUNNING" if running else "COMPLETE", created_at=now - DAY * (k + 1),
-                        objects_to_process=1000 if running else 0,
-                        last_run_time=now - DAY * k - 600,
-                    ), account_id=account)
+        for account in self.off_accounts:
+            for region in self.region_names:
+                sim.set_macie_status(region, "DISABLED", account_id=account)
+        for account, region, k, job_id, erroring in self.jobs():
+            running = k < self.running_per_target
+            run = now - DAY * k - 600
+            sim.put_job(region, make_job(
+                job_id, f"fleet-job-{k}", "RUNNING" if running else "COMPLETE",
+                created_at=now - DAY * (k + 1), objects_to_process=1000 if running else 0,
+                last_run_time=run, last_run_error=erroring,
+            ), account_id=account)
+            if erroring:
+                sim.put_log_events(region, job_id, [
+                    (run + 60 + i, macie_job_event(
+                        job_id, f"fleet-job-{k}", event_type, run + 60 + i, run_date=run,
+                        account=account, bucket=bucket, operation="ListObjectsV2"))
+                    for i, (event_type, bucket) in enumerate((
+                        ("BUCKET_ACCESS_DENIED", f"{job_id}-a"),
+                        ("BUCKET_ACCESS_DENIED", f"{job_id}-b"),
+                        ("BUCKET_DOES_NOT_EXIST", f"{job_id}-c")))], account_id=account)
 
     def write_exporter_config(self, path: Path) -> None:
         """The exporter's config file: one target per account, assuming its ROLE_NAME role;
@@ -195,12 +232,15 @@ def main() -> None:
     fleet.add_argument("--config", type=Path, help="write the exporter's config file here")
     fleet.add_argument("--discovery", action="store_true",
                        help="an organisation to discover instead of a list of targets")
+    fleet.add_argument("--erroring-every", type=int, default=0,
+                       help="every Nth job had errors in its last run, logged (0: none)")
     args = parser.parse_args()
     sim = Simulator()
     if args.accounts:
         try:
             scenario = Fleet(args.accounts, args.regions, args.jobs_per_target,
-                             args.running_per_target, args.off_every, args.discovery)
+                             args.running_per_target, args.off_every, args.discovery,
+                             args.erroring_every)
         except ValueError as err:
             parser.error(str(err))
         scenario.populate(sim)

@@ -139,7 +139,7 @@ class Exporter:
             self.simulator = demo_simulator()
             url = self.simulator.start()
             settings = replace(settings, endpoint_url=url, sts_endpoint_url=url,
-                               organizations_endpoint_url=url,
+                               organizations_endpoint_url=url, logs_endpoint_url=url,
                                static_credentials=(DEMO_ACCESS_KEY, DEMO_SECRET_KEY))
             fallback = DEMO_REGIONS
         else:

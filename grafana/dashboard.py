@@ -75,6 +75,12 @@ def value_map(entries: dict[str, tuple[str, str]]) -> list[dm.ValueMapping]:
 
 STATUS_MAPPING = value_map({status: (status, colour) for status, colour in STATUS_COLOURS.items()})
 LAST_RUN_ERROR_MAPPING = value_map({"0": ("OK", "green"), "1": ("ERROR", "red")})
+# Macie's job log event types: account-level errors red, bucket-level ones orange.
+EVENT_TYPE_MAPPING: list[dm.ValueMapping] = [
+    dm.RegexMap(options=dm.DashboardRegexMapOptions(
+        pattern=pattern, result=dm.ValueMappingResult(color=colour, index=index)))
+    for index, (pattern, colour) in enumerate((("^ACCOUNT_.*", "red"), ("^BUCKET_.*", "orange"),
+                                               ("^unparsed$", "#808080")))]
 REFRESH_MAPPING = value_map({"0": ("failing", "red"), "1": ("ok", "green")})
 PAUSE_THRESHOLDS = thresholds("red", (DAY, "orange"), (7 * DAY, "green"))
 COLOURED = {"type": "color-background", "mode": "basic"}
@@ -255,6 +261,28 @@ def jobs_table(board: dash.Dashboard) -> None:
                    ("color", {"mode": "thresholds"}), ("custom.cellOptions", COLOURED)),
             column("Last run errors", ("mappings", LAST_RUN_ERROR_MAPPING),
                    ("custom.cellOptions", COLOURED)),
+        ]))
+    error_key = f"{JOB_LABELS}, event_type, affected_resource"
+    board.with_panel(
+        merged_table(
+            "Why the last runs had errors",
+            "The account- and bucket-level errors of each job's latest run, from Macie's job "
+            "log events in CloudWatch Logs: one row per job, event type and bucket (or account) "
+            "it hit, with the number of events. Only jobs whose last run had errors; a new run "
+            "replaces them. See the runbook (MacieClassificationJobBucketErrors) for each event "
+            "type.",
+            [query(f"max by ({error_key}) (macie_classification_job_run_errors{{{JOBS}}})",
+                   instant=True, as_table=True)],
+            {"job_name": "Job", "event_type": "Event type",
+             "affected_resource": "Bucket or account", "Value": "Events",
+             "account_id": "Account", "region": "Region", "job_id": "Job ID"},
+            ["Time"])
+        .height(8).span(24)
+        .sort_by([common.TableSortByFieldState().display_name("Events").desc(True)])
+        .overrides([
+            column("Event type", ("mappings", EVENT_TYPE_MAPPING),
+                   ("custom.cellOptions", COLOURED)),
+            column("Events", ("unit", "none"), ("decimals", 0)),
         ]))
 
 

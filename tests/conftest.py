@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo.simulator import Simulator
+from tests.motoserver import Moto
 from tests.simfaults import FaultySimulator
 
 
@@ -190,7 +192,8 @@ def stop_all(processes: list[ExporterProcess]) -> None:
 
 
 def exporter_env(sim: Simulator | None = None, **extra: str) -> dict[str, str]:
-    """A clean environment: fake credentials, and STS pointed at the simulator."""
+    """A clean environment: fake credentials, and STS and CloudWatch Logs pointed at the
+    simulator (so that no test reaches AWS)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AWS_", "MACIE_EXPORTER_"))}
     env.update(AWS_ACCESS_KEY_ID="AKIATESTEXAMPLE00001", AWS_SECRET_ACCESS_KEY="test-secret",
@@ -198,7 +201,7 @@ def exporter_env(sim: Simulator | None = None, **extra: str) -> dict[str, str]:
                AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
                PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     if sim is not None:
-        env["AWS_ENDPOINT_URL_STS"] = sim.url
+        env["AWS_ENDPOINT_URL_STS"] = env["AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"] = sim.url
     env.update(extra)
     return env
 
@@ -244,3 +247,20 @@ def processes() -> Iterator[list[Stoppable]]:
     yield started
     for process in reversed(started):
         process.stop()
+
+
+@pytest.fixture
+def moto() -> Iterator[Moto]:
+    """moto's server on loopback, empty; stopped at teardown."""
+    server = Moto()
+    server.start()
+    # moto keeps its state per process: start every test from an empty account.
+    server.post("/moto-api/reset")
+    try:
+        yield server
+    finally:
+        # IAM checks are process-wide in moto (tests/test_job_errors_live.py turns them on);
+        # a test may have left the server stopped.
+        with contextlib.suppress(OSError):
+            server.post("/moto-api/reset-auth", b"inf")
+        server.stop()

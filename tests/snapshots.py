@@ -6,12 +6,14 @@ from exporter.collectors import (
     automated_discovery,
     buckets,
     findings,
+    job_errors,
     jobs,
     members,
     status,
     usage,
 )
 from exporter.collectors.buckets import Bucket
+from exporter.collectors.job_errors import JobErrors, RunErrors
 from exporter.collectors.jobs import Job, Jobs, zero_filled_counts
 from exporter.collectors.usage import Usage
 from exporter.model import Health, Snapshot, TargetKey, TargetResult
@@ -70,6 +72,15 @@ def snapshot() -> Snapshot:
                    findings=(0, 0, 0)))
     ).with_value(
         automated_discovery.SLOT, ((ACCOUNT, "ENABLED"), (MEMBER, "DISABLED")),
+    ).with_value(
+        # job-paused's last run had errors: two buckets denied, one gone, and an event that
+        # could not be read. job-run's last run had none: what was read before is not shown.
+        job_errors.SLOT, JobErrors((
+            RunErrors("job-paused", None, 1_794_000_000.0, (
+                (("BUCKET_ACCESS_DENIED", "finance-ledgers"), 2),
+                (("BUCKET_DOES_NOT_EXIST", "scratch-2023"), 1), (("unparsed", ""), 1))),
+            RunErrors("job-run", 1_795_000_000, 1_795_000_000.0, (
+                (("ACCOUNT_SUSPENDED", MEMBER), 1),))))
     ).with_health("findings", Health(True, 0.25)).with_health("usage", Health(False, 1.5))
     failing = target(TargetKey(ACCOUNT, "us-east-1"), success=False, duration=0.5,
                      macie_status="PAUSED")

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +32,7 @@ REQUIRED_ALERTS = {
     "MacieClassificationJobPauseExpiring",
     "MacieClassificationJobQuotaPaused",
     "MacieClassificationJobLastRunErrors",
+    "MacieClassificationJobBucketErrors",
     "MacieClassificationJobNoProgress",
     "MacieClassificationJobHighSeverityFindings",
     "MacieUsageQuotaReached",
@@ -109,6 +111,49 @@ def test_every_threshold_is_marked_and_listed_in_the_header() -> None:
 def slug(heading: str) -> str:
     """A Markdown heading's anchor, as GitHub makes it."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_bucket_errors_runbook_explains_every_documented_event_type() -> None:
+    from exporter.collectors.job_errors import ACCOUNT_ERRORS, BUCKET_ERRORS
+
+    runbook = RUNBOOK.read_text(encoding="utf-8")
+    section = runbook.split("## MacieClassificationJobBucketErrors", 1)[1].split("\n## ", 1)[0]
+    for event_type in (*ACCOUNT_ERRORS, *BUCKET_ERRORS):
+        assert f"| `{event_type}` |" in section, event_type
+
+
+@pytest.mark.tools
+def test_bucket_errors_mute_the_last_run_errors_of_the_same_job(
+        tmp_path: Path, processes: list[Stoppable]) -> None:
+    """The example config's inhibit rule, applied by a real Alertmanager."""
+    alertmanager = Alertmanager(tmp_path, yaml.safe_load(
+        ALERTMANAGER_CONFIG.read_text(encoding="utf-8")))
+    processes.append(alertmanager)
+
+    def alert(name: str, job_id: str) -> dict[str, Any]:
+        return {"labels": {"alertname": name, "severity": "warning", "job_id": job_id,
+                           "account_id": "111122223333", "region": "eu-west-1"}}
+
+    posted = [alert("MacieClassificationJobLastRunErrors", "weekly"),
+              alert("MacieClassificationJobBucketErrors", "weekly"),
+              alert("MacieClassificationJobLastRunErrors", "unparsed-only")]
+    request = urllib.request.Request(f"{alertmanager.url}/api/v2/alerts", method="POST",
+                                     data=json.dumps(posted).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+    def states() -> dict[tuple[str, str], str]:
+        with urllib.request.urlopen(f"{alertmanager.url}/api/v2/alerts", timeout=10) as answer:
+            found = json.loads(answer.read())
+        return {(a["labels"]["alertname"], a["labels"]["job_id"]): a["status"]["state"]
+                for a in found}
+
+    wait_for(lambda: len(states()) == 3, what="the three alerts")
+    assert states() == {
+        ("MacieClassificationJobLastRunErrors", "weekly"): "suppressed",
+        ("MacieClassificationJobBucketErrors", "weekly"): "active",
+        ("MacieClassificationJobLastRunErrors", "unparsed-only"): "active"}
 
 
 def test_pause_expiring_description_uses_humanized_time_left() -> None:
@@ -218,10 +263,11 @@ def test_pause_expiry_alert_reaches_the_webhook(
 
     # The demo account has reached its sensitive data discovery quota in eu-west-1 (why its
     # bulk-backup-scan is PAUSED), and that alert has no `for:`. Nothing else fires: the
-    # quota-paused and erroring jobs, the suspended and removed members are still within their
-    # `for:` period, the paused job is more than a day from cancellation, and the High findings
-    # Prometheus has seen have not risen yet. The demo's public bucket with a sensitive score
-    # fires at once too, as the critical alert it is.
+    # quota-paused and erroring jobs (their last-run and bucket errors), the suspended and
+    # removed members are still within their `for:` period, the paused job is more than a day
+    # from cancellation, and the High findings Prometheus has seen have not risen yet. The
+    # demo's public bucket with a sensitive score fires at once too, as the critical alert it
+    # is.
     expected = {
         ("MacieS3BucketPublicSensitive", "critical", "123456789012", "eu-west-1",
          "acme-marketing-public"),

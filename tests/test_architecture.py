@@ -112,13 +112,29 @@ def test_the_registry_is_consistent() -> None:
 
 
 def test_options_come_from_the_registry() -> None:
-    flags = {o.flag for o in OPTIONS}
+    options = {o.flag: o for o in OPTIONS}
     for collector in REGISTRY:
         if collector.switch is not None:
             flag = collector_flag(collector.name)
-            assert {flag, f"{flag}.interval"} <= flags
+            assert {flag, f"{flag}.interval"} <= options.keys()
+            # Flags are dashed; the YAML keys keep the registry's name.
+            assert "_" not in flag
+            assert options[flag].yaml_path == ("collector", collector.name)
+            assert options[f"{flag}.interval"].yaml_path == ("collector",
+                                                             f"{collector.name}_interval")
         else:
-            assert collector.interval_option in flags
+            assert collector.interval_option in options
+
+
+def test_a_collector_named_with_an_underscore_has_dashed_flags() -> None:
+    """`job_errors`: `--collector.job-errors`, MACIE_EXPORTER_COLLECTOR_JOB_ERRORS,
+    `collector: {job_errors: ..., job_errors_interval: ...}`."""
+    options = {o.flag: o for o in OPTIONS}
+    switch, interval = options["collector.job-errors"], options["collector.job-errors.interval"]
+    assert (switch.env, interval.env) == ("MACIE_EXPORTER_COLLECTOR_JOB_ERRORS",
+                                          "MACIE_EXPORTER_COLLECTOR_JOB_ERRORS_INTERVAL")
+    assert (switch.yaml_path, interval.yaml_path) == (("collector", "job_errors"),
+                                                      ("collector", "job_errors_interval"))
 
 
 def test_operations_are_real_botocore_operations() -> None:

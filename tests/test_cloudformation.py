@@ -29,7 +29,9 @@ DISCOVERY_POLICY = AWS_DIR / "discovery-policy.json"
 # What the registered collectors call: the member role allows exactly these.
 MEMBER_ACTIONS = {operation.action for operation in operations()}
 DISCOVERY_ACTIONS = {"organizations:ListAccounts"}
-READ_VERBS = ("Get", "List", "Describe")
+# Read actions by name (logs:FilterLogEvents reads log events: access level Read in the
+# Service Authorization Reference).
+READ_VERBS = ("Get", "List", "Describe", "Filter")
 NO_VALUE = object()
 
 
@@ -141,10 +143,12 @@ def assert_resources_match_reference(statements: list[dict[str, Any]]) -> None:
             for resource in arns:
                 if resource == "*":
                     continue
-                # Any region of this account, the action's own resource type.
-                assert resource["Fn::Sub"] in {
-                    f"arn:${{AWS::Partition}}:{service}:*:${{AWS::AccountId}}:{prefix}*"
-                    for prefix in prefixes}, (action, resource, prefixes)
+                # Any region of this account, the action's own resource type (all of its
+                # resources, or some, such as one log group).
+                arn = resource["Fn::Sub"]
+                assert any(arn.startswith(
+                    f"arn:${{AWS::Partition}}:{service}:*:${{AWS::AccountId}}:{prefix}")
+                    and arn.endswith("*") for prefix in prefixes), (action, resource, prefixes)
 
 
 def trust_statement(properties: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +208,19 @@ def test_describe_is_scoped_to_this_accounts_jobs(member: dict[str, Any]) -> Non
     assert as_list(statement["Action"]) == ["macie2:DescribeClassificationJob"]
     assert statement["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:macie2:*:${AWS::AccountId}:classification-job/*"}
+
+
+def test_member_role_resources_are_the_registrys(member: dict[str, Any]) -> None:
+    """Each action on the resource its operation declares (the README policy's), in this
+    account and partition."""
+    _, properties = only_role(member)
+    declared = {operation.action: operation.resource for operation in operations()}
+    for statement in policy_statements(properties):
+        resource = statement["Resource"]
+        arn = resource if resource == "*" else resource["Fn::Sub"].replace(
+            "${AWS::Partition}", "aws").replace("${AWS::AccountId}", "*")
+        for action in as_list(statement["Action"]):
+            assert arn == declared[action], (action, arn)
 
 
 def test_discovery_role_allows_only_list_accounts(discovery: dict[str, Any]) -> None:

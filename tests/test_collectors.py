@@ -320,11 +320,20 @@ def test_no_collector_runs_where_macie_is_off(pool: CallPool) -> None:
 def test_collector_flags() -> None:
     assert load([], environ={}).collectors == (
         ("findings", 300), ("usage", 3600), ("members", 3600), ("buckets", 3600),
-        ("automated_discovery", 3600))
+        ("automated_discovery", 3600), ("job_errors", 300))
     config = load(["--no-collector.findings", "--collector.usage.interval=2h",
-                   "--no-collector.buckets", "--collector.automated-discovery.interval=6h"],
+                   "--no-collector.buckets", "--collector.automated-discovery.interval=6h",
+                   "--no-collector.job-errors"],
                   environ={"MACIE_EXPORTER_COLLECTOR_MEMBERS": "false"})
     assert config.collectors == (("usage", 7200), ("automated_discovery", 21600))
+    config = load(["--collector.job-errors.interval=10m", "--no-collector.buckets",
+                   "--no-collector.automated-discovery"],
+                  environ={"MACIE_EXPORTER_COLLECTOR_USAGE": "false",
+                           "MACIE_EXPORTER_COLLECTOR_MEMBERS": "false",
+                           "MACIE_EXPORTER_COLLECTOR_FINDINGS": "false"})
+    assert config.collectors == (("job_errors", 600),)
+    with pytest.raises(ConfigError, match=r"unknown flag --collector\.job_errors"):
+        load(["--collector.job_errors"], environ={})
     with pytest.raises(ConfigError, match=r"--collector\.members\.interval: '500ms' is shorter"):
         load(["--collector.members.interval=500ms"], environ={})
 
@@ -332,9 +341,10 @@ def test_collector_flags() -> None:
 def test_collector_keys_in_the_config_file(tmp_path: Any) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("collector:\n  findings: false\n  usage_interval: 30m\n"
-                    "  automated_discovery: false\n  buckets_interval: 2h\n", encoding="utf-8")
+                    "  automated_discovery: false\n  buckets_interval: 2h\n"
+                    "  job_errors_interval: 15m\n", encoding="utf-8")
     assert load([f"--config.file={path}"], environ={}).collectors == (
-        ("usage", 1800), ("members", 3600), ("buckets", 7200))
+        ("usage", 1800), ("members", 3600), ("buckets", 7200), ("job_errors", 900))
     path.write_text("collector:\n  finding: false\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"unknown key collector\.finding$"):
         load([f"--config.file={path}"], environ={})

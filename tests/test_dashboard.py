@@ -22,7 +22,8 @@ PROVISIONING = REPO / "grafana" / "provisioning"
 DASHBOARD: dict[str, Any] = json.loads(OUTPUT.read_text(encoding="utf-8"))
 
 # Panels that the demo account legitimately leaves empty, with the reason. (None today: the
-# demo has running, scheduled, user-paused, quota-paused and erroring jobs; jobs with High
+# demo has running, scheduled, user-paused, quota-paused and erroring jobs, with the log events
+# that say why; jobs with High
 # findings; an account at its quota; a Macie administrator with Enabled, Paused and Removed
 # members; and Macie ENABLED and DISABLED.)
 EMPTY_IN_DEMO: dict[str, str] = {}
@@ -111,6 +112,8 @@ def test_the_issue_s_panels_are_there() -> None:
         "Riskiest buckets: public or shared, by sensitivity", "Buckets Macie cannot analyse",
         "Buckets monitored by nothing", "Automated discovery per account",
         "Age of each bucket's last analysis",
+        # Why runs failed, from the job log events (issue #21).
+        "Why the last runs had errors",
     } <= titles
     rows = [panel["title"].split(":")[0] for panel in DASHBOARD["panels"] if panel["type"] == "row"]
     assert rows == ["Overview", "Jobs", "Progress", "Pause expiry", "Findings", "S3 buckets",
@@ -229,6 +232,26 @@ def test_the_findings_usage_and_organisation_rows_tell_the_demo_s_story(
     assert status[("123456789012", "eu-west-1")] == "ENABLED"
     assert status[("123456789012", "us-east-1")] == "ENABLED"
     assert status[("123456789012", "ap-southeast-2")] == "DISABLED"
+
+
+@pytest.mark.tools
+def test_the_jobs_row_says_why_the_demo_s_runs_failed(prometheus: Prometheus) -> None:
+    (errors,) = [p for p in panels() if p["title"] == "Why the last runs had errors"]
+    rows = [p["title"] for p in DASHBOARD["panels"]]
+    assert rows.index("Classification jobs") < rows.index("Why the last runs had errors") < (
+        rows.index("Progress: are running jobs moving, and are schedules running?"))
+    assert errors["gridPos"]["w"] == 24
+    found = {(s["metric"]["job_name"], s["metric"]["event_type"],
+              s["metric"]["affected_resource"]): s["value"][1]
+             for s in instant(prometheus, "Why the last runs had errors")}
+    assert {key: count for key, count in found.items()
+            if key[0] == "weekly-finance-archive"} == {
+        ("weekly-finance-archive", "BUCKET_ACCESS_DENIED", "finance-ledgers-eu"): "1",
+        ("weekly-finance-archive", "BUCKET_ACCESS_DENIED", "finance-payroll-archive"): "1",
+        ("weekly-finance-archive", "BUCKET_DOES_NOT_EXIST", "finance-scratch-2023"): "1"}
+    organize = next(t for t in errors["transformations"] if t["id"] == "organize")["options"]
+    assert list(organize["renameByName"].values())[:4] == [
+        "Job", "Event type", "Bucket or account", "Events"]
 
 
 @pytest.mark.tools

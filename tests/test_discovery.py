@@ -4,13 +4,9 @@ independent implementation of the API) and the simulator's Macie and STS."""
 from __future__ import annotations
 
 import hashlib
-import socket
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
 from exporter.demo.simulator import Simulator
@@ -19,55 +15,11 @@ from exporter.engine.fleet import key_of, shard_of
 from exporter.engine.store import SnapshotStore
 from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig, TargetKey
 from tests.conftest import ExporterProcess, Samples, exporter_env, value
+from tests.motoserver import Moto
 
 pytestmark = pytest.mark.tools  # moto's server
 Start = Callable[..., ExporterProcess]
 REGIONS = ("eu-west-1", "us-east-1")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Moto:
-    """moto's server on loopback; its state outlives a stop() and start() on the same port."""
-
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server_class = ThreadedMotoServer
-        self._server: Any = None
-
-    def start(self) -> None:
-        self._server = self._server_class(ip_address="127.0.0.1", port=self.port,
-                                          verbose=False)
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def organizations(self) -> Any:
-        return boto3.client("organizations", region_name="us-east-1", endpoint_url=self.url,
-                            aws_access_key_id="AKIATESTEXAMPLE00001",
-                            aws_secret_access_key="test-secret")
-
-
-@pytest.fixture
-def moto() -> Iterator[Moto]:
-    server = Moto()
-    server.start()
-    # moto keeps its state per process: start every test from an empty organisation.
-    reset = urllib.request.Request(f"{server.url}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(reset, timeout=10):
-        pass
-    yield server
-    server.stop()
 
 
 def organisation(moto: Moto, members: int) -> tuple[str, list[str]]:

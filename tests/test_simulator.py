@@ -10,12 +10,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from mypy_boto3_macie2 import Macie2Client
@@ -23,7 +24,14 @@ from mypy_boto3_macie2.type_defs import UsageRecordTypeDef
 
 from benchmarks.fleets import Fleet, request_counts
 from exporter.config import load
-from exporter.demo.simulator import DEFAULT_ACCOUNT, Simulator, make_job
+from exporter.demo.simulator import (
+    DEFAULT_ACCOUNT,
+    LOG_EVENTS_PAGE_BYTES,
+    MACIE_LOG_GROUP,
+    Simulator,
+    macie_job_event,
+    make_job,
+)
 from exporter.demo.story import (
     ANALYTICS_ACCOUNT,
     DEMO_ACCOUNT,
@@ -249,6 +257,18 @@ def test_fleet_layout() -> None:
     assert sum(len(jobs) for jobs in sim._jobs.values()) == 18 * 3 * 3
     with pytest.raises(ValueError, match="running_per_target"):
         Fleet(accounts=1, regions=1, jobs_per_target=1, running_per_target=2)
+    # 5% of the jobs erroring: one in twenty, each logging its run's three errors.
+    erroring = Fleet(accounts=20, regions=3, off_every=10, erroring_every=20)
+    sim = Simulator()
+    erroring.populate(sim)
+    failed = [j for jobs in sim._jobs.values() for j in jobs.values()
+              if j["lastRunErrorStatus"]["code"] == "ERROR"]
+    assert len(failed) == 18 * 3 * 3 // 20 + 1 == len(erroring.erroring_targets)
+    streams = {(key, stream) for key, groups in sim._logs.items()
+               for stream in groups[MACIE_LOG_GROUP]}
+    assert {stream for _, stream in streams} == {j["jobId"] for j in failed}
+    assert all(len(events) == 3 for groups in sim._logs.values()
+               for events in groups[MACIE_LOG_GROUP].values())
 
 
 # ------------------------------------------------------------ GetFindingStatistics
@@ -766,5 +786,143 @@ def test_the_demo_has_buckets_to_worry_about() -> None:
         statuses = {i["accountId"]: i["status"]
                     for i in client.list_automated_discovery_accounts()["items"]}
         assert statuses[PAYMENTS_ACCOUNT] == "DISABLED"
+    finally:
+        sim.stop()
+
+
+# ------------------------------------------------------------ CloudWatch Logs
+
+def logs(url: str, region: str = REGION) -> Any:
+    return boto3.client("logs", region_name=region, endpoint_url=url, config=NO_RETRIES,
+                        aws_access_key_id="AKIATESTEXAMPLE00001",
+                        aws_secret_access_key="test-secret")
+
+
+def test_filter_log_events_follows_the_logs_model(server: Simulator) -> None:
+    at = time.time()
+    event = macie_job_event("job1", "weekly", "BUCKET_ACCESS_DENIED", at + 5, run_date=at,
+                            account=DEFAULT_ACCOUNT, bucket="ledgers", operation="ListObjectsV2")
+    server.put_log_events(REGION, "job1", [(at, "started"), (at + 5, event)])
+    server.put_log_events(REGION, "job2", [(at + 1, "other job")])
+    client = logs(server.url)
+    answer = client.filter_log_events(logGroupName=MACIE_LOG_GROUP, logStreamNames=["job1"])
+    assert [e["message"] for e in answer["events"]] == ["started", event]
+    first = answer["events"][0]
+    assert first["logStreamName"] == "job1" and first["timestamp"] == round(at * 1000)
+    assert isinstance(first["ingestionTime"], int) and isinstance(first["eventId"], str)
+    assert "nextToken" not in answer
+    assert json.loads(event) == {
+        "jobId": "job1", "eventType": "BUCKET_ACCESS_DENIED", "jobName": "weekly",
+        "occurredAt": datetime.fromtimestamp(at + 5, UTC).isoformat(
+            timespec="microseconds").replace("+00:00", "Z"),
+        "description": "bucket access denied", "operation": "ListObjectsV2",
+        "runDate": datetime.fromtimestamp(at, UTC).isoformat(
+            timespec="microseconds").replace("+00:00", "Z"),
+        "affectedAccount": DEFAULT_ACCOUNT,
+        "affectedResource": {"type": "S3_BUCKET_NAME", "value": "ledgers"}}
+    # Every stream, oldest first; from a start time on (inclusive); a stream that does not
+    # exist selects nothing.
+    every = client.filter_log_events(logGroupName=MACIE_LOG_GROUP)["events"]
+    assert [e["logStreamName"] for e in every] == ["job1", "job2", "job1"]
+    later = client.filter_log_events(logGroupName=MACIE_LOG_GROUP,
+                                     logStreamNames=["job1", "nothing"],
+                                     startTime=round((at + 5) * 1000))["events"]
+    assert [e["message"] for e in later] == [event]
+    # Another account or region has no such log group.
+    with pytest.raises(ClientError) as raised:
+        logs(server.url, OTHER_REGION).filter_log_events(logGroupName=MACIE_LOG_GROUP)
+    assert raised.value.response["Error"] == {
+        "Code": "ResourceNotFoundException",
+        "Message": "The specified log group does not exist."}
+    server.delete_log_group(REGION)
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        client.filter_log_events(logGroupName=MACIE_LOG_GROUP)
+
+
+def test_filter_log_events_pages_by_count_and_by_size(server: Simulator) -> None:
+    at = time.time()
+    server.put_log_events(REGION, "small", [(at + i, f"event {i}") for i in range(25)])
+    client = logs(server.url)
+    pages = list(client.get_paginator("filter_log_events").paginate(
+        logGroupName=MACIE_LOG_GROUP, PaginationConfig={"PageSize": 10}))
+    assert [len(p["events"]) for p in pages] == [10, 10, 5]
+    assert [e["message"] for p in pages for e in p["events"]] == [
+        f"event {i}" for i in range(25)]
+    # A page holds at most 1 MB of messages, whatever the limit.
+    big = "x" * 300_000
+    server.put_log_events(REGION, "big", [(at + 100 + i, big) for i in range(5)])
+    sizes = [len(p["events"]) for p in client.get_paginator("filter_log_events").paginate(
+        logGroupName=MACIE_LOG_GROUP, logStreamNames=["big"])]
+    assert sizes == [3, 2] and LOG_EVENTS_PAGE_BYTES == 2**20
+
+
+def test_filter_log_events_rejects_what_it_cannot_answer(server: Simulator) -> None:
+    server.put_log_events(REGION, "job1", [(time.time(), "x")])
+    client = logs(server.url)
+    for arguments, message in (
+            ({"logStreamNames": [f"s{i}" for i in range(101)]}, "1 to 100"),
+            ({"logStreamNames": ["a"], "logStreamNamePrefix": "a"}, "cannot both"),
+            ({"filterPattern": "ERROR"}, "filter patterns")):
+        with pytest.raises(ClientError) as raised:
+            client.filter_log_events(logGroupName=MACIE_LOG_GROUP, **arguments)
+        assert raised.value.response["Error"]["Code"] == "InvalidParameterException"
+        assert message in raised.value.response["Error"]["Message"]
+    unsigned = boto3.client("logs", region_name=REGION, endpoint_url=server.url,
+                            config=NO_RETRIES.merge(Config(signature_version=UNSIGNED)))
+    with pytest.raises(ClientError) as raised:
+        unsigned.filter_log_events(logGroupName=MACIE_LOG_GROUP)
+    assert raised.value.response["Error"]["Code"] == "MissingAuthenticationTokenException"
+    assert server.requests["FilterLogEvents"] == 4
+
+
+def test_denied_filter_log_events_answers_in_the_logs_protocol() -> None:
+    sim = FaultySimulator()
+    sim.start()
+    try:
+        sim.put_log_events(REGION, "job1", [(time.time(), "x")])
+        sim.faults.denied = {"FilterLogEvents"}
+        with pytest.raises(ClientError) as raised:
+            logs(sim.url).filter_log_events(logGroupName=MACIE_LOG_GROUP)
+        assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
+    finally:
+        sim.stop()
+
+
+def test_the_demo_logs_why_its_jobs_runs_failed() -> None:
+    start = time.time()
+    demo = DemoAccount(start)
+    sim = Simulator()  # evolved by hand below
+    demo.populate(sim)
+    sim.start()
+    try:
+        client, jobs = logs(sim.url), macie(sim.url)
+        weekly, daily = "weeklyfinance000000000000000001", "dailyuploads0000000000000000001"
+
+        def events(job_id: str) -> list[dict[str, Any]]:
+            return [json.loads(e["message"]) for e in client.filter_log_events(
+                logGroupName=MACIE_LOG_GROUP, logStreamNames=[job_id])["events"]]
+
+        def errors(job_id: str) -> list[tuple[str, str]]:
+            latest = max(e["runDate"] for e in events(job_id))
+            return [(e["eventType"], e["affectedResource"]["value"]) for e in events(job_id)
+                    if e["runDate"] == latest and e["eventType"].startswith("BUCKET_")]
+
+        # The weekly job: two buckets denied and one deleted in its latest run, one denied
+        # (fixed since) in the run before; Macie says the last run had errors.
+        assert errors(weekly) == [("BUCKET_ACCESS_DENIED", "finance-ledgers-eu"),
+                                  ("BUCKET_ACCESS_DENIED", "finance-payroll-archive"),
+                                  ("BUCKET_DOES_NOT_EXIST", "finance-scratch-2023")]
+        assert len({e["runDate"] for e in events(weekly)}) == 2
+        described = jobs.describe_classification_job(jobId=weekly)
+        assert described["lastRunErrorStatus"]["code"] == "ERROR"
+        assert all(e["jobName"] == "weekly-finance-archive" for e in events(weekly))
+        # The daily job: its first run is denied a bucket, the next one clears it, the one
+        # after is denied again.
+        for offset, error in ((0, True), (280, False), (580, False), (600, True), (880, False)):
+            demo(start + offset, sim)
+            status = jobs.describe_classification_job(jobId=daily)["lastRunErrorStatus"]
+            assert status["code"] == ("ERROR" if error else "NONE"), offset
+            assert errors(daily) == ([("BUCKET_ACCESS_DENIED", "customer-uploads-legacy")]
+                                     if error else []), offset
     finally:
         sim.stop()

@@ -67,6 +67,7 @@ class AwsSettings:
     max_pool_connections: int = 10
     sts_endpoint_url: str | None = None
     organizations_endpoint_url: str | None = None
+    logs_endpoint_url: str | None = None  # CloudWatch Logs (the job errors collector)
     # Static credentials (demo mode only); None: the SDK's default credential chain.
     static_credentials: tuple[str, str] | None = None
     # Where AssumeRole and GetCallerIdentity go; None: the partition's default region (never
@@ -77,7 +78,8 @@ class AwsSettings:
         """The endpoint set for `service`; None: botocore's own resolution (which reads
         AWS_ENDPOINT_URL_<SERVICE> and AWS_ENDPOINT_URL)."""
         return {"macie2": self.endpoint_url, "sts": self.sts_endpoint_url,
-                "organizations": self.organizations_endpoint_url}.get(service)
+                "organizations": self.organizations_endpoint_url,
+                "logs": self.logs_endpoint_url}.get(service)
 
     def botocore_config(self) -> BotoConfig:
         return BotoConfig(

@@ -10,6 +10,7 @@ gate of everything else, then the jobs, then the others.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from exporter.aws.operations import Operation
@@ -17,6 +18,7 @@ from exporter.collectors import (
     automated_discovery,
     buckets,
     findings,
+    job_errors,
     jobs,
     members,
     status,
@@ -32,6 +34,7 @@ REGISTRY: tuple[AnyCollector, ...] = (
     members.COLLECTOR,
     buckets.COLLECTOR,
     automated_discovery.COLLECTOR,
+    job_errors.COLLECTOR,
 )
 
 
@@ -57,7 +60,8 @@ def iam_policy() -> dict[str, Any]:
             actions.append(operation.action)
     statements = []
     for resource, actions in sorted(by_resource.items(), key=lambda item: item[0] != "*"):
-        name = resource.rsplit(":", 1)[-1].split("/")[0] if resource != "*" else ""
+        # Named after the ARN's resource type: classification-job, log-group.
+        name = re.split("[:/]", resource.split(":", 5)[5])[0] if resource != "*" else ""
         sid = "MacieExporterRead" + "".join(part.title() for part in name.split("-"))
         statements.append({"Sid": sid, "Effect": "Allow",
                            "Action": actions[0] if len(actions) == 1 else actions,

@@ -10,7 +10,14 @@ import argparse
 import time
 from typing import Any, ClassVar
 
-from exporter.demo.simulator import DAY, DEFAULT_ACCOUNT, Simulator, make_bucket, make_job
+from exporter.demo.simulator import (
+    DAY,
+    DEFAULT_ACCOUNT,
+    Simulator,
+    macie_job_event,
+    make_bucket,
+    make_job,
+)
 
 DEMO_REGIONS = ("eu-west-1", "us-east-1", "ap-southeast-2")
 # Any access key the simulator has not issued itself is the default account's.
@@ -40,6 +47,11 @@ class DemoAccount:
     history of COMPLETE and CANCELLED jobs. us-east-1: a smaller second region. ap-southeast-2:
     Macie not enabled.
 
+    Job log events (CloudWatch Logs): the weekly job's last run could not read two buckets
+    (BUCKET_ACCESS_DENIED) and found one deleted (BUCKET_DOES_NOT_EXIST); its run the week
+    before was denied another bucket, since fixed. Every other run of the daily job (the first
+    one the demo shows, then every second) is denied one bucket, and the next run clears it.
+
     Findings: the data-lake scan's Low, Medium and High findings grow while it runs, the paused
     legal-hold scan holds High findings, and a few archived findings (which never count) sit
     beside them. Usage: in eu-west-1 the account has reached its sensitive data discovery quota
@@ -64,9 +76,13 @@ class DemoAccount:
         "paymentscards000000000000000001": "payments-card-vault",
         "crmexport00000000000000000000001": "acme-crm-exports"}
     RUNNING_FOR = 120.0
+    DENIED_AFTER = 20.0  # seconds into an erroring run of the daily job
 
     def __init__(self, start: float | None = None) -> None:
         self.start = time.time() if start is None else start
+        # The daily job's log: the first run whose events are not all written yet, and the
+        # last run whose start is.
+        self._next_run, self._started = 0, -1
 
     def populate(self, sim: Simulator) -> None:
         t0 = self.start
@@ -93,6 +109,7 @@ class DemoAccount:
             runs=25, last_run_time=t0 - 2 * DAY, last_run_error=True,
             tags={"team": "finance", "environment": "prod", "cost-center": "fin-042"},
         ))
+        self._weekly_log(sim)
         sim.put_job("eu-west-1", make_job(
             "monthlyhr0000000000000000000001", "monthly-hr-records", "IDLE",
             job_type="SCHEDULED", schedule="monthly:1", created_at=t0 - 400 * DAY, runs=13,
@@ -177,6 +194,50 @@ class DemoAccount:
                 name, account, region, **details,
                 last_discovery=analysed if monitored else None))
 
+    def _weekly_log(self, sim: Simulator) -> None:
+        """The weekly job's last two runs in its log stream: the latest could not read two
+        buckets and found one deleted; the one before was denied a bucket fixed since."""
+        job_id, name = "weeklyfinance000000000000000001", "weekly-finance-archive"
+        events = []
+        for run, failures in (
+            (self.start - 9 * DAY, (("BUCKET_ACCESS_DENIED", "finance-archive-2019"),)),
+            (self.start - 2 * DAY, (("BUCKET_ACCESS_DENIED", "finance-ledgers-eu"),
+                                    ("BUCKET_ACCESS_DENIED", "finance-payroll-archive"),
+                                    ("BUCKET_DOES_NOT_EXIST", "finance-scratch-2023"))),
+        ):
+            events.append((run, macie_job_event(job_id, name, "SCHEDULED_RUN_STARTED", run,
+                                                run_date=run)))
+            for i, (event_type, bucket) in enumerate(failures, 1):
+                events.append((run + 60 * i, macie_job_event(
+                    job_id, name, event_type, run + 60 * i, run_date=run, account=DEMO_ACCOUNT,
+                    bucket=bucket, operation="ListObjectsV2")))
+            events.append((run + 3600, macie_job_event(job_id, name, "SCHEDULED_RUN_COMPLETED",
+                                                       run + 3600, run_date=run)))
+        sim.put_log_events("eu-west-1", job_id, events)
+
+    def _daily_log(self, sim: Simulator, now: float) -> bool:
+        """Write the daily job's log events up to `now`: each run's start, and in every other
+        run (the even ones) a bucket denied; True if the current run has had that error."""
+        job_id, name = "dailyuploads0000000000000000001", "daily-customer-uploads"
+        cycles = int((max(0.0, now - self.start) + 30.0) // self.CYCLE)
+        while self._next_run <= cycles:
+            cycle = self._next_run
+            run = self.start - 30.0 + cycle * self.CYCLE
+            if self._started < cycle:
+                sim.put_log_events("eu-west-1", job_id, [(run, macie_job_event(
+                    job_id, name, "SCHEDULED_RUN_STARTED", run, run_date=run))])
+                self._started = cycle
+            if cycle % 2 == 0:
+                denied = run + self.DENIED_AFTER
+                if now < denied:
+                    break  # this run's error is still to come
+                sim.put_log_events("eu-west-1", job_id, [(denied, macie_job_event(
+                    job_id, name, "BUCKET_ACCESS_DENIED", denied, run_date=run,
+                    account=DEMO_ACCOUNT, bucket="customer-uploads-legacy",
+                    operation="ListObjectsV2"))])
+            self._next_run += 1
+        return cycles % 2 == 0 and self._next_run > cycles
+
     def _populate_organization(self, sim: Simulator) -> None:
         t0 = self.start
         for member, status in DEMO_MEMBERS.items():
@@ -237,7 +298,8 @@ class DemoAccount:
             "RUNNING" if running else "IDLE", job_type="SCHEDULED", schedule="daily",
             created_at=t0 - 90 * DAY, runs=88 + cycles,
             objects_to_process=round(5000 * (1 - into / self.RUNNING_FOR)) if running else 0,
-            last_run_time=now - into, tags={"team": "privacy", "environment": "prod"},
+            last_run_time=now - into, last_run_error=self._daily_log(sim, now),
+            tags={"team": "privacy", "environment": "prod"},
         ))
         self._findings(sim, processed, cycles)
         self._usage(sim, elapsed)

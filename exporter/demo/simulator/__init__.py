@@ -6,13 +6,16 @@ Macie (REST-JSON, as botocore's macie2 model has it): `POST /jobs/list`
 `POST /usage/statistics` (GetUsageStatistics, paged) and `GET /members` (ListMembers, paged);
 ISO-8601 timestamps; errors as an HTTP status plus `x-amzn-ErrorType`. STS (query protocol,
 XML): GetCallerIdentity and AssumeRole, with credentials that expire. AWS Organizations (JSON
-1.1, `POST /` with `X-Amz-Target`): ListAccounts, paged. Jobs, findings, usage, members and
-Macie's status (ENABLED, PAUSED, or DISABLED: "Macie is not enabled") are kept per (account,
-region); the region comes from the SigV4 credential scope and the account from the access key
-(an AssumeRole key: the role's account; any other key: `account_id`).
+1.1, `POST /` with `X-Amz-Target`): ListAccounts, paged. CloudWatch Logs (JSON 1.1):
+FilterLogEvents, paged, over the log groups written with `put_log_events` (Macie's job log
+events: `macie_job_event`). Jobs, findings, usage, members, log groups and Macie's status
+(ENABLED, PAUSED, or DISABLED: "Macie is not enabled") are kept per (account, region); the
+region comes from the SigV4 credential scope and the account from the access key (an
+AssumeRole key: the role's account; any other key: `account_id`).
 
 Page sizes: ListClassificationJobs up to 200 (default 100); ListMembers up to 25 (the model's
 maximum, and the default); ListAccounts up to 20 (the model's maximum, and the default);
+FilterLogEvents up to 10,000 events and 1 MB (the model's maximum, and AWS's page);
 GetUsageStatistics up to 50 (default 50) and GetFindingStatistics `size` up to 1000 (default
 1000): the model gives these two no maximum, so the bounds are the simulator's own, and larger
 values are answered ValidationException.
@@ -24,8 +27,8 @@ another process, `GET /_simulator/requests` answers the counts as JSON and
 Modules: `core` (the `Simulator`: state, counters, HTTP server), `routes` (the routing table,
 `ROUTES`: operation → service, handler and, for Macie, method and path), one module per service
 area with its handlers (`jobs`, `session`, `findings`, `usage`, `members`, `sts`,
-`organizations`), and `wire` (the request, answers and errors in each wire format, page tokens,
-timestamps). `served_operations()` (also `Simulator.OPERATIONS`) lists what is served.
+`organizations`, `logs`), and `wire` (the request, answers and errors in each wire format,
+page tokens, timestamps). `served_operations()` (also `Simulator.OPERATIONS`) lists what is served.
 
 Used by `--demo` (the story is in `exporter.demo.story`) and by the tests, which add fault
 injection through `_intercept` (`tests/simfaults.py`); benchmarks fill it with synthetic fleets
@@ -42,6 +45,13 @@ from exporter.demo.simulator.findings import (
     SEVERITY_SCORES,
 )
 from exporter.demo.simulator.jobs import MAX_PAGE_SIZE, make_job, summary_of
+from exporter.demo.simulator.logs import (
+    LOG_EVENTS_PAGE_BYTES,
+    LOG_EVENTS_PAGE_SIZE,
+    LOGS_TARGET_PREFIX,
+    MACIE_LOG_GROUP,
+    macie_job_event,
+)
 from exporter.demo.simulator.members import (
     MEMBERS_PAGE_SIZE,
     NOT_ASSOCIATED,
@@ -93,6 +103,10 @@ __all__ = [
     "DISCOVERY_PAGE_SIZE",
     "FINDING_TYPE",
     "GROUP_BY",
+    "LOGS_TARGET_PREFIX",
+    "LOG_EVENTS_PAGE_BYTES",
+    "LOG_EVENTS_PAGE_SIZE",
+    "MACIE_LOG_GROUP",
     "MACIE_STATUSES",
     "MAX_PAGE_SIZE",
     "MAX_STATISTICS_SIZE",
@@ -123,6 +137,7 @@ __all__ = [
     "json11_error",
     "json_answer",
     "json_error",
+    "macie_job_event",
     "make_bucket",
     "make_job",
     "served_operations",

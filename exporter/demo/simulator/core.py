@@ -10,13 +10,14 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 from exporter.demo.simulator.buckets import DISCOVERY_STATUSES
 from exporter.demo.simulator.findings import SEVERITIES
+from exporter.demo.simulator.logs import MACIE_LOG_GROUP, LogEvent
 from exporter.demo.simulator.members import RELATIONSHIP_STATUSES, Member
 from exporter.demo.simulator.organizations import ACCOUNT_STATUSES, OrgAccount
 from exporter.demo.simulator.routes import OPERATIONS, ROUTES, Unrouted, route
@@ -68,6 +69,9 @@ class Simulator:
         # (status, when it last changed) per account and region (absent: DISABLED).
         self._buckets: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._discovery: dict[tuple[str, str], tuple[str, float]] = {}
+        # (account, region) → log group → log stream → events, in the order written
+        self._logs: dict[tuple[str, str], dict[str, dict[str, list[LogEvent]]]] = {}
+        self._log_event_ids = itertools.count(1)
         self._org_management: str | None = None
         self._org_accounts: dict[str, OrgAccount] = {}
         self._evolve = evolve
@@ -216,6 +220,25 @@ class Simulator:
                                      joined[account])
                 for account, status in statuses.items()
             }
+
+    def put_log_events(self, region: str, stream: str, events: Iterable[tuple[float, str]],
+                       account_id: str | None = None, group: str = MACIE_LOG_GROUP) -> None:
+        """Write (timestamp in seconds, message) events to a log stream of `account_id` in
+        `region` (CloudWatch Logs), creating the group and the stream if need be. Macie's job
+        events go to MACIE_LOG_GROUP, in a stream named after the job (`macie_job_event`)."""
+        key = (account_id or self.account_id, region)
+        with self.lock:
+            written = round(self._clock() * 1000)
+            stored = self._logs.setdefault(key, {}).setdefault(group, {}).setdefault(stream, [])
+            for timestamp, message in events:
+                stored.append(LogEvent(round(timestamp * 1000), message, written,
+                                       str(next(self._log_event_ids))))
+
+    def delete_log_group(self, region: str, account_id: str | None = None,
+                         group: str = MACIE_LOG_GROUP) -> None:
+        """The log group is gone (FilterLogEvents answers ResourceNotFoundException)."""
+        with self.lock:
+            self._logs.get((account_id or self.account_id, region), {}).pop(group, None)
 
     def reset_counts(self) -> None:
         with self.lock:

@@ -16,12 +16,14 @@ from exporter.demo.simulator import (
     buckets,
     findings,
     jobs,
+    logs,
     members,
     organizations,
     session,
     sts,
     usage,
 )
+from exporter.demo.simulator.logs import LOGS
 from exporter.demo.simulator.organizations import ORGANIZATIONS
 from exporter.demo.simulator.session import MACIE
 from exporter.demo.simulator.sts import STS
@@ -77,6 +79,7 @@ ROUTES: dict[str, Operation] = {
     "GetCallerIdentity": Operation(STS, sts.get_caller_identity),
     "AssumeRole": Operation(STS, sts.assume_role),
     "ListAccounts": Operation(ORGANIZATIONS, organizations.list_accounts),
+    "FilterLogEvents": Operation(LOGS, logs.filter_log_events),
 }
 
 # (botocore service name, operation name) of every operation served.
@@ -96,7 +99,8 @@ _REST = sorted(((name, operation.rest) for name, operation in ROUTES.items()
 
 def served_operations() -> frozenset[tuple[str, str]]:
     """(botocore service name, operation name) of every operation the simulator serves, such
-    as ("macie2", "ListClassificationJobs") or ("sts", "AssumeRole")."""
+    as ("macie2", "ListClassificationJobs"), ("sts", "AssumeRole") or ("logs",
+    "FilterLogEvents")."""
     return OPERATIONS
 
 
@@ -145,7 +149,8 @@ def route(method: str, path: str, query: str, headers: dict[str, str],
 
 
 def error_answer(operation: str, status: int, code: str, message: str) -> Answer:
-    """An error in the protocol of `operation`'s service (STS, Organizations or Macie)."""
+    """An error in the protocol of `operation`'s service (STS, Organizations, CloudWatch Logs
+    or Macie)."""
     served = ROUTES.get(operation)
     return (served.service.error if served else json_error)(status, code, message)
 
