@@ -172,10 +172,8 @@ class Exporter:
             self.discovery = OrganizationsDiscovery(self.aws, config.discovery, regions,
                                                     self.fleet, self.store)
         live = SelfCollector(self.requests, self.waits, self.status)
-        # Our collectors describe nothing (registering does no work), so name[] filters need
-        # support_collectors_without_names to reach them.
-        self.registry = CollectorRegistry(auto_describe=False,
-                                          support_collectors_without_names=True)
+        # What --once prints (the server serves the cached exposition).
+        self.registry = CollectorRegistry(auto_describe=False)
         # The refresh's collectors and the ones switched on: a collector switched off has no
         # families, not even HELP and TYPE lines.
         families = snapshot_families(refresh_settings.collect, {
@@ -234,8 +232,7 @@ def _serve(exporter: Exporter) -> int:
             return 2
     try:
         server = HttpServer(config.listen_host, config.listen_port, make_app(
-            exporter.registry, config.telemetry_path, exporter.exposition),
-            web)
+            config.telemetry_path, exporter.exposition), web)
     except OSError as err:
         exporter.close()
         address = f"{config.listen_host}:{config.listen_port}"

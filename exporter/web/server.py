@@ -22,9 +22,6 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.registry import CollectorRegistry
-
 from exporter import __version__
 from exporter.logs import fields
 from exporter.render.exposition import CachedExposition
@@ -39,12 +36,9 @@ Environ = dict[str, Any]
 WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
-def make_app(registry: CollectorRegistry, telemetry_path: str,
-             exposition: CachedExposition) -> WsgiApp:
-    """The WSGI app. Metrics come from the per-snapshot cache; a `name[]` filter (rare) goes
-    through prometheus-client's own app over the full registry. /readyz follows the snapshot
-    that /metrics serves."""
-    filtered = make_wsgi_app(registry)
+def make_app(telemetry_path: str, exposition: CachedExposition) -> WsgiApp:
+    """The WSGI app. Metrics, `name[]` filters included, come from the per-snapshot cache.
+    /readyz follows the snapshot that /metrics serves."""
     landing = (
         "<!doctype html><html><head><title>Macie exporter</title></head><body>"
         f"<h1>Macie exporter</h1><p>Version {html.escape(__version__)}</p><ul>"
@@ -63,12 +57,9 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return respond(start, "405 Method Not Allowed", b"method not allowed\n")
         if path == telemetry_path:
-            if "name[]" in parse_qs(environ.get("QUERY_STRING", "")):
-                # prometheus-client's app answers GET only; HEAD gets the GET headers.
-                return filtered({**environ, "REQUEST_METHOD": "GET"},  # type: ignore[no-any-return]
-                                start)
+            names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
             headers, body = exposition.render(environ.get("HTTP_ACCEPT"),
-                                              environ.get("HTTP_ACCEPT_ENCODING"))
+                                              environ.get("HTTP_ACCEPT_ENCODING"), names)
             start("200 OK", [*headers, ("Content-Length", str(len(body)))])
             return [body]
         if path == "/healthz":
