@@ -307,7 +307,8 @@ def test_cipher_suites_and_a_curve_are_applied(serve_web: ServeWeb, tmp_path: Pa
     host, _, port = server.address.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=10) as raw, \
             context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-        assert sock.cipher()[0] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+        cipher = sock.cipher()
+        assert cipher is not None and cipher[0] == "ECDHE-ECDSA-AES256-GCM-SHA384"
     only_other = client_context(ca)
     only_other.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
     only_other.maximum_version = ssl.TLSVersion.TLSv1_2
