@@ -16,7 +16,8 @@ do not parse, tracebacks and error lines in the log, the exporter alive, the nor
 latency, the exporter's threads.
 
 Cost: the simulator with 10,000 jobs in one target, the exporter scraping nothing else
-(refresh every hour, the other collectors off); 200 plain scrapes (Prometheus' Accept, gzip)
+(refresh every hour, the other collectors off), measured once it is ready and its CPU at
+rest; 200 plain scrapes (Prometheus' Accept, gzip)
 and 200 requests each with an Accept variant or a name[] set not sent before, interleaved in
 rounds of 20 on one keep-alive connection; the exporter's CPU (utime + stime) for each.
 """
@@ -230,12 +231,15 @@ def judge(tally: Tally, raw: bytes, received: bytes) -> None:
 # ------------------------------------------------------------------ the exporter
 
 
+SOURCE = REPO  # the checkout the exporter runs from (--source)
+
+
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MACIE_EXPORTER_"))}
     env.update(AWS_ACCESS_KEY_ID="AKIABENCHMARK000001", AWS_SECRET_ACCESS_KEY="bench",
                AWS_DEFAULT_REGION="eu-west-1", AWS_EC2_METADATA_DISABLED="true",
                AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
-               PYTHONPATH=str(REPO))
+               PYTHONPATH=str(SOURCE))
     return env
 
 
@@ -256,7 +260,7 @@ class Exporter:
 
 def start(args: list[str], env: dict[str, str] | None = None) -> Exporter:
     proc = subprocess.Popen([sys.executable, "-m", "exporter", *args], env=env or clean_env(),
-                            cwd=REPO, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            cwd=SOURCE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                             errors="surrogateescape")
     assert proc.stderr is not None
     stderr = proc.stderr
@@ -495,7 +499,7 @@ def cost(jobs: int, per_kind: int, round_size: int) -> list[tuple[str, str]]:
 
     off = [f"--no-collector.{c.name}" for c in REGISTRY if c.switch is not None]
     with simulator(jobs, 300, 0.0) as url:
-        env = {**bench_env(url), "PYTHONPATH": str(REPO)}
+        env = {**bench_env(url), "PYTHONPATH": str(SOURCE)}
         exporter = start([f"--aws.endpoint-url={url}", "--refresh.interval=1h",
                           "--aws.regions=eu-west-1", "--web.listen-address=127.0.0.1:0",
                           *off], env)
@@ -521,6 +525,25 @@ def cost(jobs: int, per_kind: int, round_size: int) -> list[tuple[str, str]]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the jobs did not appear within 600 s")
                 time.sleep(1)
+            # The first refresh's describes and the renders of the snapshots they make: let
+            # them end (/readyz, then the CPU at rest), so only the scrapes are measured.
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://{exporter.address}/readyz",
+                                                timeout=60) as response:
+                        if response.status == 200:
+                            break
+                except urllib.error.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("not ready within 600 s")
+                time.sleep(1)
+            for _ in range(60):
+                size = get(PROMETHEUS_ACCEPT)  # scraped, so the renderer keeps rendering
+                before = cpu_seconds(exporter.proc.pid)
+                time.sleep(2)
+                if cpu_seconds(exporter.proc.pid) - before < 0.05:
+                    break
             for _ in range(20):  # warm: the render for this snapshot is done and kept
                 size = get(PROMETHEUS_ACCEPT)
             pairs = variants(per_kind, random.Random(19))
@@ -568,7 +591,11 @@ def main() -> int:
                         help="only the cost of Accept variants and name[] sets")
     parser.add_argument("--jobs", type=int, default=10_000, help="with --cost")
     parser.add_argument("--scrapes", type=int, default=200, help="with --cost, of each kind")
+    parser.add_argument("--source", type=Path, default=REPO,
+                        help="the checkout to run the exporter from")
     args = parser.parse_args()
+    global SOURCE
+    SOURCE = args.source.resolve()
     if args.cost:
         print_table("Scrape cost of Accept variants and name[] sets",
                     cost(args.jobs, args.scrapes, 20))
