@@ -59,7 +59,8 @@ PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/ope
 PASSWORD = "fuzz-benchmark-password"  # noqa: S105 (the benchmark's own web config)
 KNOWN_METHODS = {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS",
                  b"TRACE", b"PATCH"}
-REQUEST_LINE = re.compile(rb"^([^ \r\n]*) ([^ \r\n]*) HTTP/(\d\.\d)\r?$", re.M)
+# A request line, after the empty lines a server skips before one (RFC 9112 2.2).
+REQUEST_LINE = re.compile(rb"(?:^|\n)[\r\n]*([^ \r\n]*) ([^ \r\n]*) HTTP/(\d\.\d)\r?(?=\n|$)")
 FAMILIES = ["macie_classification_job_info", "macie_classification_job_status",
             "macie_classification_jobs", "macie_exporter_build_info",
             "macie_exporter_api_requests_total", "macie_exporter_refresh_success",
@@ -181,18 +182,21 @@ def parse_one(received: bytes, method: bytes) -> tuple[h11.Response, bytes] | No
     return response, client.trailing_data[0]
 
 
-def responses(received: bytes, depth: int = 0) -> list[int] | None:
-    """The status codes of the responses `received` is made of (each an answer to a GET or a
-    HEAD), None if it is not made of responses."""
-    if not received:
-        return []
-    if depth > 50:
-        return None
-    for method in (b"GET", b"HEAD"):
-        first = parse_one(received, method)
-        if first is not None and (rest := responses(first[1], depth + 1)) is not None:
-            return [first[0].status_code, *rest]
-    return None
+def responses(received: bytes) -> list[int] | None:
+    """The status codes of the responses `received` is made of, each an answer to a GET or a
+    HEAD (no body: the one whose rest is empty or the next response), None if it is not made
+    of responses."""
+    codes = []
+    while received:
+        for method in (b"GET", b"HEAD"):
+            parsed = parse_one(received, method)
+            if parsed is not None and (not parsed[1] or parsed[1].startswith(b"HTTP/1.1 ")):
+                break
+        else:
+            return None
+        codes.append(parsed[0].status_code)
+        received = parsed[1]
+    return codes
 
 
 @dataclass
@@ -201,6 +205,7 @@ class Tally:
     sent: int = 0
     codes: Counter[int] = field(default_factory=Counter)
     unparsed: int = 0
+    unparsed_samples: list[tuple[bytes, bytes]] = field(default_factory=list)
     fivexx: list[bytes] = field(default_factory=list)  # 5xx but a justified 501/505
     justified: int = 0  # 501 for an unknown method, 505 for another version
     no_answer: int = 0  # closed without an answer (a cut request, a silent drop)
@@ -215,6 +220,7 @@ def judge(tally: Tally, raw: bytes, received: bytes) -> None:
         tally.sent += 1
         if codes is None:
             tally.unparsed += 1
+            tally.unparsed_samples.append((raw[:300], received[:300] + b"..." + received[-100:]))
             return
         if not codes:
             tally.no_answer += 1
@@ -467,6 +473,8 @@ def fuzz_phase(tls: bool, total: int, connections: int, seed: int,
     ]
     for sample in tally.fivexx[:3]:
         print(f"5xx for {sample!r}", file=sys.stderr)
+    for sent, got in tally.unparsed_samples[:3]:
+        print(f"unparsed answer {got!r} to {sent!r}", file=sys.stderr)
     return rows
 
 

@@ -470,3 +470,11 @@ def test_listen_address_through_getaddrinfo(host: str, clients: tuple[str, ...])
                 assert read_response(stream)[2] == b"GET /dual\n"
     finally:
         server.stop()
+
+
+def test_a_refused_head_request_gets_no_body(serve: Serve) -> None:
+    server = serve()
+    answer = exchange(server.address, b"HEAD / HTTP/2.0\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 505 ") and b"Content-Length: " in head
+    assert body == b""

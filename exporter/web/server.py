@@ -261,19 +261,21 @@ def _connection_limit() -> int:
     return max(16, min(MAX_CONNECTIONS, soft - _FD_RESERVE))
 
 
-def _error_response(parser: h11.Connection, code: int) -> bytes:
+def _error_response(parser: h11.Connection, code: int, head: bool = False) -> bytes:
     """A plain error answer after which the connection is closed, serialised by the request's
-    parser when its state allows (else by hand, in the same form)."""
+    parser when its state allows (else by hand, in the same form); no body for a HEAD."""
     body = f"{_REASONS[code].lower()}\n".encode()
     headers = [("Date", formatdate(usegmt=True)), ("Content-Type", "text/plain; charset=utf-8"),
                ("Content-Length", str(len(body))), ("Connection", "close")]
     try:
         return b"".join((parser.send(h11.Response(status_code=code, headers=headers,
                                                   reason=_REASONS[code])),
-                         parser.send(h11.Data(data=body)), parser.send(h11.EndOfMessage())))
+                         b"" if head else parser.send(h11.Data(data=body)),
+                         parser.send(h11.EndOfMessage())))
     except h11.LocalProtocolError:
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
-        return f"HTTP/1.1 {code} {_REASONS[code]}\r\n{head}\r\n".encode("latin-1") + body
+        fields_ = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        return (f"HTTP/1.1 {code} {_REASONS[code]}\r\n{fields_}\r\n".encode("latin-1")
+                + (b"" if head else body))
 
 
 def _check(event: h11.Request) -> int | None:
@@ -731,7 +733,8 @@ class HttpServer:
             return True
         target = event.target.decode("ascii")  # h11 admits visible ASCII only
         if code is not None:
-            self._refuse(connection, code, _split_target(target)[0], None)
+            self._refuse(connection, code, _split_target(target)[0], None,
+                         head=event.method == b"HEAD")
             return True
         request = _Request(event.method.decode("ascii"), target,
                            event.http_version.decode("ascii"),
@@ -753,12 +756,12 @@ class HttpServer:
             self._queue_lock.notify()
 
     def _refuse(self, connection: _Connection, code: int, path: str | None,
-                error: Exception | None) -> None:
+                error: Exception | None, head: bool = False) -> None:
         log.debug("http request refused", extra=fields(
             client=connection.client[0], status=code, error=str(error) if error else None))
         self.stats.answered(path, code)
         self.stats.dropped(reasons.MALFORMED)
-        self._send(connection, _error_response(connection.parser, code), close=True)
+        self._send(connection, _error_response(connection.parser, code, head), close=True)
 
     def _send(self, connection: _Connection, response: bytes, close: bool) -> None:
         connection.state = _WRITING
