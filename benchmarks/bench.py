@@ -142,7 +142,7 @@ def scrape_costs(refresher: TargetRefresher, counter: ApiRequestCounter,
     full.register(SnapshotCollector(store.get))
     full.register(live)
     exposition = CachedExposition(store.get, (), [live])
-    server = HttpServer("127.0.0.1", 0, make_app(full, "/metrics", exposition))
+    server = HttpServer("127.0.0.1", 0, make_app("/metrics", exposition))
     server.start()
 
     def scrape(accept: str) -> bytes:

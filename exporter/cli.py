@@ -37,7 +37,8 @@ from exporter.engine.store import SnapshotStore
 from exporter.logs import fields
 from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig
 from exporter.render.exposition import CachedExposition
-from exporter.web.server import HttpServer, make_app
+from exporter.web.server import HttpServer, endpoints, make_app
+from exporter.web.stats import HttpStats
 from exporter.web.webconfig import WebConfigError, WebConfigWatcher
 
 if TYPE_CHECKING:
@@ -173,17 +174,17 @@ class Exporter:
             self.discovery = OrganizationsDiscovery(self.aws, config.discovery, regions,
                                                     self.fleet, self.store)
         live = SelfCollector(self.requests, self.waits, self.status)
-        # Our collectors describe nothing (registering does no work), so name[] filters need
-        # support_collectors_without_names to reach them.
-        self.registry = CollectorRegistry(auto_describe=False,
-                                          support_collectors_without_names=True)
+        # What --once prints (the server serves the cached exposition).
+        self.registry = CollectorRegistry(auto_describe=False)
         # The refresh's collectors and the ones switched on: a collector switched off has no
         # families, not even HELP and TYPE lines.
         families = snapshot_families(refresh_settings.collect, {
             s.collector.name for s in (*refresh_settings.refresh, *switched_on)})
         self.registry.register(SnapshotCollector(self.store.get, families))
         self.registry.register(live)
-        self.exposition = CachedExposition(self.store.get, families, [live],
+        self.http_stats = HttpStats(endpoints(config.telemetry_path))
+        self.registry.register(self.http_stats)
+        self.exposition = CachedExposition(self.store.get, families, [live, self.http_stats],
                                            settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
                                            published=self.store.published)
         self.store.subscribe(self.exposition.snapshot_changed)
@@ -235,11 +236,11 @@ def _serve(exporter: Exporter) -> int:
             return 2
     try:
         server = HttpServer(config.listen_host, config.listen_port, make_app(
-            exporter.registry, config.telemetry_path, exporter.exposition),
-            web)
+            config.telemetry_path, exporter.exposition), web, exporter.http_stats)
     except OSError as err:
         exporter.close()
-        address = f"{config.listen_host}:{config.listen_port}"
+        host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
+        address = f"{host}:{config.listen_port}"
         print(f"macie-exporter: error: --web.listen-address: cannot listen on {address}: "
               f"{err.strerror or err}", file=sys.stderr)
         return 2

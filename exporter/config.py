@@ -117,7 +117,8 @@ def _rate(text: str) -> float:
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """`host:port`, `:port` (all interfaces) or `[ipv6]:port` → (host, port)."""
+    """`host:port`, `:port` (all interfaces, IPv6 and IPv4: host "") or `[ipv6]:port` →
+    (host, port)."""
     host, sep, port_text = text.rpartition(":")
     if not sep:
         raise ValueError(f"invalid address {text!r} (use host:port, e.g. :{DEFAULT_PORT})")
@@ -131,7 +132,7 @@ def parse_address(text: str) -> tuple[str, int]:
             raise ValueError(f"invalid IPv6 host in address {text!r}") from None
     elif ":" in host or not re.fullmatch(r"[A-Za-z0-9.-]*", host):
         raise ValueError(f"invalid host in address {text!r}")
-    return host or "0.0.0.0", int(port_text)
+    return host, int(port_text)
 
 
 def _from_text(parse: Callable[[str], Any]) -> Callable[[Any], Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 from datetime import UTC, datetime
@@ -50,12 +51,32 @@ def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
+# Characters a log line never carries raw: C0 and C1 controls, DEL, the Unicode line and
+# paragraph separators, and lone surrogates (undecodable bytes kept by surrogateescape).
+# A request target or a header value can hold any of them; written raw, one could forge a
+# line, move the cursor of a terminal, or fail the stream's encoding.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_unsafe(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' ="\\\n\t') :
+    if text and not any(c in text for c in ' ="\\') and not _UNSAFE.search(text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    escaped = _UNSAFE.sub(_escape_unsafe, text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
+
+
+def _json_unsafe(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -65,7 +86,10 @@ class LogfmtFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_record_fields(record), default=str, ensure_ascii=False)
+        # json.dumps escapes C0 controls itself; DEL, C1, the separators and lone surrogates
+        # (only ever inside strings) are escaped here.
+        return _UNSAFE.sub(_json_unsafe, json.dumps(_record_fields(record), default=str,
+                                                    ensure_ascii=False))
 
 
 def setup(level: str, fmt: str, stream: TextIO = sys.stderr) -> None:

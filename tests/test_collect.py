@@ -14,6 +14,8 @@ from exporter.collectors.base import Settings
 from exporter.engine.counters import FleetStatus, WaitCounter
 from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
 from exporter.model import TargetKey, tag_label_name
+from exporter.web.server import endpoints
+from exporter.web.stats import MALFORMED, HttpStats
 from tests.conftest import FIXTURES, parse, require_tool, series, value
 from tests.snapshots import ACCOUNT, snapshot
 
@@ -33,6 +35,12 @@ def render() -> bytes:
     fleet = FleetStatus(targets=3, discovery_enabled=True, discovery_success=True,
                         discovery_last_success=1_795_000_000.0)
     registry.register(SelfCollector(requests, waits, fleet, build=("0.0.0", "3.11.0", "1.0.0")))
+    http = HttpStats(endpoints("/metrics"))
+    for path, code in (("/metrics", 200), ("/metrics", 200), ("/healthz", 200),
+                       ("/wp-login.php", 404), (None, 400)):
+        http.answered(path, code)
+    http.dropped(MALFORMED)
+    registry.register(http)
     return generate_latest(registry)
 
 

@@ -58,7 +58,7 @@ def test_full_config_file() -> None:
 
 def test_defaults() -> None:
     config = load([], environ={})
-    assert (config.listen_host, config.listen_port) == ("0.0.0.0", 9729)
+    assert (config.listen_host, config.listen_port) == ("", 9729)
     assert config.telemetry_path == "/metrics"
     assert config.targets == (TargetConfig(None),)
     assert (config.refresh_interval, config.concurrency, config.max_attempts) == (60, 16, 5)
@@ -142,7 +142,7 @@ def test_durations_have_an_upper_bound() -> None:
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
-    (":9729", ("0.0.0.0", 9729)), ("127.0.0.1:0", ("127.0.0.1", 0)),
+    (":9729", ("", 9729)), ("127.0.0.1:0", ("127.0.0.1", 0)),
     ("localhost:9100", ("localhost", 9100)), ("[::1]:9729", ("::1", 9729)),
 ])
 def test_addresses(text: str, parsed: tuple[str, int]) -> None:

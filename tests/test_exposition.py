@@ -9,11 +9,11 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import CollectorRegistry
@@ -24,7 +24,15 @@ from exporter.collectors.base import Settings
 from exporter.collectors.usage import Usage
 from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
 from exporter.model import Health, Snapshot, TargetKey, TargetResult
-from exporter.render.exposition import CachedExposition, Fragments, render_snapshot
+from exporter.render.exposition import (
+    CachedExposition,
+    Fragments,
+    _join,
+    _segment,
+    negotiate,
+    render_samples,
+    render_snapshot,
+)
 from exporter.render.families import TARGET_LABELS, AnySpec, CounterFamily, Family, FamilySpec
 from tests.conftest import wait_for
 from tests.snapshots import ACCOUNT, MEMBER, snapshot
@@ -62,6 +70,12 @@ def single_gzip_member(data: bytes) -> bytes:
     (None, generate_latest, "text/plain; version=0.0.4; charset=utf-8"),
     ("text/plain", generate_latest, "text/plain; version=0.0.4; charset=utf-8"),
     (PROMETHEUS_ACCEPT, generate_openmetrics, "application/openmetrics-text; version=1.0.0"),
+    ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+     partial(generate_openmetrics, escaping="allow-utf-8"),
+     "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
+    ("text/plain;version=1.0.0;escaping=allow-utf-8", partial(generate_latest,
+                                                              escaping="allow-utf-8"),
+     "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
 ])
 def test_same_bytes_as_prometheus_client(accept: str | None, generate: object,
                                          content_type: str) -> None:
@@ -79,10 +93,10 @@ def test_same_bytes_as_prometheus_client(accept: str | None, generate: object,
 def test_live_metrics_change_while_the_snapshot_part_is_cached() -> None:
     holder = Holder()
     holder.exposition.render(None, "gzip")
-    cached = dict(holder.exposition._published.formats)
+    cached = holder.exposition._published.rendered
     holder.requests.inc(TargetKey(ACCOUNT, "eu-west-1"), "DescribeClassificationJob", "success")
     _, body = holder.exposition.render(None, "gzip")
-    assert holder.exposition._published.formats == cached
+    assert holder.exposition._published.rendered is cached
     assert single_gzip_member(body) == generate_latest(holder.reference())
     assert b'operation="DescribeClassificationJob"' in gzip.decompress(body)
 
@@ -114,11 +128,10 @@ def test_a_target_not_called_between_scrapes_keeps_its_encoded_counts() -> None:
     for key in (quiet, busy):
         holder.requests.inc(key, "ListClassificationJobs", "success")
     holder.exposition.render(None, None)
-    kept = dict(holder.exposition._live_fragments["text/plain; version=0.0.4; charset=utf-8"]
-                ._kept[0])
+    kept = dict(holder.exposition._live_fragments["text"]._kept[0])
     holder.requests.inc(busy, "ListClassificationJobs", "success")
     _, body = holder.exposition.render(None, None)
-    now = holder.exposition._live_fragments["text/plain; version=0.0.4; charset=utf-8"]._kept[0]
+    now = holder.exposition._live_fragments["text"]._kept[0]
     assert now[quiet] is kept[quiet] and now[busy] is not kept[busy]
     assert body == generate_latest(holder.reference())
 
@@ -323,17 +336,16 @@ class GatedRender:
         return self.rendered[-1] if self.rendered else None
 
     def __call__(self, snapshot: Snapshot, families: Sequence[AnySpec],
-                 encoder: Callable[[CollectorRegistry], bytes],
-                 fragments: Fragments) -> Iterator[bytes]:
+                 fragments: Fragments) -> Iterator[Iterator[bytes]]:
         if self.fail:
             raise RuntimeError("render failed")
         if threading.current_thread().name != "exposition-render":
             # a render on the scrape path
-            return render_snapshot(snapshot, families, encoder, fragments)
+            return render_samples(snapshot, families, fragments)
         self.rendered.append(snapshot)
         assert self.gate.wait(timeout=15), "test never opened the gate"
         self.clock[0] += self.seconds
-        return render_snapshot(snapshot, families, encoder, fragments)
+        return render_samples(snapshot, families, fragments)
 
 
 class Background(Holder):
@@ -408,33 +420,31 @@ def test_swaps_during_a_render_are_coalesced_into_one_render_of_the_newest(
     assert background.render.rendered[1] is intermediate[-1]
 
 
-def test_every_format_asked_for_is_rendered_in_the_background(
-        background: Background) -> None:
+def test_one_render_serves_every_format(background: Background) -> None:
     background.scrape_without_waiting()
-    background.scrape_without_waiting(PROMETHEUS_ACCEPT)
     background.render.gate.clear()
     background.put(Snapshot(background.snapshot.targets[1:]))
     wait_for(lambda: background.render.last() is background.snapshot)
     background.render.gate.set()
     wait_for(lambda: background.exposition.served() is background.snapshot)
-    assert background.render.rendered[-2:] == [background.snapshot] * 2
+    renders = len(background.render.rendered)
     assert background.scrape_without_waiting(PROMETHEUS_ACCEPT) == openmetrics(
         background.reference())
+    assert background.scrape_without_waiting() == generate_latest(background.reference())
+    assert len(background.render.rendered) == renders
 
 
-def test_a_format_not_asked_for_in_a_while_is_no_longer_rendered() -> None:
+def test_a_snapshot_is_not_rendered_while_nobody_scrapes() -> None:
     holder = Background()
     holder.exposition.start()
     try:
         holder.scrape_without_waiting()
-        holder.scrape_without_waiting(PROMETHEUS_ACCEPT)
-        holder.render.clock[0] = CachedExposition.FORMAT_TTL + 1  # neither asked for since
-        holder.scrape_without_waiting()  # text is asked for again
+        holder.render.clock[0] = CachedExposition.SCRAPE_TTL + 1  # no scrape since
         renders = len(holder.render.rendered)
         holder.put(Snapshot(holder.snapshot.targets[1:]))
         wait_for(lambda: holder.exposition.served() is holder.snapshot)
-        assert len(holder.render.rendered) == renders + 1  # text only
-        # OpenMetrics is still answered: rendered on the scrape that asks for it again.
+        assert len(holder.render.rendered) == renders
+        # The next scrape renders it (on the scrape path), in whatever format it asks for.
         assert holder.scrape_without_waiting(PROMETHEUS_ACCEPT) == openmetrics(
             holder.reference())
     finally:
@@ -458,7 +468,7 @@ def test_after_a_failed_render_scrapes_render_and_fail_until_a_render_succeeds(
     assert background.scrape_without_waiting() == generate_latest(background.reference())
 
 
-def test_a_new_format_is_rendered_by_its_scrape_without_waiting_for_the_renderer(
+def test_another_format_is_served_from_the_last_render_while_a_render_runs(
         background: Background) -> None:
     background.scrape_without_waiting()
     background.render.gate.clear()
@@ -469,19 +479,24 @@ def test_a_new_format_is_rendered_by_its_scrape_without_waiting_for_the_renderer
     assert background.scrape_without_waiting(PROMETHEUS_ACCEPT) == openmetrics(old.reference())
 
 
-def test_formats_beyond_the_limit_are_answered_but_not_kept(background: Background) -> None:
-    accepts = [f"application/openmetrics-text;version=1.0.{n}"
-               for n in range(CachedExposition.MAX_FORMATS + 2)]
-    for accept in accepts:
-        background.scrape_without_waiting(accept)
-    assert len(background.exposition._published.formats) == CachedExposition.MAX_FORMATS
+ACCEPT_VARIANTS = [f"application/openmetrics-text;version=1.0.{n}" for n in range(20)] + [
+    "application/openmetrics-text; version=abc", "application/openmetrics-text;version=0.0.1",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "text/plain;version=1.0.0;escaping=values", "text/plain;version=9", "*/*", "",
+    "application/json", ";;;,,,", "text/plain;q=abc", "application/openmetrics-text;q=0",
+]
+
+
+def test_accept_variants_cost_no_render(background: Background) -> None:
+    background.scrape_without_waiting()
+    wait_for(lambda: background.exposition._published.rendered is not None)
     renders = len(background.render.rendered)
-    background.put(Snapshot(background.snapshot.targets[1:]))
-    wait_for(lambda: background.exposition.served() is background.snapshot)
-    assert len(background.render.rendered) == renders + CachedExposition.MAX_FORMATS
-    for accept in accepts:
-        encoder = choose_encoder(accept)[0]
+    for accept in ACCEPT_VARIANTS:
+        encoder = openmetrics if negotiate(accept).kind == "openmetrics" else generate_latest
         assert background.scrape_without_waiting(accept) == encoder(background.reference())
+    assert len(background.render.rendered) == renders
+    assert len({negotiate(accept) for accept in ACCEPT_VARIANTS}) <= 6
 
 
 def test_the_renderer_rests_as_long_as_each_render_took(background: Background) -> None:
@@ -497,11 +512,11 @@ def test_a_burst_of_swaps_is_rendered_once_it_pauses() -> None:
     holder = Holder()
     renders: list[Snapshot] = []
 
-    def counting(snapshot: Snapshot, families: Sequence[AnySpec], encoder: Any,
-                 fragments: Fragments) -> Iterator[bytes]:
+    def counting(snapshot: Snapshot, families: Sequence[AnySpec],
+                 fragments: Fragments) -> Iterator[Iterator[bytes]]:
         if threading.current_thread().name == "exposition-render":
             renders.append(snapshot)
-        return render_snapshot(snapshot, families, encoder, fragments)
+        return render_samples(snapshot, families, fragments)
 
     exposition = CachedExposition(lambda: holder.snapshot, FAMILIES, [holder.live], render=counting,
                                   settle=0.5, max_delay=10)
@@ -566,3 +581,78 @@ def test_the_snapshot_that_makes_the_exporter_ready_is_not_held_back_by_swaps() 
         stop.set()
         swapper.join(5)
         exposition.stop()
+
+
+@pytest.mark.parametrize(("accept", "content_type"), [
+    (None, "text/plain; version=0.0.4; charset=utf-8"),
+    ("application/openmetrics-text; version=abc", "text/plain; version=0.0.4; charset=utf-8"),
+    ("application/openmetrics-text;version=1.0.7,text/plain;version=0.0.4",
+     "text/plain; version=0.0.4; charset=utf-8"),
+    ("application/openmetrics-text",
+     "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    ("application/openmetrics-text;version=0.0.1",
+     "application/openmetrics-text; version=0.0.1; charset=utf-8; escaping=underscores"),
+    ("Application/OpenMetrics-Text; version=1.0.0; escaping=dots",
+     "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"),
+    ("text/plain;q=0.5,application/openmetrics-text;version=1.0.0;q=0.9",
+     "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"),
+    ("application/openmetrics-text;version=1.0.0;q=0,text/plain",
+     "text/plain; version=0.0.4; charset=utf-8"),
+    ("text/plain;version=1.0.0;escaping=allow-utf-8",
+     "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
+    ("text/plain;version=2.0.0", "text/plain; version=0.0.4; charset=utf-8"),
+    ("*/*;q=0.1", "text/plain; version=0.0.4; charset=utf-8"),
+])
+def test_negotiation_answers_a_known_format_for_any_header(accept: str | None,
+                                                           content_type: str) -> None:
+    assert negotiate(accept).content_type == content_type
+
+
+def filtered_reference(holder: Holder, names: list[str],
+                       generate: Callable[[CollectorRegistry], bytes]) -> bytes:
+    """prometheus-client's `name[]` filter, collector by collector in the exporter's order
+    (its restricted registry visits collectors in no set order)."""
+    pieces = []
+    for collector in (SnapshotCollector(lambda: holder.snapshot, FAMILIES), holder.live):
+        registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
+        registry.register(collector)
+        restricted: Any = registry.restricted_registry(names)  # a registry by duck typing
+        pieces.append(generate(restricted).removesuffix(b"# EOF\n"))
+    return b"".join(pieces) + (b"# EOF\n" if generate is openmetrics else b"")
+
+
+NAME_SETS = [
+    ["macie_exporter_build_info"], ["macie_classification_job_status"], [], ["nope"],
+    ["macie_exporter_api_requests_total", "macie_classification_job_status",
+     "macie_exporter_refresh_success"],
+    ["macie_exporter_api_requests"],  # a family name, not a sample name: nothing
+    ["macie_usage_quota_bytes", "macie_exporter_collector_success", "macie_status"],
+]
+
+
+@pytest.mark.parametrize("generate", [generate_latest, openmetrics])
+@pytest.mark.parametrize("names", NAME_SETS)
+def test_name_filters_give_prometheus_client_bytes_from_the_kept_render(
+        generate: Callable[[CollectorRegistry], bytes], names: list[str]) -> None:
+    holder = Holder()
+    holder.requests.inc(TargetKey(ACCOUNT, "eu-west-1"), "ListClassificationJobs", "success")
+    accept = None if generate is generate_latest else PROMETHEUS_ACCEPT
+    holder.exposition.render(accept, "gzip")
+    rendered = holder.exposition._published.rendered
+    _, body = holder.exposition.render(accept, None, names)
+    assert body == filtered_reference(holder, names, generate)
+    _, compressed = holder.exposition.render(accept, "gzip", names)
+    assert single_gzip_member(compressed) == body
+    assert holder.exposition._published.rendered is rendered  # nothing rendered again
+
+
+def test_segments_join_into_one_gzip_member_with_the_right_crc() -> None:
+    rng = random.Random(5)  # noqa: S311 (reproducible data)
+    parts = [bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 7, 300, 70_000])))
+             for _ in range(12)]
+    segments = [_segment([part[:len(part) // 2], part[len(part) // 2:]]) for part in parts]
+    for chosen in ([0, 1, 2], [11, 3, 3, 0], list(range(12)), []):
+        joined = _join(segments[i] for i in chosen)
+        expected = b"".join(parts[i] for i in chosen)
+        assert joined.crc == zlib.crc32(expected) and joined.length == len(expected)
+        assert joined.inflate() == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import re
 import resource
 import select
 import socket
@@ -366,3 +367,114 @@ def test_changed_certificate_applies_to_new_connections(serve: Serve, tmp_path: 
     with old, old.makefile("rb") as stream:  # an open connection keeps its session
         old.sendall(b"GET /still HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(stream)[2] == b"GET /still\n"
+
+
+# The front door under hostile requests (issue 19): the four rows of its table, through the
+# real exporter at debug level, whose logs must carry no traceback and no raw control byte.
+
+HOSTILE = [
+    # A latin-1 digit that str.isdigit() accepts and int() refuses.
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n", 400),
+    # An OpenMetrics version that is not one: answered in the text format.
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+     b"Accept: application/openmetrics-text; version=abc\r\n\r\n", 200),
+    (b"GET /metrics HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host (RFC 9112 3.2)
+    (b"GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),  # two Hosts
+    (b"GET /metrics\x1b[2J HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # raw ESC in the target
+    (b"GET /metrics\r HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # raw CR in the target
+    (b"GET /metrics\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # raw NUL in the target
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Forged: a\x1bb\r\n\r\n", 400),  # ESC in a value
+    (b"BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 501),  # unknown method (RFC 9110 9.1)
+    (b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"GET /metrics HTTP/1.7\r\nHost: x\r\n\r\n", 505),
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+     400),
+    (b"GET /metrics?name[]=%1b%0d%0a HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    (b"GET /%1b%0d%0aforged HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+]
+
+
+def exchange(address: str, request: bytes) -> bytes:
+    """Everything the server answers to `request` (sent, then our side shut)."""
+    with connect(address) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while data := sock.recv(1 << 20):
+            received += data
+        return received
+
+
+def test_hostile_requests_get_4xx_and_leave_no_trace(start: Callable[..., ExporterProcess],
+                                                     ) -> None:
+    exporter = start()
+    for request, status in HOSTILE:
+        answer = exchange(exporter.address, request)
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()), (request, answer[:200])
+    status, _, body = exporter.get("/metrics")
+    assert status == 200
+    text = body.decode()
+    # Refused before the path was read: the first row, Host, the targets, the framing.
+    assert 'macie_exporter_http_requests_total{code="400",handler="unparsed"} 8.0' in text
+    assert 'macie_exporter_http_requests_total{code="400",handler="/metrics"} 1.0' in text
+    assert 'macie_exporter_http_requests_total{code="501",handler="/metrics"} 1.0' in text
+    assert 'macie_exporter_http_requests_total{code="404",handler="other"} 1.0' in text
+    assert 'macie_exporter_http_connections_dropped_total{reason="malformed"} 11.0' in text
+    logs = exporter.logs()
+    assert "Traceback" not in logs and "level=error" not in logs
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f]", logs), "a raw control byte in the logs"
+    assert "\\x1b" in logs  # the ESC of a target, escaped in the debug line
+
+
+def test_dropped_connections_are_counted_by_reason(serve: Serve) -> None:
+    server = serve(request_timeout=0.3, idle_timeout=0.3)
+    slow, idle = connect(server.address), connect(server.address)
+    with slow, idle, idle.makefile("rb") as stream:
+        slow.sendall(b"GET / HTTP/1.1\r\n")
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(stream)[0] == 200
+        closed_by_peer(slow, 10)
+        closed_by_peer(idle, 10)
+    samples = {(s.name, s.labels.get("reason")): s.value for f in server.stats.collect()
+               for s in f.samples}
+    assert samples[("macie_exporter_http_connections_dropped_total", "head_timeout")] == 1
+    assert samples[("macie_exporter_http_connections_dropped_total", "idle_timeout")] == 1
+
+
+def test_a_tls_connection_ends_with_close_notify(serve: Serve, tmp_path: Path) -> None:
+    server, ca, _ = tls_server(serve, tmp_path)
+    raw = connect(server.address)
+    sock = client(ca).wrap_socket(raw, server_hostname="127.0.0.1",
+                                  suppress_ragged_eofs=False)  # a bare FIN raises SSLEOFError
+    with sock, sock.makefile("rb") as stream:
+        sock.sendall(b"GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_response(stream)[2] == b"GET /bye\n"
+        assert stream.read() == b""  # a clean TLS close
+
+
+@pytest.mark.parametrize(("host", "clients"), [
+    ("", ("127.0.0.1", "::1")), ("::", ("127.0.0.1", "::1")), ("localhost", ()),
+    ("127.0.0.1", ("127.0.0.1",)), ("::1", ("::1",)),
+])
+def test_listen_address_through_getaddrinfo(host: str, clients: tuple[str, ...]) -> None:
+    server = HttpServer(host, 0, echo)
+    server.start()
+    try:
+        port = int(server.address.rpartition(":")[2])
+        bound = server.address.rpartition(":")[0].strip("[]")
+        for address in clients or (bound,):  # a host name: the address it resolved to
+            with socket.create_connection((address, port), timeout=10) as sock, \
+                    sock.makefile("rb") as stream:
+                sock.sendall(b"GET /dual HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_response(stream)[2] == b"GET /dual\n"
+    finally:
+        server.stop()
+
+
+def test_a_refused_head_request_gets_no_body(serve: Serve) -> None:
+    server = serve()
+    answer = exchange(server.address, b"HEAD / HTTP/2.0\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 505 ") and b"Content-Length: " in head
+    assert body == b""

@@ -2,19 +2,23 @@
 
 Only the live self-metrics are rendered on every scrape. The bytes are exactly what
 prometheus-client's `generate_latest` gives for the snapshot collector followed by the live
-collectors, in the format the client negotiated (text or OpenMetrics).
+collectors, in the format the client negotiated (text or OpenMetrics), and for a `name[]`
+filter what its restricted registry gives.
 
 Each family is rendered target by target (`render.families.FamilySpec`): a target's encoded
-samples are kept per format (`Fragments`) for as long as its part of the family's inputs stays
-equal, so a render after a round of refreshes encodes only what changed, and the others' bytes
-are reused.
+samples are kept (`Fragments`) for as long as its part of the family's inputs stays equal, so
+a render after a round of refreshes encodes only what changed, and the others' bytes are
+reused. Sample lines are the same bytes in both formats, so they are encoded once for both.
 The request counts of the live self-metrics are kept the same way between scrapes. Changed
 targets are encoded together, a batch of at most `JOBS_PER_SLICE` jobs at a time; a target with
 more jobs than that is encoded a slice at a time and not kept (with 10,000 jobs, memory stays
-bounded, and some of them change in nearly every refresh anyway). The snapshot part is streamed
-into a deflate compressor. The cached stream ends
-with a sync flush, so each scrape compresses just its live tail and appends it: one valid gzip
-member. A client that does not accept gzip gets the cached part inflated.
+bounded, and some of them change in nearly every refresh anyway).
+
+Each family's samples are streamed into a deflate compressor of their own and kept as a
+segment ending with a sync flush; each format's HELP and TYPE lines are segments too. A scrape
+joins the segments it wants (all of them, or the families a `name[]` filter names), compresses
+just its live tail and appends it: one valid gzip member. A client that does not accept gzip
+gets the segments inflated. No Accept header and no filter costs a render.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import generate_latest, gzip_accepted
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.model import Snapshot, TargetKey
@@ -55,11 +60,26 @@ class _Compressed:
 
 
 class _Family(Collector):
-    def __init__(self, family: Metric) -> None:
-        self._family = family
+    def __init__(self, *families: Metric) -> None:
+        self._families = families
 
     def collect(self) -> Iterable[Metric]:
-        return [self._family]
+        return self._families
+
+
+def _restricted(registry: CollectorRegistry, names: frozenset[str]) -> CollectorRegistry:
+    """`registry` with prometheus-client's `name[]` filter applied: the families with a
+    sample of one of `names`, with those samples only."""
+    kept = []
+    for family in registry.collect():
+        samples = [sample for sample in family.samples if sample.name in names]
+        if samples:
+            restricted = Metric(family.name, family.documentation, family.type)
+            restricted.samples = samples
+            kept.append(restricted)
+    out = CollectorRegistry(auto_describe=False)
+    out.register(_Family(*kept))
+    return out
 
 
 @runtime_checkable
@@ -224,15 +244,149 @@ def render_snapshot(snapshot: Snapshot, families: Sequence[AnySpec], encoder: En
             yield from fragments.family(index, spec, snapshot, encoder, jobs_per_slice)
 
 
-def _compress(pieces: Iterable[bytes]) -> _Compressed:
+def render_samples(snapshot: Snapshot, families: Sequence[AnySpec], fragments: Fragments,
+                   jobs_per_slice: int = JOBS_PER_SLICE) -> Iterator[Iterator[bytes]]:
+    """Each family's sample lines (no header), in family order, encoded once for every format
+    (`SAMPLE_ENCODER`: see `Format`). Consume each family whole, in order, and all of them:
+    it holds `fragments`' lock until it ends."""
+    with fragments.lock:
+        for index, spec in enumerate(fragments.families(families)):
+            pieces = fragments.family(index, spec, snapshot, SAMPLE_ENCODER, jobs_per_slice)
+            next(pieces)  # the header: each format has its own
+            yield pieces
+
+
+# Formats. Sample lines are the same bytes in the text format and in OpenMetrics for the
+# families the cache keeps (gauges and `CounterFamily` counters without timestamps, every name
+# a legacy name: `FamilySpec` checks both), so one encoding serves both; only the HELP and TYPE
+# lines differ. The escaping schemes that leave legacy names as they are (underscores,
+# allow-utf-8) are answered with the same bytes; `dots` and `values` would rewrite names that
+# need no escaping, and are answered with underscores (the Content-Type says so).
+
+SAMPLE_ENCODER: Encoder = generate_latest
+TEXT, OPENMETRICS = "text", "openmetrics"
+_ENCODERS: dict[str, Encoder] = {TEXT: generate_latest, OPENMETRICS: generate_openmetrics}
+_TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    kind: str  # TEXT or OPENMETRICS
+    content_type: str
+
+
+def _params(parts: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for part in parts:
+        key, equals, value = part.partition("=")
+        if equals:
+            params.setdefault(key.strip().lower(), value.strip().strip('"'))
+    return params
+
+
+def _quality(params: dict[str, str]) -> float:
+    try:
+        q = float(params.get("q", "1"))
+    except ValueError:
+        return 1.0
+    return q if 0.0 <= q <= 1.0 else 1.0
+
+
+def negotiate(accept: str | None) -> Format:
+    """The format for an Accept header, as Prometheus' client_golang negotiates it: the ranges
+    in order of preference (q, then as written; q=0 refuses), the first that names a format
+    and a version this exporter speaks wins; an unknown version is passed over, and the text
+    format is the answer when none is left. A bounded set of answers, whatever the header."""
+    ranges = []
+    for position, entry in enumerate((accept or "").split(",")):
+        media, *parts = entry.split(";")
+        params = _params(parts)
+        quality = _quality(params)
+        if quality > 0:
+            ranges.append((-quality, position, media.strip().lower(), params))
+    for _, _, media, params in sorted(ranges, key=lambda r: (r[0], r[1])):
+        version = params.get("version", "")
+        escaping = "allow-utf-8" if params.get("escaping") == "allow-utf-8" else "underscores"
+        if media == "application/openmetrics-text":
+            if version == "":
+                return Format(OPENMETRICS, "application/openmetrics-text; version=1.0.0; "
+                                          "charset=utf-8")
+            if version in ("1.0.0", "0.0.1"):
+                return Format(OPENMETRICS, f"application/openmetrics-text; version={version}; "
+                                           f"charset=utf-8; escaping={escaping}")
+        elif media == "text/plain":
+            if version in ("", "0.0.4"):
+                return Format(TEXT, _TEXT_0_0_4)
+            if version == "1.0.0":
+                return Format(TEXT, f"text/plain; version=1.0.0; charset=utf-8; "
+                                    f"escaping={escaping}")
+    return Format(TEXT, _TEXT_0_0_4)
+
+
+# Compressed segments. Each family's samples (and each format's header of it) are compressed
+# on their own, ended with a sync flush: any of them, in any order, concatenated, is a valid
+# deflate stream. A full scrape and a `name[]` filter are both joins of kept segments; the
+# gzip trailer's CRC-32 is combined from the segments' (zlib's crc32_combine, which Python's
+# zlib does not offer).
+
+_CRC_POLY = 0xEDB88320
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the CRC-32 polynomial (reflected, as zlib)."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if a & (m - 1) == 0:
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+
+
+_X2N = [1 << 30]  # x^(2^n) modulo the polynomial
+for _ in range(31):
+    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
+
+
+def _shift(length: int) -> int:
+    """x^(8 * length) modulo the polynomial: what a CRC is multiplied by to skip `length`
+    bytes."""
+    p, k = 1 << 31, 3
+    while length:
+        if length & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        length >>= 1
+        k += 1
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    data: bytes  # raw deflate, sync-flushed, not final; decodable on its own
+    crc: int
+    length: int
+    shift: int  # _shift(length)
+
+
+def _segment(pieces: Iterable[bytes]) -> _Segment:
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-    out, crc, length = [_GZIP_HEADER], 0, 0
+    out, crc, length = [], 0, 0
     for piece in pieces:
         out.append(compressor.compress(piece))
         crc = zlib.crc32(piece, crc)
         length += len(piece)
     out.append(compressor.flush(zlib.Z_SYNC_FLUSH))
-    return _Compressed(b"".join(out), crc, length)
+    return _Segment(b"".join(out), crc, length, _shift(length))
+
+
+def _join(segments: Iterable[_Segment]) -> _Compressed:
+    data, crc, length = [_GZIP_HEADER], 0, 0
+    for segment in segments:
+        data.append(segment.data)
+        crc = _multmodp(segment.shift, crc) ^ segment.crc
+        length += segment.length
+    return _Compressed(b"".join(data), crc, length)
 
 
 def _gzip_finish(cached: _Compressed, tail: bytes) -> bytes:
@@ -244,39 +398,54 @@ def _gzip_finish(cached: _Compressed, tail: bytes) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class _Rendered:
+    """One snapshot rendered: each family's compressed samples, and the whole snapshot part
+    per format."""
+    samples: tuple[_Segment, ...]
+    full: dict[str, _Compressed]
+
+
 class _Published:
-    """One snapshot and its cached part, per content type (a format rendered on the scrape path
-    is added under the scrape lock)."""
-    snapshot: Snapshot
-    formats: dict[str, _Compressed]
+    """One snapshot, and its rendering once there is one (set under the scrape lock when a
+    scrape renders it)."""
+
+    __slots__ = ("rendered", "snapshot")
+
+    def __init__(self, snapshot: Snapshot, rendered: _Rendered | None = None) -> None:
+        self.snapshot = snapshot
+        self.rendered = rendered
 
 
-Render = Callable[[Snapshot, Sequence[AnySpec], Encoder, Fragments], Iterable[bytes]]
+Render = Callable[[Snapshot, Sequence[AnySpec], Fragments], Iterable[Iterable[bytes]]]
+
+
+def sample_name(spec: AnySpec) -> str:
+    """The name every sample of the family carries (what `name[]` selects)."""
+    return f"{spec.name}_total" if spec.kind == "counter" else spec.name
 
 
 class CachedExposition:
-    """Negotiates the format like prometheus-client and caches the snapshot part per snapshot.
+    """Negotiates the format like Prometheus and caches the snapshot part per snapshot.
 
     Without `start()` the first scrape after a snapshot change renders it (tests, benchmarks).
-    After `start()` a background thread renders each new snapshot, in every format asked for in
-    the last `FORMAT_TTL` seconds, and publishes them together: scrapes serve the last published
-    snapshot and never wait for the background render. Swaps during a render are coalesced, and
-    after a render the thread rests as long as the render used the CPU, so that targets
-    swapping snapshots in turn keep it to half a core at most. A snapshot that makes the
-    exporter ready is rendered without waiting for the swaps to pause.
+    After `start()` a background thread renders each new snapshot once for every format and
+    every `name[]` filter (`render_samples`, then one compressed segment per family), and
+    publishes it: scrapes serve the last published snapshot and never wait for the background
+    render. Swaps during a render are coalesced, and after a render the thread rests as long
+    as the render used the CPU, so that targets swapping snapshots in turn keep it to half a
+    core at most. A snapshot that makes the exporter ready is rendered without waiting for the
+    swaps to pause.
 
-    A scrape renders by itself only a format not asked for in `FORMAT_TTL` (at most
-    `MAX_FORMATS` are remembered; the Accept header chooses the format, so any further ones are
-    rendered on every scrape and never kept), and, after a failed background render, every
-    snapshot until a render succeeds: a render that keeps failing fails the scrapes, never
-    serves stale data in silence.
+    The background renderer renders only while /metrics is scraped (a scrape in the last
+    `SCRAPE_TTL` seconds); the scrape that comes after a pause renders the snapshot itself.
+    After a failed background render, scrapes render every snapshot until a render succeeds:
+    a render that keeps failing fails the scrapes, never serves stale data in silence.
     """
 
-    FORMAT_TTL = 900.0
-    MAX_FORMATS = 4
+    SCRAPE_TTL = 900.0
 
     def __init__(self, snapshot: Callable[[], Snapshot], families: Sequence[AnySpec],
-                 live: Sequence[Collector | LiveFamilies], *, render: Render = render_snapshot,
+                 live: Sequence[Collector | LiveFamilies], *, render: Render = render_samples,
                  clock: Callable[[], float] = time.monotonic,
                  render_clock: Callable[[], float] = time.thread_time,
                  rest: Callable[[float], object] | None = None,
@@ -292,6 +461,10 @@ class CachedExposition:
         # failed: scrapes render it themselves then), and None once it stops.
         self._on_published = published
         self._families = tuple(families)
+        self._names = tuple(sample_name(spec) for spec in self._families)
+        self._headers = {kind: tuple(_segment([_encode(encoder, spec.make())])
+                                     for spec in self._families)
+                         for kind, encoder in _ENCODERS.items()}
         # The live collectors in order, each as the families whose samples are kept per target
         # between scrapes (the request counts) and a registry of the rest.
         self._live: list[tuple[tuple[AnySpec, ...], CollectorRegistry]] = []
@@ -303,7 +476,7 @@ class CachedExposition:
             else:
                 registry.register(collector)
                 self._live.append(((), registry))
-        self._live_fragments: dict[str, Fragments] = {}  # per content type asked for
+        self._live_fragments = {kind: Fragments() for kind in _ENCODERS}
         self._render = render
         self._clock = clock
         # The renderer's own CPU time: it rests as long as its render used the CPU (waiting for
@@ -311,10 +484,9 @@ class CachedExposition:
         self._render_clock = render_clock
         self._publish_lock = threading.Lock()  # one publish at a time
         self._scrape_lock = threading.Lock()  # renders on the scrape path, one at a time
-        self._published = _Published(snapshot(), {})
-        self._asked_lock = threading.Lock()
-        self._asked: dict[str, tuple[Encoder, float]] = {}  # content type -> encoder, last ask
-        self._fragments: dict[str, Fragments] = {}  # per content type asked for
+        self._published = _Published(snapshot())
+        self._scraped: float | None = None  # when /metrics was last asked for
+        self._fragments = Fragments()
         self._failed = False
         self._changed = threading.Event()
         self._stopping = threading.Event()
@@ -346,85 +518,79 @@ class CachedExposition:
         self._changed.set()
 
     def render(self, accept: str | None, accept_encoding: str | None,
-               ) -> tuple[list[tuple[str, str]], bytes]:
-        """(headers, body) for one scrape."""
-        encoder, content_type = choose_encoder(accept or "")
-        openmetrics = content_type.startswith("application/openmetrics-text")
-        cached = self._cached(content_type, encoder)
-        live = self._render_live(content_type, encoder) + (_EOF if openmetrics else b"")
-        headers = [("Content-Type", content_type)]
+               names: Iterable[str] | None = None) -> tuple[list[tuple[str, str]], bytes]:
+        """(headers, body) for one scrape; `names` (the `name[]` values) keeps the families
+        with a sample of one of those names, as prometheus-client's filter does."""
+        wanted = None if names is None else frozenset(names)
+        fmt = negotiate(accept)
+        rendered = self._rendered()
+        if wanted is None:
+            cached = rendered.full[fmt.kind]
+        else:
+            headers = self._headers[fmt.kind]
+            cached = _join(segment for i, name in enumerate(self._names)
+                           if name in wanted and rendered.samples[i].length
+                           for segment in (headers[i], rendered.samples[i]))
+        live = self._render_live(fmt.kind, wanted)
+        if fmt.kind == OPENMETRICS:
+            live += _EOF
+        headers_out = [("Content-Type", fmt.content_type)]
         if gzip_accepted(accept_encoding or ""):
-            headers.append(("Content-Encoding", "gzip"))
-            return headers, _gzip_finish(cached, live)
-        return headers, cached.inflate() + live
+            headers_out.append(("Content-Encoding", "gzip"))
+            return headers_out, _gzip_finish(cached, live)
+        return headers_out, cached.inflate() + live
 
-    def _render_live(self, content_type: str, encoder: Encoder) -> bytes:
+    def _render_live(self, kind: str, names: frozenset[str] | None) -> bytes:
         """The live self-metrics; the request counts of targets not called since the last
         scrape in this format are not encoded again."""
-        with self._asked_lock:
-            fragments = (self._live_fragments.setdefault(content_type, Fragments())
-                         if content_type in self._asked else Fragments())
+        encoder = _ENCODERS[kind]
+        fragments = self._live_fragments[kind]
         pieces: list[bytes] = []
         with fragments.lock:
             index = 0
             for kept, rest in self._live:
                 for spec in kept:
-                    pieces += fragments.family(index, spec, _NO_SNAPSHOT, encoder,
-                                               JOBS_PER_SLICE)
+                    if names is None or sample_name(spec) in names:
+                        family = list(fragments.family(index, spec, _NO_SNAPSHOT, encoder,
+                                                       JOBS_PER_SLICE))
+                        if names is None or any(family[1:]):
+                            pieces += family
                     index += 1
-                pieces.append(encoder(rest).removesuffix(_EOF))
+                registry = rest if names is None else _restricted(rest, names)
+                pieces.append(encoder(registry).removesuffix(_EOF))
         return b"".join(pieces)
 
-    def _remember(self, content_type: str, encoder: Encoder) -> bool:
-        with self._asked_lock:
-            if content_type in self._asked or len(self._asked) < self.MAX_FORMATS:
-                self._asked[content_type] = (encoder, self._clock())
-                return True
-            return False
-
-    def _cached(self, content_type: str, encoder: Encoder) -> _Compressed:
-        remembered = self._remember(content_type, encoder)
+    def _rendered(self) -> _Rendered:
+        self._scraped = self._clock()
         if not self._background():
             self._publish(self._snapshot())
         published = self._published
-        cached = published.formats.get(content_type)
-        if cached is not None:
-            return cached
-        with self._scrape_lock:  # a format not rendered yet: not behind the background render
-            cached = published.formats.get(content_type)
-            if cached is None:
-                cached = self._compress(published.snapshot, encoder,
-                                        content_type if remembered else None)
-                if remembered:
-                    published.formats[content_type] = cached
-            return cached
+        rendered = published.rendered
+        if rendered is not None:
+            return rendered
+        with self._scrape_lock:  # not behind the background render
+            if published.rendered is None:
+                published.rendered = self._render_all(published.snapshot)
+            return published.rendered
 
-    def _compress(self, snapshot: Snapshot, encoder: Encoder,
-                  content_type: str | None) -> _Compressed:
-        """Render and compress; the samples rendered are kept per `content_type` (None: a
-        format not remembered, rendered from scratch)."""
-        if content_type is None:
-            fragments = Fragments()
-        else:
-            with self._asked_lock:
-                fragments = self._fragments.setdefault(content_type, Fragments())
-        return _compress(self._render(snapshot, self._families, encoder, fragments))
+    def _render_all(self, snapshot: Snapshot) -> _Rendered:
+        samples = tuple(_segment(pieces)
+                        for pieces in self._render(snapshot, self._families, self._fragments))
+        if len(samples) != len(self._families):
+            raise RuntimeError(f"{len(samples)} families rendered of {len(self._families)}")
+        full = {kind: _join(segment for pair in zip(headers, samples, strict=True)
+                            for segment in pair)
+                for kind, headers in self._headers.items()}
+        return _Rendered(samples, full)
 
     def _publish(self, snapshot: Snapshot) -> None:
         with self._publish_lock:
             if snapshot is self._published.snapshot:
                 return
-            now = self._clock()
-            with self._asked_lock:
-                for content_type in [c for c, (_, asked) in self._asked.items()
-                                     if now - asked > self.FORMAT_TTL]:
-                    del self._asked[content_type]
-                    self._fragments.pop(content_type, None)
-                    self._live_fragments.pop(content_type, None)
-                wanted = list(self._asked.items())
-            formats = {content_type: self._compress(snapshot, encoder, content_type)
-                       for content_type, (encoder, _) in wanted}
-            self._published = _Published(snapshot, formats)
+            scraped = self._scraped
+            wanted = scraped is not None and self._clock() - scraped <= self.SCRAPE_TTL
+            self._published = _Published(snapshot,
+                                         self._render_all(snapshot) if wanted else None)
             self._failed = False
 
     def _settled(self) -> bool:

@@ -5,12 +5,14 @@ keep a target's encoded samples for as long as its part stays equal.
 The cache splits an encoded family back into targets by counting lines, so every sample must
 be one line in both formats: a family is a gauge or a `CounterFamily` (a counter that cannot
 carry `_created` samples, which the text format writes as a family of their own). This is
-checked where a family is declared (`FamilySpec`), not mid-render.
+checked where a family is declared (`FamilySpec`), not mid-render, and so is that every name is
+a legacy name (the cache encodes sample lines once for both formats).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -22,6 +24,7 @@ from exporter.model import Snapshot, TargetKey, TargetResult
 P = TypeVar("P")
 F = TypeVar("F", bound=Metric)
 TARGET_LABELS = ("account_id", "region")
+_LEGACY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 class CounterFamily(CounterMetricFamily):
@@ -79,6 +82,12 @@ class FamilySpec(Generic[P]):
                             f"CounterFamily counters only, not {type(family).__name__}")
         if family.name != self.name:
             raise ValueError(f"family {family.name!r} declared as {self.name!r}")
+        # The cache encodes sample lines once for both formats and every escaping: true of
+        # legacy names only (no ':', which an OpenMetrics sample line would escape).
+        for name in (family.name, *getattr(family, "_labelnames", ())):
+            if not _LEGACY_NAME.fullmatch(name):
+                raise ValueError(f"{self.name}: {name!r} is not a legacy metric or label name "
+                                 "([a-zA-Z_][a-zA-Z0-9_]*)")
         if (self.part is None) == (self.all_parts is None):
             raise ValueError(f"{self.name}: give exactly one of part and all_parts")
         object.__setattr__(self, "kind", family.type)

@@ -1,4 +1,9 @@
-"""HTTP endpoints: metrics, /healthz, /readyz and a landing page. Never calls AWS."""
+"""HTTP endpoints: metrics, /healthz, /readyz and a landing page. Never calls AWS.
+
+The server is bounded: one selector thread, a fixed pool of workers (see the note above
+REQUEST_TIMEOUT). HTTP/1.1 is parsed and framed by h11; this module adds what h11 leaves to
+its user: limits, deadlines, the checks RFC 9110 asks of an origin server, TLS.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import heapq
 import html
 import io
 import logging
-import queue
 import re
 import selectors
 import socket
@@ -18,16 +22,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.registry import CollectorRegistry
+import h11
 
 from exporter import __version__
 from exporter.logs import fields
 from exporter.render.exposition import CachedExposition
+from exporter.web import stats as reasons
+from exporter.web.stats import HttpStats
 from exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
@@ -37,14 +43,17 @@ Environ = dict[str, Any]
 
 
 WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+OPEN_PATHS = ("/healthz", "/readyz")  # answered without basic auth or rate limit (probes)
 
 
-def make_app(registry: CollectorRegistry, telemetry_path: str,
-             exposition: CachedExposition) -> WsgiApp:
-    """The WSGI app. Metrics come from the per-snapshot cache; a `name[]` filter (rare) goes
-    through prometheus-client's own app over the full registry. /readyz follows the snapshot
-    that /metrics serves."""
-    filtered = make_wsgi_app(registry)
+def endpoints(telemetry_path: str) -> tuple[str, ...]:
+    """The paths the exporter serves (the `handler` label values of its HTTP counters)."""
+    return (telemetry_path, "/healthz", "/readyz", "/")
+
+
+def make_app(telemetry_path: str, exposition: CachedExposition) -> WsgiApp:
+    """The WSGI app. Metrics, `name[]` filters included, come from the per-snapshot cache.
+    /readyz follows the snapshot that /metrics serves."""
     landing = (
         "<!doctype html><html><head><title>Macie exporter</title></head><body>"
         f"<h1>Macie exporter</h1><p>Version {html.escape(__version__)}</p><ul>"
@@ -54,21 +63,21 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
     ).encode()
 
     def respond(start: StartResponse, status: str, body: bytes,
-                content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
-        start(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+                content_type: str = "text/plain; charset=utf-8",
+                extra: Sequence[tuple[str, str]] = ()) -> list[bytes]:
+        start(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       *extra])
         return [body]
 
     def app(environ: Environ, start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            return respond(start, "405 Method Not Allowed", b"method not allowed\n")
+            return respond(start, "405 Method Not Allowed", b"method not allowed\n",
+                           extra=[("Allow", "GET, HEAD")])
         if path == telemetry_path:
-            if "name[]" in parse_qs(environ.get("QUERY_STRING", "")):
-                # prometheus-client's app answers GET only; HEAD gets the GET headers.
-                return filtered({**environ, "REQUEST_METHOD": "GET"},  # type: ignore[no-any-return]
-                                start)
+            names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
             headers, body = exposition.render(environ.get("HTTP_ACCEPT"),
-                                              environ.get("HTTP_ACCEPT_ENCODING"))
+                                              environ.get("HTTP_ACCEPT_ENCODING"), names)
             start("200 OK", [*headers, ("Content-Length", str(len(body)))])
             return [body]
         if path == "/healthz":
@@ -91,11 +100,9 @@ def make_app(registry: CollectorRegistry, telemetry_path: str,
     return app_without_head_bodies
 
 
-OPEN_PATHS = ("/healthz", "/readyz")  # answered without basic auth (probes)
-
-
 def secure(app: WsgiApp, web: WebConfigWatcher) -> WsgiApp:
-    """Basic auth (except on the probe paths) and the configured response headers."""
+    """The web config's rate limit and basic auth (except on the probe paths), and its
+    response headers."""
 
     def wrapped(environ: Environ, start: StartResponse) -> Iterable[bytes]:
         config = web.current()
@@ -104,23 +111,29 @@ def secure(app: WsgiApp, web: WebConfigWatcher) -> WsgiApp:
                                *args: Any) -> Any:
             return start(status, [*headers, *config.headers], *args)
 
-        if (environ.get("PATH_INFO") not in OPEN_PATHS
-                and not web.authorized(config, environ.get("HTTP_AUTHORIZATION"))):
-            body = b"unauthorized\n"
-            start_with_headers("401 Unauthorized", [
-                ("WWW-Authenticate", 'Basic realm="macie-exporter", charset="UTF-8"'),
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body)))])
+        def refuse(status: str, body: bytes, *extra: tuple[str, str]) -> Iterable[bytes]:
+            start_with_headers(status, [*extra, ("Content-Type", "text/plain; charset=utf-8"),
+                                        ("Content-Length", str(len(body)))])
             return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+        if environ.get("PATH_INFO") in OPEN_PATHS:
+            return app(environ, start_with_headers)
+        if not web.allow(config):
+            return refuse("429 Too Many Requests", b"too many requests\n")
+        if not web.authorized(config, environ.get("HTTP_AUTHORIZATION")):
+            return refuse("401 Unauthorized", b"unauthorized\n", (
+                "WWW-Authenticate", 'Basic realm="macie-exporter", charset="UTF-8"'))
         return app(environ, start_with_headers)
 
     return wrapped
 
 
-# The server. One selector thread accepts connections, runs TLS handshakes, reads request heads
-# and writes responses, all without blocking; a fixed pool of workers only runs the app on
-# complete requests. A client that is slow to send or to read therefore costs a socket and a
-# buffer, never a thread, and cannot delay anyone else's scrape.
+# The server. One selector thread accepts connections, runs TLS handshakes, feeds request
+# bytes to h11 and writes responses, all without blocking; a fixed pool of workers only runs
+# the app on complete requests. A client that is slow to send or to read therefore costs a
+# socket and a buffer, never a thread, and cannot delay anyone else's scrape. Of the workers,
+# at most BCRYPT_WORKERS check a password that is not cached yet: a flood of new wrong
+# passwords waits in its own queue while scrapes with known credentials go on.
 
 REQUEST_TIMEOUT = 10.0  # TLS handshake and request head, from accept or from the first byte
 IDLE_TIMEOUT = 75.0  # between keep-alive requests; longer than Prometheus' default 1m interval
@@ -129,30 +142,50 @@ LINGER_TIMEOUT = 2.0  # after our FIN, unread request bytes are drained so no RS
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; larger gets 431
 MAX_CONNECTIONS = 1024
 WORKERS = 8
+BCRYPT_WORKERS = 2
 BACKLOG = 128  # socketserver's default of 5 overflowed when many scrapers connected at once
 _FD_RESERVE = 128  # descriptors kept for everything else in the process (AWS calls, files)
 _RECV_BYTES = 64 * 1024
 _SEND_BYTES = 256 * 1024
 
 _HANDSHAKE, _READING, _BUSY, _WRITING, _LINGER, _CLOSED = range(6)
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-_LINE_END = re.compile(r"\r?\n")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9110 §9: the methods an origin server knows; any other is 501, these are 405 here.
+_KNOWN_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT",
+                            b"OPTIONS", b"TRACE", b"PATCH"})
+# Control characters in a field value (h11 lets them through; RFC 9110 §5.5 does not).
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
                "proxy-authenticate", "proxy-authorization"}
-_NO_BODY_STATUS = re.compile(r"(1\d\d|204|304)\b")
+_REASONS = {400: "Bad Request", 431: "Request Header Fields Too Large",
+            501: "Not Implemented", 505: "HTTP Version Not Supported",
+            500: "Internal Server Error"}
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: str) -> None:
-        super().__init__(status)
-        self.status = status
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    target: str
+    version: str  # "1.0" or "1.1"
+    headers: tuple[tuple[str, str], ...]
+    body: bool  # it has a body (never read: the connection is closed after the answer)
+
+    @property
+    def path(self) -> str:
+        return _split_target(self.target)[0]
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """(decoded path, query) of a request target in origin or absolute form."""
+    if "://" in target:
+        target = urlsplit(target)._replace(scheme="", netloc="").geturl() or "/"
+    path, _, query = target.partition("?")
+    return unquote(path, "latin-1"), query
 
 
 class _Connection:
-    __slots__ = ("allowed_sans", "client", "close_after", "deadline", "idle", "inbuf", "out",
-                 "out_pos", "sock", "state", "tls", "watching")
+    __slots__ = ("allowed_sans", "client", "close_after", "deadline", "fed", "idle", "inbuf",
+                 "notified", "out", "out_pos", "parser", "request", "sock", "state", "tls",
+                 "watching")
 
     def __init__(self, sock: socket.socket, client: tuple[str, int],
                  tls: ssl.SSLSocket | None, allowed_sans: Sequence[str]) -> None:
@@ -163,25 +196,50 @@ class _Connection:
         self.state = _HANDSHAKE if tls else _READING
         self.deadline = 0.0
         self.idle = False  # between keep-alive requests (a new connection owes its request)
-        self.inbuf = bytearray()
+        self.inbuf = bytearray()  # received, not given to h11 yet
+        self.parser = _parser()
+        self.fed = 0  # bytes given to this request's parser
+        self.request: _Request | None = None
         self.out = memoryview(b"")
         self.out_pos = 0
         self.close_after = False
+        self.notified = False  # TLS close_notify sent
         self.watching = 0
 
 
+def _parser() -> h11.Connection:
+    """One request's parser: a request is parsed by a fresh h11 connection, fed the bytes left
+    by the one before (without the empty lines RFC 9112 §2.2 lets a client send first)."""
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+
+def _addresses(host: str, port: int) -> list[tuple[int, Any]]:
+    """(family, socket address) to try for a listen address, as Go's net.Listen: no host or
+    "::" is every interface over IPv6 and IPv4 (IPv4 alone where the host has no IPv6); an IP
+    literal or a host name is what getaddrinfo gives for it."""
+    if host in ("", "::"):
+        return [(socket.AF_INET6, ("::", port)), (socket.AF_INET, ("0.0.0.0", port))]
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    return [(family, address) for family, _, _, _, address in infos]
+
+
 def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    error: OSError | None = None
+    for family, address in _addresses(host, port):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and address[0] == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except OSError as err:
+            sock.close()
+            error = error or err
+            continue
+        return sock
+    raise error or OSError(f"no address for {host!r}")
 
 
 def _connection_limit() -> int:
@@ -203,110 +261,89 @@ def _connection_limit() -> int:
     return max(16, min(MAX_CONNECTIONS, soft - _FD_RESERVE))
 
 
-def _simple_response(status: str) -> bytes:
-    """An error answer; the connection is closed after it."""
-    body = f"{status.split(' ', 1)[1].lower()}\n".encode()
-    return (f"HTTP/1.1 {status}\r\nDate: {formatdate(usegmt=True)}\r\n"
-            f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode("latin-1") + body
+def _error_response(parser: h11.Connection, code: int, head: bool = False) -> bytes:
+    """A plain error answer after which the connection is closed, serialised by the request's
+    parser when its state allows (else by hand, in the same form); no body for a HEAD."""
+    body = f"{_REASONS[code].lower()}\n".encode()
+    headers = [("Date", formatdate(usegmt=True)), ("Content-Type", "text/plain; charset=utf-8"),
+               ("Content-Length", str(len(body))), ("Connection", "close")]
+    try:
+        return b"".join((parser.send(h11.Response(status_code=code, headers=headers,
+                                                  reason=_REASONS[code])),
+                         b"" if head else parser.send(h11.Data(data=body)),
+                         parser.send(h11.EndOfMessage())))
+    except h11.LocalProtocolError:
+        fields_ = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        return (f"HTTP/1.1 {code} {_REASONS[code]}\r\n{fields_}\r\n".encode("latin-1")
+                + (b"" if head else body))
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
-    """(method, target, version, headers) of a request head; _BadRequest when malformed."""
-    lines = _LINE_END.split(head.decode("latin-1"))
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
-        raise _BadRequest("400 Bad Request")
-    method, target, version = parts
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        status = ("505 HTTP Version Not Supported" if re.fullmatch(r"HTTP/\d+(\.\d+)?", version)
-                  else "400 Bad Request")
-        raise _BadRequest(status)
-    headers = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        # A folded line (leading whitespace) or space before the colon: refused, as RFC 9112 asks.
-        if not colon or not _TOKEN.fullmatch(name):
-            raise _BadRequest("400 Bad Request")
-        value = value.strip(" \t")
-        if _BAD_VALUE.search(value):
-            raise _BadRequest("400 Bad Request")
-        headers.append((name, value))
-    return method, target, version, headers
+def _check(event: h11.Request) -> int | None:
+    """The status for a request h11 accepts but this server must refuse (None: serve it)."""
+    if event.http_version not in (b"1.0", b"1.1"):
+        return 505
+    if any(_BAD_VALUE.search(value) for _, value in event.headers):
+        return 400
+    if event.method not in _KNOWN_METHODS:
+        return 501
+    return None
 
 
 class _Worker:
-    """Runs the app on one complete request head and returns the whole response."""
+    """Runs the app on one complete request and serialises its answer with the request's h11
+    parser."""
 
     def __init__(self, app: WsgiApp, host: Any, port: int) -> None:
         self.app = app
         self.host = str(host)
         self.port = str(port)
 
-    def respond(self, head: bytes, client: tuple[str, int], https: bool) -> tuple[bytes, bool]:
-        """(response bytes, close the connection after it)."""
-        try:
-            method, target, version, headers = _parse_head(head)
-        except _BadRequest as err:
-            return _simple_response(err.status), True
-        by_name: dict[str, str] = {}
-        for name, value in headers:
-            key = name.lower()
-            by_name[key] = f"{by_name[key]},{value}" if key in by_name else value
-        close = version == "HTTP/1.0" or "close" in {
-            token.strip().lower() for token in by_name.get("connection", "").split(",")}
-        length = by_name.get("content-length")
-        if "transfer-encoding" in by_name:
-            if length is not None:  # both: the stuff of request smuggling
-                return _simple_response("400 Bad Request"), True
-            close = True  # bodies are never read (GET and HEAD only): answer, then close
-        elif length is not None:
-            lengths = {part.strip() for part in length.split(",")}
-            if len(lengths) != 1 or not (length := lengths.pop()).isdigit():
-                return _simple_response("400 Bad Request"), True
-            close = close or int(length) > 0
-        environ = self._environ(method, target, version, headers, client, https)
-        status, response_headers, body = self._run(environ)
-        names = {name.lower() for name, _ in response_headers}
-        if any(name.lower() == "connection" and "close" in value.lower()
-               for name, value in response_headers):
-            close = True
-        lines = [f"HTTP/1.1 {status}"]
-        lines += [f"{name}: {value}" for name, value in response_headers
-                  if name.lower() not in _HOP_BY_HOP]
+    def respond(self, request: _Request, parser: h11.Connection, client: tuple[str, int],
+                https: bool) -> tuple[bytes, bool, int]:
+        """(response bytes, close the connection after it, status code)."""
+        status, headers, body = self._run(self._environ(request, client, https))
+        code = int(status[:3])
+        out_headers = [(name, value) for name, value in headers
+                       if name.lower() not in _HOP_BY_HOP]
+        names = {name.lower() for name, _ in out_headers}
         if "date" not in names:
-            lines.append(f"Date: {formatdate(usegmt=True)}")
-        no_body = method == "HEAD" or bool(_NO_BODY_STATUS.match(status))
-        if "content-length" not in names and (not no_body or (method == "HEAD" and body)):
-            lines.append(f"Content-Length: {len(body)}")  # for HEAD, the length GET would have
-        if close:
-            lines.append("Connection: close")
+            out_headers.append(("Date", formatdate(usegmt=True)))
+        no_body = request.method == "HEAD" or code in (204, 304) or 100 <= code < 200
+        if "content-length" not in names and (not no_body or (request.method == "HEAD"
+                                                              and body)):
+            out_headers.append(("Content-Length", str(len(body))))  # for HEAD, GET's length
+        if request.body or any(name.lower() == "connection" and "close" in value.lower()
+                               for name, value in headers):
+            out_headers.append(("Connection", "close"))
         try:
-            encoded = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        except UnicodeEncodeError:
-            log.error("http response header not latin-1", extra=fields(path=target))
-            return _simple_response("500 Internal Server Error"), True
+            response = [parser.send(h11.Response(
+                status_code=code, reason=status[4:].encode("latin-1"),
+                headers=[(name.encode("latin-1"), value.encode("latin-1"))
+                         for name, value in out_headers]))]
+            if body and not no_body:
+                response.append(parser.send(h11.Data(data=body)))
+            response.append(parser.send(h11.EndOfMessage()))
+        except (h11.LocalProtocolError, UnicodeEncodeError) as err:
+            log.error("http response not sent: the app's answer is not valid HTTP",
+                      extra=fields(path=request.path, error=str(err)))
+            return _error_response(_parser(), 500), True, 500
         log.debug("http request", extra=fields(
-            client=client[0], request=f'"{method} {target} {version}" {status.split(" ")[0]} '
-                                      f'{len(body)}'))
-        return encoded if no_body else encoded + body, close
+            client=client[0], method=request.method, target=request.target,
+            version=f"HTTP/{request.version}", status=code, bytes=len(body)))
+        return b"".join(response), parser.our_state is h11.MUST_CLOSE, code
 
-    def _environ(self, method: str, target: str, version: str, headers: list[tuple[str, str]],
-                 client: tuple[str, int], https: bool) -> Environ:
-        if "://" in target:  # absolute form
-            target = urlsplit(target)._replace(scheme="", netloc="").geturl() or "/"
-        path, _, query = target.partition("?")
+    def _environ(self, request: _Request, client: tuple[str, int], https: bool) -> Environ:
+        path, query = _split_target(request.target)
         environ: Environ = {
-            "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": unquote(path, "latin-1"),
+            "REQUEST_METHOD": request.method, "SCRIPT_NAME": "", "PATH_INFO": path,
             "QUERY_STRING": query, "SERVER_NAME": self.host, "SERVER_PORT": self.port,
-            "SERVER_PROTOCOL": version, "REMOTE_ADDR": client[0], "REMOTE_PORT": str(client[1]),
+            "SERVER_PROTOCOL": f"HTTP/{request.version}", "REMOTE_ADDR": client[0],
+            "REMOTE_PORT": str(client[1]),
             "wsgi.version": (1, 0), "wsgi.url_scheme": "https" if https else "http",
             "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
             "wsgi.multiprocess": False, "wsgi.run_once": False,
         }
-        for name, value in headers:
+        for name, value in request.headers:
             if "_" in name:  # X_Forwarded_For would pass for X-Forwarded-For (wsgiref drops them)
                 continue
             key = name.upper().replace("-", "_")
@@ -337,8 +374,6 @@ class _Worker:
             if not started:
                 raise AssertionError("the app returned without calling start_response")
             status, headers = started[0]
-            if any(_BAD_VALUE.search(f"{name}{value}") for name, value in headers):
-                raise ValueError("control characters in a response header")
             return status, headers, b"".join(chunks)
         except Exception:
             log.exception("http request failed", extra=fields(path=environ.get("PATH_INFO")))
@@ -352,10 +387,11 @@ class HttpServer:
     """The exporter's HTTP/1.1 server, bounded: see the module's note above REQUEST_TIMEOUT."""
 
     def __init__(self, host: str, port: int, app: WsgiApp,
-                 web: WebConfigWatcher | None = None) -> None:
+                 web: WebConfigWatcher | None = None, stats: HttpStats | None = None) -> None:
         self._listener = _listen(host, port)
         self._bound = self._listener.getsockname()
         self._web = web
+        self.stats = stats or HttpStats(())
         self._worker = _Worker(secure(app, web) if web else app, *self._bound[:2])
         self.request_timeout = REQUEST_TIMEOUT
         self.idle_timeout = IDLE_TIMEOUT
@@ -365,7 +401,12 @@ class HttpServer:
         self._wake_r, self._wake_w = socket.socketpair()
         for end in (self._wake_r, self._wake_w):
             end.setblocking(False)
-        self._jobs: queue.SimpleQueue[tuple[_Connection, bytes] | None] = queue.SimpleQueue()
+        # Requests for the workers: `_jobs` first; `_bcrypt_jobs` (a password not cached yet)
+        # by at most BCRYPT_WORKERS at a time.
+        self._queue_lock = threading.Condition()
+        self._jobs: deque[tuple[_Connection, _Request]] = deque()
+        self._bcrypt_jobs: deque[tuple[_Connection, _Request]] = deque()
+        self._bcrypt_busy = 0
         self._done: deque[tuple[_Connection, bytes, bool]] = deque()
         self._connections: dict[int, _Connection] = {}
         self._deadlines: list[tuple[float, int, _Connection]] = []
@@ -383,6 +424,8 @@ class HttpServer:
         return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
     def start(self) -> None:
+        if self._web is not None:
+            self._web.start()
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         for worker in self._workers:
@@ -396,23 +439,42 @@ class HttpServer:
             self._thread.join(5)
         else:
             self._close_all()
-        for _ in self._workers:
-            self._jobs.put(None)
+        with self._queue_lock:
+            self._queue_lock.notify_all()
         for worker in self._workers:
             if worker.is_alive():
                 worker.join(1)
+        if self._web is not None:
+            self._web.stop()
 
     # Worker threads.
 
+    def _next_job(self) -> tuple[tuple[_Connection, _Request], bool] | None:
+        with self._queue_lock:
+            while not self._stopping:
+                if self._jobs:
+                    return self._jobs.popleft(), False
+                if self._bcrypt_jobs and self._bcrypt_busy < BCRYPT_WORKERS:
+                    self._bcrypt_busy += 1
+                    return self._bcrypt_jobs.popleft(), True
+                self._queue_lock.wait()
+        return None
+
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            connection, head = job
+        while (job := self._next_job()) is not None:
+            (connection, request), bcrypt = job
             try:
-                response, close = self._worker.respond(head, connection.client,
-                                                       connection.tls is not None)
+                response, close, code = self._worker.respond(
+                    request, connection.parser, connection.client, connection.tls is not None)
             except Exception:  # a bug here must not cost the pool a thread
                 log.exception("http request failed")
-                response, close = _simple_response("500 Internal Server Error"), True
+                response, close, code = _error_response(_parser(), 500), True, 500
+            finally:
+                if bcrypt:
+                    with self._queue_lock:
+                        self._bcrypt_busy -= 1
+                        self._queue_lock.notify()
+            self.stats.answered(request.path, code)
             self._done.append((connection, response, close))
             self._wake()
 
@@ -478,6 +540,7 @@ class HttpServer:
                     log.warning("http accept failed", extra=fields(error=str(err)))
                 return
             if len(self._connections) >= self.max_connections and not self._evict():
+                self.stats.dropped(reasons.CONNECTION_LIMIT)
                 sock.close()  # every connection awaits its response: no room
                 continue
             try:
@@ -500,6 +563,8 @@ class HttpServer:
         victim = min(candidates, key=lambda c: (c.state == _WRITING, c.deadline))
         log.debug("http connection closed to make room", extra=fields(
             client=victim.client[0], max_connections=self.max_connections))
+        if victim.state != _LINGER:
+            self.stats.dropped(reasons.CONNECTION_LIMIT)
         self._close(victim)
         return True
 
@@ -518,6 +583,7 @@ class HttpServer:
                                                      do_handshake_on_connect=False)
             except (ssl.SSLError, OSError) as err:
                 log.debug("TLS handshake failed", extra=fields(client=client[0], error=str(err)))
+                self.stats.dropped(reasons.TLS_HANDSHAKE)
                 sock.close()
                 return
             sock = tls
@@ -534,7 +600,7 @@ class HttpServer:
         elif connection.state == _WRITING:
             self._write(connection)
         elif connection.state == _LINGER:
-            self._drain(connection)
+            self._linger(connection)
 
     def _watch(self, connection: _Connection, events: int) -> None:
         if connection.watching == events:
@@ -573,9 +639,13 @@ class HttpServer:
             if connection.state in (_HANDSHAKE, _READING) and not connection.idle:
                 log.debug("http request incomplete; connection dropped", extra=fields(
                     client=connection.client[0], timeout_seconds=self.request_timeout))
+                self.stats.dropped(reasons.HEAD_TIMEOUT)
+            elif connection.state == _READING:
+                self.stats.dropped(reasons.IDLE_TIMEOUT)
             elif connection.state == _WRITING:
                 log.debug("http response not read in time; connection dropped", extra=fields(
                     client=connection.client[0], timeout_seconds=self.write_timeout))
+                self.stats.dropped(reasons.WRITE_TIMEOUT)
             self._close(connection)
 
     def _close(self, connection: _Connection) -> None:
@@ -602,11 +672,13 @@ class HttpServer:
         except (ssl.SSLError, OSError) as err:
             log.debug("TLS handshake failed", extra=fields(client=connection.client[0],
                                                            error=str(err)))
+            self.stats.dropped(reasons.TLS_HANDSHAKE)
             self._close(connection)
             return
         if connection.allowed_sans and not _san_allowed(connection.tls, connection.allowed_sans):
             log.debug("client certificate SAN not allowed",
                       extra=fields(client=connection.client[0]))
+            self.stats.dropped(reasons.TLS_HANDSHAKE)
             self._close(connection)
             return
         connection.state = _READING
@@ -614,11 +686,7 @@ class HttpServer:
 
     def _read(self, connection: _Connection) -> None:
         while True:
-            if self._dispatch(connection):
-                return
-            if len(connection.inbuf) > MAX_HEAD_BYTES:
-                self._send(connection, _simple_response("431 Request Header Fields Too Large"),
-                           close=True)
+            if self._parse(connection):
                 return
             try:
                 data = connection.sock.recv(_RECV_BYTES)
@@ -634,28 +702,66 @@ class HttpServer:
             if not data:
                 self._close(connection)
                 return
-            if not connection.inbuf:
-                data = data.lstrip(b"\r\n")  # blank lines before a request are allowed
-            if data and connection.idle:
+            if connection.idle:
                 connection.idle = False
                 self._set_deadline(connection, time.monotonic() + self.request_timeout)
             connection.inbuf += data
 
-    def _dispatch(self, connection: _Connection) -> bool:
-        """Hand a complete request head in the buffer to the workers; bytes after it stay."""
-        end = _HEAD_END.search(connection.inbuf)
-        if end is None:
-            return False
-        if end.start() > MAX_HEAD_BYTES:
-            self._send(connection, _simple_response("431 Request Header Fields Too Large"),
-                       close=True)
+    def _parse(self, connection: _Connection) -> bool:
+        """Give h11 what it may take of the buffer (a head of at most MAX_HEAD_BYTES); True
+        once the request is with the workers or refused."""
+        if not connection.fed:
+            del connection.inbuf[:len(connection.inbuf) - len(connection.inbuf.lstrip(b"\r\n"))]
+        room = MAX_HEAD_BYTES + 1 - connection.fed
+        if room > 0 and connection.inbuf:
+            chunk = bytes(connection.inbuf[:room])
+            del connection.inbuf[:room]
+            connection.parser.receive_data(chunk)
+            connection.fed += len(chunk)
+        parser = connection.parser
+        try:
+            event = parser.next_event()
+            if event is h11.NEED_DATA:
+                return False
+            if not isinstance(event, h11.Request):  # nothing else can come before a request
+                raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")
+            code = _check(event)
+            if code is None:
+                body = not isinstance(parser.next_event(), h11.EndOfMessage)
+        except h11.RemoteProtocolError as err:
+            self._refuse(connection, 431 if err.error_status_hint == 431 else 400, None, err)
             return True
-        head = bytes(connection.inbuf[:end.start()])
-        del connection.inbuf[:end.end()]
+        target = event.target.decode("ascii")  # h11 admits visible ASCII only
+        if code is not None:
+            self._refuse(connection, code, _split_target(target)[0], None,
+                         head=event.method == b"HEAD")
+            return True
+        request = _Request(event.method.decode("ascii"), target,
+                           event.http_version.decode("ascii"),
+                           tuple((name.decode("latin-1"), value.decode("latin-1"))
+                                 for name, value in event.headers), body)
         self._unwatch(connection)
         connection.state = _BUSY
-        self._jobs.put((connection, head))
+        self._queue(connection, request)
         return True
+
+    def _queue(self, connection: _Connection, request: _Request) -> None:
+        bcrypt = False
+        if self._web is not None and request.path not in OPEN_PATHS:
+            authorization = next((value for name, value in request.headers
+                                  if name.lower() == "authorization"), None)
+            bcrypt = self._web.uncached(self._web.current(), authorization)
+        with self._queue_lock:
+            (self._bcrypt_jobs if bcrypt else self._jobs).append((connection, request))
+            self._queue_lock.notify()
+
+    def _refuse(self, connection: _Connection, code: int, path: str | None,
+                error: Exception | None, head: bool = False) -> None:
+        log.debug("http request refused", extra=fields(
+            client=connection.client[0], status=code, error=str(error) if error else None))
+        self.stats.answered(path, code)
+        self.stats.dropped(reasons.MALFORMED)
+        self._send(connection, _error_response(connection.parser, code, head), close=True)
 
     def _send(self, connection: _Connection, response: bytes, close: bool) -> None:
         connection.state = _WRITING
@@ -684,8 +790,14 @@ class HttpServer:
             connection.out_pos += sent
         connection.out = memoryview(b"")
         if connection.close_after:
+            connection.state = _LINGER
+            connection.inbuf = bytearray()
+            self._set_deadline(connection, time.monotonic() + LINGER_TIMEOUT)
             self._linger(connection)
             return
+        # The next request: a fresh parser, fed what the last one had not used.
+        connection.inbuf[:0] = connection.parser.trailing_data[0]
+        connection.parser, connection.fed = _parser(), 0
         connection.state = _READING
         del connection.inbuf[:len(connection.inbuf) - len(connection.inbuf.lstrip(b"\r\n"))]
         connection.idle = not connection.inbuf
@@ -696,21 +808,30 @@ class HttpServer:
         self._read(connection)
 
     def _linger(self, connection: _Connection) -> None:
-        try:
-            connection.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._close(connection)
-            return
-        connection.state = _LINGER
-        connection.inbuf = bytearray()
-        self._set_deadline(connection, time.monotonic() + LINGER_TIMEOUT)
-        self._drain(connection)
-
-    def _drain(self, connection: _Connection) -> None:
+        """Close our side (TLS close_notify, then FIN) and drain what the client still sends,
+        so that no RST eats the answer; closed at EOF or LINGER_TIMEOUT."""
+        if not connection.notified:
+            if connection.tls is not None:
+                try:
+                    connection.tls.unwrap()  # sends close_notify
+                except ssl.SSLWantReadError:
+                    pass  # ours is sent; the client's may come or not
+                except ssl.SSLWantWriteError:
+                    self._watch(connection, selectors.EVENT_WRITE)
+                    return
+                except OSError:  # includes ssl.SSLError
+                    self._close(connection)
+                    return
+            try:
+                socket.socket.shutdown(connection.sock, socket.SHUT_WR)
+            except OSError:
+                self._close(connection)
+                return
+            connection.notified = True
         for _ in range(16):
             try:
                 data = connection.sock.recv(_RECV_BYTES)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
                 self._watch(connection, selectors.EVENT_READ)
                 return
             except OSError:

@@ -1,20 +1,22 @@
 """`--web.config.file` in the Prometheus exporter-toolkit format: TLS, client certs, basic auth.
 
-The file (and the certificates it names) is checked for changes on every request, as the
-toolkit re-reads it; a change that does not load keeps the last good configuration and is
-logged once.
+The file (and the certificates it names) is checked for changes once a second, by a thread of
+its own (a stat per file, off the request path), and parsed again only when one changed; a
+change that does not load keeps the last good configuration and is logged once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
+import re
 import ssl
 import threading
+import time
 from base64 import b64decode
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,48 @@ log = logging.getLogger(__name__)
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "cipher_suites",
              "curve_preferences", "min_version", "max_version", "prefer_server_cipher_suites",
              "client_allowed_sans", "cert", "key"}
-_IGNORED_TLS_KEYS = ("cipher_suites", "curve_preferences", "prefer_server_cipher_suites")
+# Go's cipher suite names (crypto/tls) → OpenSSL's, for TLS 1.2 and below. Go does not let
+# TLS 1.3 suites be chosen either (it ignores them in cipher_suites): they are accepted here and
+# change nothing, as there.
+_CIPHERS = {
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+_TLS13_CIPHERS = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                  "TLS_CHACHA20_POLY1305_SHA256"}
+# Go's curve names → OpenSSL's. Python's ssl sets one curve (set_ecdh_curve), not a list.
+_CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1",
+           "X25519": "X25519"}
+_PRINTABLE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?"
+                       r"(?:(\d+)ms)?")
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+# Verified answers kept: successes and failures apart, so that wrong passwords cannot push a
+# valid one out.
+_ACCEPTED_SIZE, _REJECTED_SIZE = 256, 4096
+CHECK_INTERVAL = 1.0  # seconds between two looks at the files
 _HTTP_KEYS = {"http2", "headers"}
 # The response headers the toolkit lets a web config set.
 _ALLOWED_HEADERS = {"strict-transport-security", "x-content-type-options", "x-frame-options",
@@ -53,6 +96,8 @@ class WebConfig:
     users: tuple[tuple[str, bytes], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     allowed_sans: tuple[str, ...] = ()
+    rate_limit: tuple[float, int] | None = None  # (interval in seconds, burst)
+    files: tuple[str, ...] = ()  # the file and the certificate files it names
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -115,14 +160,90 @@ def _tls(data: dict[str, Any], base: str) -> tuple[ssl.SSLContext | None, tuple[
             raise WebConfigError(f"tls_server_config.client_ca_file: cannot load: {err}") from None
     elif context.verify_mode != ssl.CERT_NONE:
         raise WebConfigError(f"tls_server_config.client_ca_file: required with {auth}")
-    for key in _IGNORED_TLS_KEYS:
-        if key in data:
-            log.warning("web config key ignored; Python's TLS defaults apply",
-                        extra=fields(key=f"tls_server_config.{key}"))
+    _ciphers(context, data.get("cipher_suites"))
+    _curves(context, data.get("curve_preferences"))
+    prefer = data.get("prefer_server_cipher_suites", True)
+    if not isinstance(prefer, bool):
+        raise WebConfigError("tls_server_config.prefer_server_cipher_suites: expected true or "
+                             "false")
+    if prefer:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     sans = data.get("client_allowed_sans") or []
     if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans):
         raise WebConfigError("tls_server_config.client_allowed_sans: expected a list of names")
     return context, tuple(sans)
+
+
+def _ciphers(context: ssl.SSLContext, names: Any) -> None:
+    """cipher_suites: Go's names for TLS 1.2 and below, applied as OpenSSL's cipher list."""
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise WebConfigError("tls_server_config.cipher_suites: expected a list of names")
+    chosen = []
+    for name in names:
+        if name in _TLS13_CIPHERS:
+            continue
+        if name not in _CIPHERS:
+            raise WebConfigError(f"tls_server_config.cipher_suites: unknown cipher suite "
+                                 f"{name!r} (use Go's names, e.g. "
+                                 "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)")
+        chosen.append(_CIPHERS[name])
+    if not chosen:
+        return
+    for openssl_name, name in zip(chosen, [n for n in names if n not in _TLS13_CIPHERS],
+                                  strict=True):
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(openssl_name)
+        except ssl.SSLError:
+            raise WebConfigError(f"tls_server_config.cipher_suites: {name} is not available "
+                                 f"in this Python's OpenSSL ({ssl.OPENSSL_VERSION})") from None
+    context.set_ciphers(":".join(chosen))
+
+
+def _curves(context: ssl.SSLContext, names: Any) -> None:
+    """curve_preferences: Python's ssl sets a single curve, so one name is applied and a list
+    of several (an order of preference) is refused."""
+    if names is None or names == []:
+        return
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise WebConfigError("tls_server_config.curve_preferences: expected a list of names")
+    for name in names:
+        if name not in _CURVES:
+            raise WebConfigError(f"tls_server_config.curve_preferences: unknown curve {name!r} "
+                                 f"(expected one of {', '.join(_CURVES)})")
+    if len(names) > 1:
+        raise WebConfigError("tls_server_config.curve_preferences: Python's ssl can set one "
+                             "curve, not an order of several; give one of "
+                             f"{', '.join(_CURVES)}")
+    try:
+        context.set_ecdh_curve(_CURVES[names[0]])
+    except (ValueError, ssl.SSLError):
+        raise WebConfigError(f"tls_server_config.curve_preferences: {names[0]} is not "
+                             f"available in this Python's OpenSSL") from None
+
+
+def _duration(value: Any, where: str) -> float:
+    match = _DURATION.fullmatch(value) if isinstance(value, str) and value else None
+    if match is None:
+        raise WebConfigError(f"{where}: expected a duration such as 1s or 100ms, got {value!r}")
+    return sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS, strict=True)
+               if n)
+
+
+def _rate_limit(data: dict[str, Any]) -> tuple[float, int] | None:
+    """rate_limit (exporter-toolkit): a token bucket of `burst` requests, refilled one per
+    `interval`; no interval (or 0) is no limit."""
+    _unknown(data, {"interval", "burst"}, "rate_limit")
+    if not data.get("interval"):
+        return None
+    interval = _duration(data["interval"], "rate_limit.interval")
+    burst = data.get("burst")
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise WebConfigError("rate_limit.burst: expected a whole number of requests, at least 1")
+    return (interval, burst) if interval > 0 else None
 
 
 def _users(data: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
@@ -142,8 +263,9 @@ def _headers(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     for name, value in headers.items():
         if str(name).lower() not in _ALLOWED_HEADERS:
             raise WebConfigError(f"http_server_config.headers: header {name!r} is not allowed")
-        if not isinstance(value, str) or "\n" in value or "\r" in value:
-            raise WebConfigError(f"http_server_config.headers.{name}: expected a one-line string")
+        if not isinstance(value, str) or not _PRINTABLE.fullmatch(value):
+            raise WebConfigError(f"http_server_config.headers.{name}: expected a one-line string "
+                                 "without control characters")
     return tuple((str(k), v) for k, v in headers.items())
 
 
@@ -159,86 +281,184 @@ def load_web_config(path: str) -> WebConfig:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise WebConfigError(f"invalid YAML: {str(err).splitlines()[0]}") from None
     data = _mapping(data, "top level")
-    _unknown(data, {"tls_server_config", "http_server_config", "basic_auth_users"}, "top level")
-    context, sans = _tls(_mapping(data.get("tls_server_config"), "tls_server_config"),
-                         os.path.dirname(os.path.abspath(path)))
+    _unknown(data, {"tls_server_config", "http_server_config", "basic_auth_users",
+                    "rate_limit"}, "top level")
+    tls = _mapping(data.get("tls_server_config"), "tls_server_config")
+    context, sans = _tls(tls, os.path.dirname(os.path.abspath(path)))
     return WebConfig(
         ssl_context=context,
         users=_users(_mapping(data.get("basic_auth_users"), "basic_auth_users")),
         headers=_headers(_mapping(data.get("http_server_config"), "http_server_config")),
         allowed_sans=sans,
+        rate_limit=_rate_limit(_mapping(data.get("rate_limit"), "rate_limit")),
+        files=(path, *_named(tls, path)),
     )
 
 
-class WebConfigWatcher:
-    """The current web config; re-read when the file or a certificate it names changes."""
+def _named(tls: dict[str, Any], path: str) -> list[str]:
+    base = os.path.dirname(os.path.abspath(path))
+    return [os.path.join(base, tls[key]) for key in ("cert_file", "key_file", "client_ca_file")
+            if isinstance(tls.get(key), str) and "\x00" not in tls[key]]
 
-    def __init__(self, path: str) -> None:
+
+def _files_named_by(path: str) -> tuple[str, ...]:
+    """The files a web config file names, read as best it can be (it may not load)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+        tls = data.get("tls_server_config") if isinstance(data, dict) else None
+        return (path, *_named(tls, path)) if isinstance(tls, dict) else (path,)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, ValueError):
+        return (path,)
+
+
+class _Bucket:
+    """A token bucket: `burst` tokens, one more every `interval` seconds."""
+
+    def __init__(self, interval: float, burst: int, clock: Callable[[], float]) -> None:
+        self.interval, self.burst, self._clock = interval, burst, clock
+        self._tokens, self._at = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) / self.interval)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+class WebConfigWatcher:
+    """The current web config, re-read when the file or a certificate it names changes
+    (looked at once a second once `start()`ed); basic auth and the rate limit."""
+
+    def __init__(self, path: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self._clock = clock
         self._lock = threading.Lock()
         self._config = load_web_config(path)  # raises WebConfigError at start-up
-        self._stamp = self._fingerprint()
-        self._bad_stamp: tuple[Any, ...] | None = None
-        self._auth_cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._stamp = self._fingerprint(self._config.files)
+        self._watched = self._config.files
+        self._accepted: OrderedDict[bytes, None] = OrderedDict()
+        self._rejected: OrderedDict[bytes, None] = OrderedDict()
+        self._bucket: tuple[tuple[float, int], _Bucket] | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def _fingerprint(self) -> tuple[Any, ...]:
+    @staticmethod
+    def _fingerprint(files: tuple[str, ...]) -> tuple[Any, ...]:
         stamps: list[tuple[str, int | None, int | None, int | None]] = []
-        for name in self._files():
+        for name in files:
             try:
                 info = os.stat(name)
                 stamps.append((name, info.st_mtime_ns, info.st_size, info.st_ino))
-            except OSError:
+            except (OSError, ValueError):
                 stamps.append((name, None, None, None))
         return tuple(stamps)
 
-    def _files(self) -> list[str]:
-        files = [self.path]
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="web-config", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(CHECK_INTERVAL):
+            try:
+                self.check()
+            except Exception:  # the watcher must outlive a surprise; the last config stays
+                log.exception("web config check failed")
+
+    def check(self) -> None:
+        """Reload if a watched file changed (a stat per file otherwise)."""
+        if self._fingerprint(self._watched) == self._stamp:
+            return
+        watched = _files_named_by(self.path)
+        stamp = self._fingerprint(watched)
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                tls = (yaml.safe_load(handle) or {}).get("tls_server_config") or {}
-            base = os.path.dirname(os.path.abspath(self.path))
-            files += [os.path.join(base, tls[k]) for k in ("cert_file", "key_file",
-                                                           "client_ca_file")
-                      if isinstance(tls.get(k), str)]
-        except (OSError, yaml.YAMLError, UnicodeDecodeError, AttributeError):
-            pass
-        return files
+            config = load_web_config(self.path)
+        except WebConfigError as err:
+            log.error("web config not reloaded; keeping the last good one",
+                      extra=fields(path=self.path, error=str(err)))
+            self._watched, self._stamp = watched, stamp
+            return
+        with self._lock:
+            self._config = config
+        # The stamp taken before loading: a file changed while it loaded is loaded again.
+        self._watched = config.files
+        self._stamp = stamp if config.files == watched else self._fingerprint(config.files)
+        log.info("web config reloaded", extra=fields(path=self.path))
 
     def current(self) -> WebConfig:
-        stamp = self._fingerprint()
-        with self._lock:
-            if stamp != self._stamp and stamp != self._bad_stamp:
-                try:
-                    self._config = load_web_config(self.path)
-                    self._stamp, self._bad_stamp = stamp, None
-                    self._auth_cache.clear()
-                    log.info("web config reloaded", extra=fields(path=self.path))
-                except WebConfigError as err:
-                    self._bad_stamp = stamp
-                    log.error("web config not reloaded; keeping the last good one",
-                              extra=fields(path=self.path, error=str(err)))
-            return self._config
+        return self._config
 
-    def authorized(self, config: WebConfig, header: str | None) -> bool:
-        """Basic auth check, constant-time in the user name and password."""
-        if not config.users:
+    def allow(self, config: WebConfig) -> bool:
+        """A token from the rate limit's bucket (kept while rate_limit stays the same)."""
+        if config.rate_limit is None:
             return True
+        with self._lock:
+            if self._bucket is None or self._bucket[0] != config.rate_limit:
+                self._bucket = (config.rate_limit, _Bucket(*config.rate_limit, self._clock))
+            return self._bucket[1].take()
+
+    @staticmethod
+    def _credentials(config: WebConfig, header: str | None) -> tuple[str, bytes, bytes,
+                                                                      bool] | None:
+        """(user, password, hash to check it against, user known) of a Basic header."""
         if not header or not header.startswith("Basic "):
-            return False
+            return None
         try:
             user, _, password = b64decode(header[6:], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            return False
+            return None
         known = dict(config.users)
-        hashed = known.get(user, _DUMMY_HASH)
-        # bcrypt is slow on purpose; remember answers for recently seen credentials.
-        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+        return user, password.encode(), known.get(user, _DUMMY_HASH), user in known
+
+    @staticmethod
+    def _key(user: str, password: bytes, hashed: bytes) -> bytes:
+        return hashlib.sha256(b"\0".join((user.encode(), password, hashed))).digest()
+
+    def uncached(self, config: WebConfig, header: str | None) -> bool:
+        """Whether checking `header` would run bcrypt (no answer kept for it)."""
+        if not config.users:
+            return False
+        credentials = self._credentials(config, header)
+        if credentials is None:
+            return False
+        key = self._key(*credentials[:3])
         with self._lock:
-            cached = self._auth_cache.get(key)
-        if cached is None:
-            cached = bcrypt.checkpw(password.encode(), hashed) and user in known
-            with self._lock:
-                self._auth_cache[key] = cached
-                while len(self._auth_cache) > 256:
-                    self._auth_cache.popitem(last=False)
-        return hmac.compare_digest(b"1" if cached else b"0", b"1")
+            return key not in self._accepted and key not in self._rejected
+
+    def authorized(self, config: WebConfig, header: str | None) -> bool:
+        """Basic auth: bcrypt against the user's hash (a dummy one for an unknown user, so that
+        a wrong user costs as much as a wrong password); answers are kept, successes and
+        failures apart."""
+        if not config.users:
+            return True
+        credentials = self._credentials(config, header)
+        if credentials is None:
+            return False
+        user, password, hashed, known = credentials
+        key = self._key(user, password, hashed)
+        with self._lock:
+            if key in self._accepted:
+                self._accepted.move_to_end(key)
+                return True
+            if key in self._rejected:
+                return False
+        try:  # bcrypt refuses passwords over 72 bytes (as Go's does)
+            ok = bcrypt.checkpw(password, hashed) and known
+        except ValueError:
+            ok = False
+        with self._lock:
+            kept, size = (self._accepted, _ACCEPTED_SIZE) if ok else (self._rejected,
+                                                                       _REJECTED_SIZE)
+            kept[key] = None
+            while len(kept) > size:
+                kept.popitem(last=False)
+        return ok
