@@ -39,7 +39,7 @@ from exporter.aws.target import AwsTarget
 from exporter.collectors.jobs import LIST_PAGE_SIZE
 from exporter.engine.pool import CallPool
 from exporter.engine.runner import TargetRefresher
-from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector
+from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
 from exporter.engine.store import SnapshotStore
 from exporter.model import UNKNOWN_ACCOUNT, TargetKey
 from exporter.render.exposition import CachedExposition
@@ -139,9 +139,10 @@ def scrape_costs(refresher: TargetRefresher, counter: ApiRequestCounter,
     store = refresher.store
     live = SelfCollector(counter)
     full = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
-    full.register(SnapshotCollector(store.get))
+    families = snapshot_families()
+    full.register(SnapshotCollector(store.get, families))
     full.register(live)
-    exposition = CachedExposition(store.get, (), [live])
+    exposition = CachedExposition(store.get, families, [live])
     server = HttpServer("127.0.0.1", 0, make_app("/metrics", exposition))
     server.start()
 
