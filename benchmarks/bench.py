@@ -232,11 +232,13 @@ def ready(address: str, timeout: float = 5) -> bool:
 
 
 def refreshes_done(address: str, pages: int, timeout: float = 10) -> int:
-    """Refreshes so far: successful list calls over list pages per refresh."""
+    """Refreshes so far, from the successful list calls: the first refresh lists every page
+    (`pages`), each steady one a single page (no new jobs arrive in these benchmarks)."""
     body = scrape(address, timeout).decode()
-    return sum(int(float(v)) for v in re.findall(
+    lists = sum(int(float(v)) for v in re.findall(
         r'api_requests_total\{[^}]*operation="ListClassificationJobs"[^}]*outcome="success"'
-        r'[^}]*\} (\S+)', body)) // pages
+        r'[^}]*\} (\S+)', body))
+    return 0 if lists < pages else 1 + lists - pages
 
 
 def process_memory(url: str, refreshes: int, pages: int,
@@ -367,7 +369,8 @@ def main() -> None:
         ("ratio (target <= 1.5)", f"{first / reference:.2f}"),
         ("describes per steady refresh", f"{max(describes)} "
          f"({max(describes) / args.active:.2f}x non-terminal; target <= 1.1)"),
-        ("list pages per refresh", f"{max(lists)} (page size {LIST_PAGE_SIZE})"),
+        ("list pages per steady refresh (target <= 1)",
+         f"{max(lists)} (page size {LIST_PAGE_SIZE}; the first refresh lists every page)"),
         *first_data_rows(early),
         ("series exported", f"{scrape['series']:.0f}"),
         ("exposition size, MB", f"{scrape['exposition_bytes'] / 1e6:.1f}"),
