@@ -78,8 +78,10 @@ def run(buckets: int, members: int, rounds: int, round_seconds: int, latency: fl
             began = time.monotonic()
             durations, calls, cpu = [], [], []
             seen = -1.0
+            # Counted from one round's end to the next's (the second round can come early:
+            # the collectors' first rounds are spread over their interval).
+            before, cpu_before = operations(url), cpu_seconds(proc.pid)
             for number in range(rounds):
-                before, cpu_before = operations(url), cpu_seconds(proc.pid)
                 deadline = time.monotonic() + round_seconds + 300
                 while time.monotonic() < deadline:  # the round's health, once it changed
                     body, _ = metrics(address, PROMETHEUS_ACCEPT, True)
@@ -94,14 +96,13 @@ def run(buckets: int, members: int, rounds: int, round_seconds: int, latency: fl
                     raise RuntimeError("no buckets round")
                 seen = duration
                 durations.append(duration)
-                after = operations(url)
+                after, cpu_after = operations(url), cpu_seconds(proc.pid)
                 calls.append({op: after[op] - before[op] for op in OPERATIONS})
-                cpu.append(cpu_seconds(proc.pid) - cpu_before)
+                cpu.append(cpu_after - cpu_before)
+                before, cpu_before = after, cpu_after
                 if number == 0:
                     rows.append(("first round done after start, s",
                                  f"{time.monotonic() - began:.1f}"))
-                if number < rounds - 1:  # wait for the next round to begin
-                    time.sleep(max(0.0, round_seconds - duration - 1))
             rows.append(("buckets collector round, s (each round)",
                          ", ".join(f"{d:.1f}" for d in durations)))
             for op in OPERATIONS:
