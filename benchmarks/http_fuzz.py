@@ -166,6 +166,8 @@ def mutate(rng: random.Random, raw: bytes) -> bytes:
 
 
 def parse_one(received: bytes, method: bytes) -> tuple[h11.Response, bytes] | None:
+    """The first response in `received` as an answer to `method`, and what follows it (also
+    what tests/test_http_properties.py checks every answer with)."""
     client = h11.Connection(h11.CLIENT)
     client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
     client.send(h11.EndOfMessage())

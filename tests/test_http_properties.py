@@ -9,11 +9,11 @@ import re
 import socket
 from collections.abc import Iterator
 
-import h11
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.http_fuzz import responses
 from exporter.aws.counting import ApiRequestCounter
 from exporter.engine.selfmetrics import SelfCollector, snapshot_families
 from exporter.render.exposition import CachedExposition
@@ -109,40 +109,6 @@ def exchange(address: str, raw: bytes) -> bytes:
         while data := sock.recv(1 << 20):
             received += data
         return received
-
-
-def parse_one(received: bytes, method: bytes) -> tuple[h11.Response, bytes] | None:
-    """The first response in `received` as an answer to `method`, and what follows it."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
-    client.send(h11.EndOfMessage())
-    client.receive_data(received)
-    client.receive_data(b"")
-    try:
-        response = client.next_event()
-        while not isinstance(client.next_event(), h11.EndOfMessage):
-            pass
-    except h11.RemoteProtocolError:
-        return None
-    assert isinstance(response, h11.Response)
-    return response, client.trailing_data[0]
-
-
-def responses(received: bytes) -> list[int] | None:
-    """The status codes of the responses `received` is made of, each an answer to a GET or a
-    HEAD (no body: the one whose rest is empty or the next response), None if it is not made
-    of responses."""
-    codes = []
-    while received:
-        for method in (b"GET", b"HEAD"):
-            parsed = parse_one(received, method)
-            if parsed is not None and (not parsed[1] or parsed[1].startswith(b"HTTP/1.1 ")):
-                break
-        else:
-            return None
-        codes.append(parsed[0].status_code)
-        received = parsed[1]
-    return codes
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
