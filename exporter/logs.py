@@ -69,7 +69,9 @@ def _escape_unsafe(match: re.Match[str]) -> str:
 
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' ="\\') and not _UNSAFE.search(text):
+    # Quoted when it holds any whitespace (Unicode's too: a no-break space splits a field
+    # for a reader as much as a space does), a quote, an equals sign or a backslash.
+    if text and not any(c in ' ="\\' or c.isspace() for c in text) and not _UNSAFE.search(text):
         return text
     escaped = _UNSAFE.sub(_escape_unsafe, text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
