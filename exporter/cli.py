@@ -261,7 +261,11 @@ def _serve(exporter: Exporter) -> int:
         tls=bool(web and web.current().ssl_context),
         targets=len(exporter.refreshers), demo=config.demo,
         refresh_interval_seconds=config.refresh_interval))
-    stop.wait()
+    # Waited on in slices: a SIGTERM that the kernel hands to another thread only sets
+    # Python's flag, and a wait without a timeout would never run the handler (seen in CI:
+    # the exporter ignored SIGTERM until killed).
+    while not stop.wait(0.5):
+        pass
     server.stop()
     exporter.exposition.stop()
     exporter.close()
