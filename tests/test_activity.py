@@ -177,6 +177,35 @@ def test_an_idle_target_is_listed_at_the_idle_interval(pool: CallPool) -> None:
     assert seen(store).success
 
 
+def test_idle_targets_started_together_are_listed_spread_over_the_idle_interval(
+        pool: CallPool) -> None:
+    """Each target's first idle list comes at its own phase of the idle interval, then every
+    idle interval: 40 idle targets started together are not all listed in the same minute."""
+    clock = Clock()
+    targets = []
+    for n in range(40):
+        api = fake(history(terminal=2, active=0))
+        api.key = TargetKey(f"{100000000000 + n}", REGION)
+        store = SnapshotStore([api.key])
+        targets.append((api, TargetRefresher(
+            api, store, pool, RefreshSettings(interval=60, idle_interval=300,
+                                              spread_collectors=True), clock=clock)))
+    for _, refresher in targets:
+        assert refresher.refresh(10)
+    per_minute = []
+    for _ in range(10):
+        clock.now += 60
+        before = sum(api.calls["ListClassificationJobs"] for api, _ in targets)
+        for _, refresher in targets:
+            assert refresher.refresh(10)
+        per_minute.append(sum(api.calls["ListClassificationJobs"] for api, _ in targets)
+                          - before)
+    # Every target is listed exactly once in each 5 minutes, and no minute lists all of them.
+    assert sum(per_minute[:5]) == 40 and sum(per_minute[5:]) == 40
+    assert per_minute[:5] == per_minute[5:]
+    assert max(per_minute) < 20, per_minute
+
+
 def test_findings_of_an_idle_target_are_asked_once_a_day(pool: CallPool) -> None:
     clock = Clock()
     api = fake(history(terminal=3, active=0))

@@ -376,6 +376,17 @@ class TargetRefresher:
         """The collector `name` ran (or is taken as run) at `at`: `due` counts from there."""
         self._ran_at[name] = at
 
+    def mark_started(self, collector: AnyCollector, now: float) -> None:
+        """A refresh collector starts at `now`. Its first run is counted from this target's
+        phase of its idle interval earlier, when spreading: targets that start together and
+        turn out idle would otherwise all be read again in the same refresh, every idle
+        interval (10,000 idle targets listed in one minute, then none for four). An active
+        target is read every interval whatever its phase."""
+        first = collector.name not in self._ran_at
+        idle = collector.idle_interval(self.settings.collect) if collector.idle_interval else 0
+        spread = _phase(self.key) * idle if first and self.settings.spread_collectors else 0
+        self.mark_ran(collector.name, now - spread)
+
     def ended_refresh(self, done: threading.Event, ok: bool) -> None:
         with self._lock:
             if self._refreshing is done:
@@ -544,7 +555,7 @@ class _Refresh:
             self.end(True)
             return
         if scheduled.collector.retry_failed is False:
-            r.mark_ran(scheduled.collector.name, self.now)
+            r.mark_started(scheduled.collector, self.now)
         _Run(r, scheduled.collector, background=False,
              done=lambda outcome, _duration: self.ran(scheduled, outcome)).start()
 
