@@ -177,30 +177,33 @@ def test_an_idle_target_is_listed_at_the_idle_interval(pool: CallPool) -> None:
     assert seen(store).success
 
 
-def test_idle_targets_started_together_are_listed_spread_over_the_idle_interval(
-        pool: CallPool) -> None:
-    """Each target's first idle list comes at its own phase of the idle interval, then every
-    idle interval: 40 idle targets started together are not all listed in the same minute."""
+@pytest.mark.parametrize(("operation", "active"), [("ListClassificationJobs", 0),
+                                                   ("GetMacieSession", 1)])
+def test_targets_started_together_are_read_spread_over_the_cadence(
+        pool: CallPool, operation: str, active: int) -> None:
+    """Each target's second idle list, and second status check, comes at its own phase of
+    the cadence (here 5 minutes for both), then once a cadence: 40 targets started together
+    are not all read again in the same minute."""
     clock = Clock()
     targets = []
     for n in range(40):
-        api = fake(history(terminal=2, active=0))
+        api = fake(history(terminal=2, active=active))
         api.key = TargetKey(f"{100000000000 + n}", REGION)
         store = SnapshotStore([api.key])
         targets.append((api, TargetRefresher(
             api, store, pool, RefreshSettings(interval=60, idle_interval=300,
-                                              spread_collectors=True), clock=clock)))
+                                              status_interval=300, spread_collectors=True),
+            clock=clock)))
     for _, refresher in targets:
         assert refresher.refresh(10)
     per_minute = []
     for _ in range(10):
         clock.now += 60
-        before = sum(api.calls["ListClassificationJobs"] for api, _ in targets)
+        before = sum(api.calls[operation] for api, _ in targets)
         for _, refresher in targets:
             assert refresher.refresh(10)
-        per_minute.append(sum(api.calls["ListClassificationJobs"] for api, _ in targets)
-                          - before)
-    # Every target is listed exactly once in each 5 minutes, and no minute lists all of them.
+        per_minute.append(sum(api.calls[operation] for api, _ in targets) - before)
+    # Every target is read exactly once in each 5 minutes, and no minute reads all of them.
     assert sum(per_minute[:5]) == 40 and sum(per_minute[5:]) == 40
     assert per_minute[:5] == per_minute[5:]
     assert max(per_minute) < 20, per_minute

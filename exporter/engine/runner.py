@@ -376,16 +376,22 @@ class TargetRefresher:
         """The collector `name` ran (or is taken as run) at `at`: `due` counts from there."""
         self._ran_at[name] = at
 
-    def mark_started(self, collector: AnyCollector, now: float) -> None:
-        """A refresh collector starts at `now`. Its first run is counted from this target's
-        phase of its idle interval earlier, when spreading: targets that start together and
-        turn out idle would otherwise all be read again in the same refresh, every idle
-        interval (10,000 idle targets listed in one minute, then none for four). An active
-        target is read every interval whatever its phase."""
-        first = collector.name not in self._ran_at
-        idle = collector.idle_interval(self.settings.collect) if collector.idle_interval else 0
-        spread = _phase(self.key) * idle if first and self.settings.spread_collectors else 0
-        self.mark_ran(collector.name, now - spread)
+    def mark_started(self, scheduled: Scheduled, now: float) -> None:
+        """A refresh collector ran (or starts) at `now`. Its first run is counted from this
+        target's phase of its cadence earlier, when spreading: targets that start together
+        would otherwise all be read again in the same refresh, once per cadence (10,000 status
+        checks in one minute every hour; 10,000 idle targets listed in one minute, then none
+        for four). The cadence is the idle interval for the jobs (an active target is read
+        every interval whatever its phase), the interval for the status."""
+        collector = scheduled.collector
+        if collector.name in self._ran_at or not self.settings.spread_collectors:
+            self.mark_ran(collector.name, now)
+            return
+        if collector.idle_interval is not None:
+            cadence = collector.idle_interval(self.settings.collect)
+        else:
+            cadence = scheduled.interval
+        self.mark_ran(collector.name, now - _phase(self.key) * cadence)
 
     def ended_refresh(self, done: threading.Event, ok: bool) -> None:
         with self._lock:
@@ -403,7 +409,10 @@ class TargetRefresher:
         if outcome.removed or self.closed:
             return
         if outcome.disabled:
-            self.mark_ran(status.COLLECTOR.name, now)  # a check that found Macie off
+            if collector is not status.COLLECTOR:  # the status collector's run is marked
+                # A list that found Macie off counts as the status check.
+                self.mark_started(Scheduled(status.COLLECTOR, self.settings.status_interval),
+                                  now)
             self.disable(now, duration)
             return
         if collector.health != "refresh":  # the status: its value only, when it has one
@@ -555,7 +564,7 @@ class _Refresh:
             self.end(True)
             return
         if scheduled.collector.retry_failed is False:
-            r.mark_started(scheduled.collector, self.now)
+            r.mark_started(scheduled, self.now)
         _Run(r, scheduled.collector, background=False,
              done=lambda outcome, _duration: self.ran(scheduled, outcome)).start()
 
@@ -563,7 +572,7 @@ class _Refresh:
         r = self.r
         collector = scheduled.collector
         if collector.retry_failed and (outcome.ok or outcome.disabled):
-            r.mark_ran(collector.name, self.now)
+            r.mark_started(scheduled, self.now)
         try:
             r.store_foreground(collector, outcome, time.monotonic() - self.started, self.now)
         except Exception:
