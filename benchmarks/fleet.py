@@ -23,6 +23,7 @@ simulator's counts are read twice, 2 s apart, to check that). Prints a Markdown 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import re
@@ -32,7 +33,9 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,12 +47,21 @@ from benchmarks.bench import (
     simulator_process,
     start_exporter,
 )
-from benchmarks.fleets import Fleet, request_counts
+from benchmarks.fleets import (
+    NEW_JOB_ID,
+    PROGRESSED_OBJECTS,
+    ROLE_NAME,
+    Fleet,
+    request_counts,
+)
 
 CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
 SCRAPE_EVERY = 15.0
 JOB_ERRORS_INTERVAL = 300.0  # --collector.job-errors.interval's default
 CUT_BEFORE_TICK = 5.0
+IDLE_INTERVAL = 300.0  # --refresh.idle-interval's default
+PROBE_AFTER = 180.0  # the probe job appears this long after the simulator starts
+TEXT_EVERY = 4  # one plain-text scrape per this many OpenMetrics scrapes
 JOB_OPERATIONS = ("ListClassificationJobs", "DescribeClassificationJob", "GetMacieSession")
 Counts = Counter[tuple[str, str, str]]  # (operation, account, region) -> requests
 
@@ -106,6 +118,11 @@ class Scrapes:
     failures: list[str] = field(default_factory=list)
     last_body: bytes = b""
     last_at: float = 0.0
+    text_latencies: list[float] = field(default_factory=list)
+    text_bytes: int = 0
+    gzip_bytes: int = 0
+    # pattern -> when (time.time()) a scrape first showed it
+    watch: dict[bytes, float | None] = field(default_factory=dict)
 
     def once(self) -> bytes:
         began = time.perf_counter()
@@ -115,12 +132,33 @@ class Scrapes:
             self.failures.append(repr(err))
             return b""
         self.latencies.append(time.perf_counter() - began)
+        self.gzip_bytes = len(compressed)
         self.last_body, self.last_at = gzip.decompress(compressed), time.monotonic()
+        for pattern, seen in self.watch.items():
+            if seen is None and re.search(pattern, self.last_body, re.MULTILINE):
+                self.watch[pattern] = time.time()
         return self.last_body
 
+    def text(self) -> None:
+        """/metrics as a plain-text client asks (no OpenMetrics, no gzip)."""
+        began = time.perf_counter()
+        request = urllib.request.Request(f"http://{self.address}/metrics",
+                                         headers={"Accept": "text/plain"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                self.text_bytes = len(response.read())
+        except Exception as err:
+            self.failures.append(f"text: {err!r}")
+            return
+        self.text_latencies.append(time.perf_counter() - began)
+
     def every(self, stop: threading.Event) -> None:
+        rounds = 0
         while True:
             self.once()
+            rounds += 1
+            if rounds % TEXT_EVERY == 0:
+                self.text()
             if stop.wait(SCRAPE_EVERY):
                 return
 
@@ -176,6 +214,15 @@ class Run:
     assume_roles: int = 0  # the simulator's count over the run
     assume_roles_per_account: Counter[str] = field(default_factory=Counter)
     log_warnings: list[str] = field(default_factory=list)
+    text_latencies: list[float] = field(default_factory=list)
+    text_bytes: int = 0
+    gzip_bytes: int = 0
+    new_job_at: float | None = None  # epoch seconds; None: no probe
+    progress_at: float | None = None
+    new_job_seen: float | None = None  # when a scrape first showed it
+    progress_seen: float | None = None
+    reference_cpu_s: float | None = None  # boto3's own CPU for a mean steady cycle's calls
+    reference_calls: int = 0
 
     @property
     def targets(self) -> int:
@@ -188,6 +235,39 @@ class Run:
     @property
     def enabled(self) -> int:
         return self.targets - len(self.off_targets)
+
+    @property
+    def active(self) -> int:
+        """Enabled targets holding a RUNNING job."""
+        return len(self.fleet.active_targets)
+
+    @property
+    def running_jobs(self) -> int:
+        return sum(1 for a, r, k, _, _ in self.fleet.jobs() if self.fleet.running(a, r, k))
+
+    def formula(self) -> dict[str, float]:
+        """Macie calls per minute by the README's formula at default settings ("Many
+        accounts"), by collector: A active targets, I idle ones, D with Macie off, R running
+        jobs, E targets with an erroring job; no buckets, no members."""
+        a, r = self.active, self.running_jobs
+        i, d = self.enabled - a, len(self.off_targets)
+        e = len(self.fleet.erroring_targets)
+        per = self.interval / 60
+        return {name: value * per for name, value in {
+            "jobs": a + r + i * 60 / IDLE_INTERVAL,
+            "status": (a + i + d) / 60,
+            "findings": a * 3 / 5 + i * 3 / 1440,
+            "usage": (a + i) / 60,
+            "members": (a + i) / 60,
+            "buckets": (a + i) / 60,
+            "automated_discovery": 2 * (a + i) / 60,
+            "job_errors": e / 5,
+        }.items()}
+
+    @staticmethod
+    def macie_calls(cycle: Cycle) -> int:
+        return sum(n for (op, _, _), n in cycle.calls.items()
+                   if op not in ("AssumeRole", "GetCallerIdentity", "FilterLogEvents"))
 
     def by_operation(self, cycle: Cycle) -> Counter[str]:
         out: Counter[str] = Counter()
@@ -210,31 +290,52 @@ class Run:
         return mine, others
 
     def odd_targets(self, cycle: Cycle) -> int:
-        """Enabled targets that did not get exactly one list and one describe per running
-        job (and nothing else) in a steady cycle."""
-        want = {"ListClassificationJobs": 1,
-                "DescribeClassificationJob": self.fleet.running_per_target}
-        off = self.off_targets
+        """Enabled targets that did not get, in a steady cycle, exactly one list and one
+        describe per running job (a target with a RUNNING job), or at most one list and no
+        describe (an idle target)."""
+        jobs = ("ListClassificationJobs", "DescribeClassificationJob")
+        off, active = self.off_targets, self.fleet.active_targets
+        running: Counter[tuple[str, str]] = Counter(
+            (a, r) for a, r, k, _, _ in self.fleet.jobs() if self.fleet.running(a, r, k))
         got: dict[tuple[str, str], Counter[str]] = {
             (a, r): Counter() for a in self.fleet.account_ids for r in self.fleet.region_names
             if (a, r) not in off}
         for (op, a, r), n in cycle.calls.items():
-            if (a, r) in got and op in want:
+            if (a, r) in got and op in jobs:
                 got[(a, r)][op] += n
-        return sum(1 for counts in got.values() if dict(counts) != want)
+        odd = 0
+        probe = self.fleet.first_idle_target if self.new_job_at else None
+        for target, counts in got.items():
+            if target == probe:
+                continue  # its job comes and goes
+            if target in active:
+                odd += dict(counts) != {jobs[0]: 1, jobs[1]: running[target]}
+            else:
+                odd += counts[jobs[0]] > 1 or counts[jobs[1]] > 0
+        return odd
 
 
 def run(fleet: Fleet, cycles: int, interval: float, latency: float,
-        extra: tuple[str, ...] = ()) -> Run:
+        extra: tuple[str, ...] = (), probe: bool = False) -> Run:
     result = Run(fleet, interval)
+    probe_args: list[str] = []
+    if probe:
+        # A RUNNING job appears in an idle target after start-up, and its objects to process
+        # fall once the exporter can have found it (idle interval plus one interval) and then
+        # read it twice more.
+        result.new_job_at = time.time() + PROBE_AFTER
+        result.progress_at = result.new_job_at + IDLE_INTERVAL + 3 * interval
+        probe_args = [f"--new-job-at={result.new_job_at}",
+                      f"--progress-at={result.progress_at}"]
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "exporter.yaml"
         with simulator_process(
                 f"--accounts={fleet.accounts}", f"--regions={fleet.regions}",
                 f"--jobs-per-target={fleet.jobs_per_target}",
                 f"--running-per-target={fleet.running_per_target}",
+                f"--running-every={fleet.running_every}",
                 f"--off-every={fleet.off_every}", f"--erroring-every={fleet.erroring_every}",
-                f"--latency={latency}",
+                f"--latency={latency}", *probe_args,
                 f"--config={config}", *(["--discovery"] if fleet.discovery else [])) as url:
             warnings: list[str] = []
 
@@ -251,6 +352,10 @@ def run(fleet: Fleet, cycles: int, interval: float, latency: float,
             sampler.sample()
             sampler.start()
             scrapes = Scrapes(address)
+            new_job = rb'^macie_classification_job_objects_to_process\{[^}]*job_id="' + \
+                NEW_JOB_ID.encode() + rb'"[^}]*\} '
+            if probe:
+                scrapes.watch = {new_job: None, new_job + str(PROGRESSED_OBJECTS).encode(): None}
             stop = threading.Event()
             scraper = threading.Thread(target=scrapes.every, args=(stop,), daemon=True)
             scraper.start()
@@ -280,6 +385,12 @@ def run(fleet: Fleet, cycles: int, interval: float, latency: float,
                     proc.kill()
             result.assume_roles = sum(n for (op, _, _), n in previous.items()
                                       if op == "AssumeRole")
+            steady = result.cycles[1:]
+            mean = Counter({op: round(sum(result.by_operation(c)[op] for c in steady)
+                                      / len(steady))
+                            for op in {op for c in steady for op in result.by_operation(c)}})
+            result.reference_calls = sum(mean.values())
+            result.reference_cpu_s = reference_cpu(url, fleet, mean)
     result.max_threads = sampler.max_threads
     result.max_rss_mb = max(sampler.max_rss_kb, sampler.hwm_kb) / 1024
     result.scrape_latencies = scrapes.latencies
@@ -287,7 +398,67 @@ def run(fleet: Fleet, cycles: int, interval: float, latency: float,
     result.series = series(body)
     result.assume_roles_per_account = assume_roles_per_account(body)
     result.log_warnings = warnings
+    result.text_latencies = scrapes.text_latencies
+    result.text_bytes, result.gzip_bytes = scrapes.text_bytes, scrapes.gzip_bytes
+    if probe:
+        result.new_job_seen, result.progress_seen = scrapes.watch.values()
     return result
+
+
+def reference_cpu(url: str, fleet: Fleet, calls: Counter[str], threads: int = 16) -> float:
+    """botocore's own CPU (this process's, `time.process_time`) for `calls`: each operation
+    made that many times by plain boto3 clients on 16 threads, against the same simulator,
+    with the arguments the exporter sends, spread over a few accounts' targets."""
+    import boto3
+    from botocore.config import Config
+
+    sts = boto3.client("sts", region_name="us-east-1", endpoint_url=url,
+                       aws_access_key_id="AKIAREFERENCE", aws_secret_access_key="x")
+    running = [(a, r, job_id) for a, r, k, job_id, _ in fleet.jobs() if fleet.running(a, r, k)]
+    clients = []
+    for account, region, job_id in running[:8]:
+        creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{ROLE_NAME}",
+                                RoleSessionName="reference")["Credentials"]
+        clients.append((boto3.client(
+            "macie2", region_name=region, endpoint_url=url,
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            config=Config(retries={"mode": "standard"}, max_pool_connections=threads + 2)),
+            job_id))
+    severity = {"criterion": {"severity.description": {"eq": ["High"]},
+                              "archived": {"eq": ["false"]}}}
+    arguments: dict[str, tuple[str, dict[str, object]]] = {
+        "ListClassificationJobs": ("list_classification_jobs", {
+            "sortCriteria": {"attributeName": "createdAt", "orderBy": "DESC"}}),
+        "DescribeClassificationJob": ("describe_classification_job", {}),
+        "GetMacieSession": ("get_macie_session", {}),
+        "GetFindingStatistics": ("get_finding_statistics", {
+            "groupBy": "classificationDetails.jobId", "size": 1000, "findingCriteria": severity}),
+        "GetUsageStatistics": ("get_usage_statistics", {"timeRange": "MONTH_TO_DATE"}),
+        "ListMembers": ("list_members", {"onlyAssociated": "false"}),
+        "DescribeBuckets": ("describe_buckets", {}),
+        "GetAutomatedDiscoveryConfiguration": ("get_automated_discovery_configuration", {}),
+        "ListAutomatedDiscoveryAccounts": ("list_automated_discovery_accounts", {}),
+    }
+    work = [(op, n) for op, n in calls.items() for n in range(n) if op in arguments]
+    for client, _ in clients:  # models loaded and connections open before measuring
+        client.get_macie_session()
+
+    def one(item: tuple[str, int]) -> None:
+        op, n = item
+        client, job_id = clients[n % len(clients)]
+        method, kwargs = arguments[op]
+        if op == "DescribeClassificationJob":
+            kwargs = {"jobId": job_id}
+        # An error answer is parsed as well: the same work.
+        with contextlib.suppress(client.exceptions.ClientError):
+            getattr(client, method)(**kwargs)
+
+    began = time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, work))
+    return time.process_time() - began
 
 
 def _sleep_until(when: float) -> None:
@@ -326,6 +497,9 @@ def rows(result: Run) -> dict[str, str]:
     steady_cpu = [c.cpu_s for c in steady]
     lat = result.scrape_latencies
     per_account = result.assume_roles_per_account
+    formula = result.formula()
+    idle = result.enabled - result.active
+    want_lists = result.active + idle * result.interval / IDLE_INTERVAL
 
     def steady_op(operation: str) -> str:
         return _same_or_range([ops[operation] for ops in steady_ops])
@@ -354,11 +528,12 @@ def rows(result: Run) -> dict[str, str]:
             f"/ {first_ops['GetMacieSession']}",
         "first cycle: other operations": _others(first_ops),
         "steady cycles": f"{len(steady)} (cycles 2-{len(result.cycles)})",
-        "steady: List per cycle (want: enabled targets)":
-            f"{steady_op('ListClassificationJobs')} (want {result.enabled})",
+        "targets with a RUNNING job / idle":
+            f"{result.active} / {result.enabled - result.active}",
+        "steady: List per cycle (want: active targets + idle ones / 5)":
+            f"{steady_op('ListClassificationJobs')} (want {want_lists:.0f})",
         "steady: Describe per cycle (want: RUNNING jobs)":
-            f"{steady_op('DescribeClassificationJob')} "
-            f"(want {result.enabled * fleet.running_per_target})",
+            f"{steady_op('DescribeClassificationJob')} (want {result.running_jobs})",
         "steady: GetMacieSession per cycle (want 0)": steady_op("GetMacieSession"),
         "steady: other operations, per cycle":
             "; ".join(_others(ops) for ops in steady_ops) or "-",
@@ -371,7 +546,7 @@ def rows(result: Run) -> dict[str, str]:
             f"{log_reads_per_hour:.0f} ({log_reads} in {rounds} round(s))" if rounds else "-",
         "steady: requests to Macie-off targets (want 0)":
             _same_or_range([result.off_requests(c) for c in steady]),
-        "steady: enabled targets off 1 list + 1 describe":
+        "steady: enabled targets off their calls (active: 1 list + 1 describe; idle: <= 1 list)":
             _same_or_range([result.odd_targets(c) for c in steady]),
         "cycle cuts quiet (no request 2 s before)":
             f"{sum(c.quiet for c in result.cycles)} of {len(result.cycles)}",
@@ -381,6 +556,30 @@ def rows(result: Run) -> dict[str, str]:
         "scrape p50 / p99, ms (OpenMetrics gzip, every 15 s)":
             (f"{statistics.median(lat) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} "
              f"(n={len(lat)}, failed {result.scrape_failures})" if lat else "-"),
+        "scrape p50 / max, ms (plain text, no gzip)":
+            (f"{statistics.median(result.text_latencies) * 1000:.0f} / "
+             f"{max(result.text_latencies) * 1000:.0f} (n={len(result.text_latencies)})"
+             if result.text_latencies else "-"),
+        "exposition size, MB (OpenMetrics gzip / plain text)":
+            f"{result.gzip_bytes / 1e6:.1f} / {result.text_bytes / 1e6:.1f}",
+        "steady: Macie calls per cycle, and by the formula":
+            f"{_same_or_range([result.macie_calls(c) for c in steady])} "
+            f"(formula {sum(formula.values()):.0f}: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in formula.items() if v) + ")",
+        "steady: Macie calls / formula (target <= 1.1)":
+            ", ".join(f"{result.macie_calls(c) / sum(formula.values()):.2f}" for c in steady),
+        "boto3's own CPU for a mean steady cycle's calls, s":
+            (f"{result.reference_cpu_s:.1f} ({result.reference_calls} calls, 16 threads)"
+             if result.reference_cpu_s is not None else "-"),
+        "CPU per steady cycle / boto3's (target <= 1.6)":
+            (f"{statistics.mean(steady_cpu) / result.reference_cpu_s:.2f}"
+             if result.reference_cpu_s and steady_cpu else "-"),
+        "probe: new job on an idle target on /metrics after, s (want <= idle + interval)":
+            _seconds(result.new_job_seen - result.new_job_at
+                     if result.new_job_seen and result.new_job_at else None),
+        "probe: its objects to process on /metrics after, s (want <= interval)":
+            _seconds(result.progress_seen - result.progress_at
+                     if result.progress_seen and result.progress_at else None),
         "series on /metrics": f"{result.series}",
         "warn/error log lines": f"{len(result.log_warnings)}",
     }
@@ -446,6 +645,12 @@ def main() -> None:
     parser.add_argument("--erroring-every", type=int, default=0,
                         help="every Nth job had errors in its last run and logged them "
                              "(20: 5%% of jobs; 0: none)")
+    parser.add_argument("--running-every", type=int, default=0,
+                        help="one RUNNING job in every Nth target instead of "
+                             "--running-per-target in each (20: 5%% of the targets)")
+    parser.add_argument("--probe", action="store_true",
+                        help="a job created on an idle target after start-up, then its "
+                             "progress: how soon /metrics shows each")
     parser.add_argument("--discovery", action="store_true",
                         help="the exporter discovers the accounts (ListAccounts) instead of "
                              "reading them from its config file")
@@ -458,9 +663,9 @@ def main() -> None:
     results = []
     for accounts in sizes:
         fleet = Fleet(accounts, args.regions, args.jobs_per_target, args.running_per_target,
-                      args.off_every, args.discovery, args.erroring_every)
+                      args.off_every, args.discovery, args.erroring_every, args.running_every)
         results.append(run(fleet, args.cycles, args.interval, args.latency,
-                           tuple(args.exporter_flags)))
+                           tuple(args.exporter_flags), probe=args.probe))
         if args.json:
             args.json.write_text(json.dumps([raw(r) for r in results], indent=1))
     print_table(results)

@@ -6,10 +6,11 @@
 
     python -m benchmarks.fleets --accounts 200 --regions 10 --jobs-per-target 3 \\
         --running-per-target 1 --off-every 10 --erroring-every 20 --latency 0.005 \\
-        [--config exporter.yaml]
+        [--running-every 20] [--config exporter.yaml]
         an organisation: accounts 100000000000, 100000000001, … in the first --regions of
         MACIE_REGIONS, each (account, region) holding --jobs-per-target jobs of which
-        --running-per-target RUNNING (the others COMPLETE), and every --off-every-th account
+        --running-per-target RUNNING (the others COMPLETE; with --running-every N, one
+        RUNNING job in every Nth target and none in the others), and every --off-every-th account
         with Macie not enabled in any region. Every --erroring-every-th job of the enabled
         targets (in that order) had errors in its last run, and its log stream (CloudWatch
         Logs) holds that run's three error events. --config writes the exporter's config file, one
@@ -117,6 +118,9 @@ class Fleet:
     discovery: bool = False
     # Every Nth job of the enabled targets had errors in its last run (0: none).
     erroring_every: int = 0
+    # One RUNNING job in every Nth target (counted over every account x region, the others'
+    # jobs all COMPLETE), instead of running_per_target in each (0).
+    running_every: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.regions <= len(MACIE_REGIONS):
@@ -153,6 +157,25 @@ class Fleet:
                     found.append((account, region, k, f"{account}{r:02d}{k:04d}", erroring))
         return found
 
+    def running(self, account: str, region: str, k: int) -> bool:
+        """Whether the k-th job of the target is RUNNING."""
+        if not self.running_every:
+            return k < self.running_per_target
+        index = (int(account) - FIRST_ACCOUNT) * self.regions + self.region_names.index(region)
+        return k == 0 and index % self.running_every == 0
+
+    @property
+    def active_targets(self) -> set[tuple[str, str]]:
+        """The enabled targets holding a RUNNING job."""
+        return {(a, r) for a, r, k, _, _ in self.jobs() if self.running(a, r, k)}
+
+    @property
+    def first_idle_target(self) -> tuple[str, str]:
+        """The first enabled target without a RUNNING job (the probe's)."""
+        active, off = self.active_targets, set(self.off_accounts)
+        return next((a, r) for a in self.account_ids if a not in off
+                    for r in self.region_names if (a, r) not in active)
+
     @property
     def erroring_targets(self) -> set[tuple[str, str]]:
         return {(account, region) for account, region, _, _, erroring in self.jobs()
@@ -166,7 +189,7 @@ class Fleet:
             for region in self.region_names:
                 sim.set_macie_status(region, "DISABLED", account_id=account)
         for account, region, k, job_id, erroring in self.jobs():
-            running = k < self.running_per_target
+            running = self.running(account, region, k)
             run = now - DAY * k - 600
             sim.put_job(region, make_job(
                 job_id, f"fleet-job-{k}", "RUNNING" if running else "COMPLETE",
@@ -202,6 +225,29 @@ class Fleet:
                         encoding="utf-8")
 
 
+NEW_JOB_ID = "newjob000000000000000000000001"
+NEW_JOB_OBJECTS, PROGRESSED_OBJECTS = 5000, 1234
+
+
+def probe(fleet: Fleet, new_job_at: float, progress_at: float) -> Any:
+    """The simulator's `evolve` hook for the probe: at `new_job_at` (epoch seconds) a RUNNING
+    job NEW_JOB_ID appears in the first idle enabled target, and at `progress_at` its
+    objects to process fall from NEW_JOB_OBJECTS to PROGRESSED_OBJECTS."""
+    account, region = fleet.first_idle_target
+    done: set[str] = set()
+
+    def evolve(now: float, sim: Simulator) -> None:
+        for step, at, objects in (("new", new_job_at, NEW_JOB_OBJECTS),
+                                  ("progress", progress_at, PROGRESSED_OBJECTS)):
+            if step not in done and now >= at:
+                done.add(step)
+                sim.put_job(region, make_job(
+                    NEW_JOB_ID, "probe-job", "RUNNING", created_at=new_job_at,
+                    objects_to_process=objects, last_run_time=new_job_at,
+                ), account_id=account)
+    return evolve
+
+
 def request_counts(url: str) -> dict[str, Any]:
     """The request counts of a simulator running at `url` (`Simulator.counts()`)."""
     with urllib.request.urlopen(f"{url}/_simulator/requests", timeout=10) as response:
@@ -234,15 +280,24 @@ def main() -> None:
                        help="an organisation to discover instead of a list of targets")
     fleet.add_argument("--erroring-every", type=int, default=0,
                        help="every Nth job had errors in its last run, logged (0: none)")
+    fleet.add_argument("--new-job-at", type=float, default=0.0,
+                       help="epoch seconds: a RUNNING job appears in the first idle target")
+    fleet.add_argument("--progress-at", type=float, default=0.0,
+                       help="epoch seconds: that job's objects to process fall")
+    fleet.add_argument("--running-every", type=int, default=0,
+                       help="one RUNNING job in every Nth target instead of "
+                            "--running-per-target in each (0)")
     args = parser.parse_args()
     sim = Simulator()
     if args.accounts:
         try:
             scenario = Fleet(args.accounts, args.regions, args.jobs_per_target,
                              args.running_per_target, args.off_every, args.discovery,
-                             args.erroring_every)
+                             args.erroring_every, args.running_every)
         except ValueError as err:
             parser.error(str(err))
+        if args.new_job_at:
+            sim = Simulator(evolve=probe(scenario, args.new_job_at, args.progress_at))
         scenario.populate(sim)
         if args.config:
             scenario.write_exporter_config(args.config)
