@@ -32,14 +32,20 @@ from exporter.engine.runner import (
     TargetRefresher,
     refresh_all_once,
 )
-from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
+from exporter.engine.selfmetrics import (
+    SelfCollector,
+    SnapshotCollector,
+    runtime_collectors,
+    snapshot_families,
+)
 from exporter.engine.store import SnapshotStore
 from exporter.logs import fields
 from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig
 from exporter.render.exposition import CachedExposition
-from exporter.web.server import HttpServer, endpoints, make_app
+from exporter.render.filter import filtered
+from exporter.web.server import HttpServer, ListenError, endpoints, make_app
 from exporter.web.stats import HttpStats
-from exporter.web.webconfig import WebConfigError, WebConfigWatcher
+from exporter.web.webconfig import WebConfigError, WebConfigWatcher, load_web_config
 
 if TYPE_CHECKING:
     from exporter.demo.simulator import Simulator
@@ -173,18 +179,24 @@ class Exporter:
             regions = _expand(config.regions or (None,), fallback, partition)
             self.discovery = OrganizationsDiscovery(self.aws, config.discovery, regions,
                                                     self.fleet, self.store)
-        live = SelfCollector(self.requests, self.waits, self.status)
+        keep = config.metric_filter
+        live = SelfCollector(self.requests, self.waits, self.status, keep=keep,
+                             shard=(config.shard_index, config.shard_total))
         # What --once prints (the server serves the cached exposition).
         self.registry = CollectorRegistry(auto_describe=False)
-        # The refresh's collectors and the ones switched on: a collector switched off has no
-        # families, not even HELP and TYPE lines.
+        # The refresh's collectors and the ones switched on: a collector switched off, or a
+        # family --metrics.* filters out, has no families, not even HELP and TYPE lines.
         families = snapshot_families(refresh_settings.collect, {
-            s.collector.name for s in (*refresh_settings.refresh, *switched_on)})
+            s.collector.name for s in (*refresh_settings.refresh, *switched_on)}, keep)
         self.registry.register(SnapshotCollector(self.store.get, families))
         self.registry.register(live)
         self.http_stats = HttpStats(endpoints(config.telemetry_path))
-        self.registry.register(self.http_stats)
-        self.exposition = CachedExposition(self.store.get, families, [live, self.http_stats],
+        others = [filtered(self.http_stats, keep)]
+        if not config.disable_exporter_metrics:
+            others.append(filtered(runtime_collectors(), keep))
+        for collector in others:
+            self.registry.register(collector)
+        self.exposition = CachedExposition(self.store.get, families, [live, *others],
                                            settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
                                            published=self.store.published)
         self.store.subscribe(self.exposition.snapshot_changed)
@@ -236,12 +248,11 @@ def _serve(exporter: Exporter) -> int:
             return 2
     try:
         server = HttpServer(config.listen_host, config.listen_port, make_app(
-            config.telemetry_path, exporter.exposition), web, exporter.http_stats)
-    except OSError as err:
+            config.telemetry_path, exporter.exposition), web, exporter.http_stats,
+            also=config.listen_addresses[1:])
+    except ListenError as err:
         exporter.close()
-        host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
-        address = f"{host}:{config.listen_port}"
-        print(f"macie-exporter: error: --web.listen-address: cannot listen on {address}: "
+        print(f"macie-exporter: error: --web.listen-address: cannot listen on {err.address}: "
               f"{err.strerror or err}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -256,11 +267,12 @@ def _serve(exporter: Exporter) -> int:
     exporter.exposition.start()
     exporter.start()
     server.start()
-    log.info("listening", extra=fields(
-        address=server.address, telemetry_path=config.telemetry_path, version=__version__,
-        tls=bool(web and web.current().ssl_context),
-        targets=len(exporter.refreshers), demo=config.demo,
-        refresh_interval_seconds=config.refresh_interval))
+    for address in server.addresses:  # one line per address, the first as before
+        log.info("listening", extra=fields(
+            address=address, telemetry_path=config.telemetry_path, version=__version__,
+            tls=bool(web and web.current().ssl_context),
+            targets=len(exporter.refreshers), demo=config.demo,
+            refresh_interval_seconds=config.refresh_interval))
     # Waited on in slices: a SIGTERM that the kernel hands to another thread only sets
     # Python's flag, and a wait without a timeout would never run the handler (seen in CI:
     # the exporter ignored SIGTERM until killed).
@@ -286,13 +298,33 @@ def _serve(exporter: Exporter) -> int:
     return 0
 
 
+def check(config: Config) -> None:
+    """What start-up would refuse beyond `load()`: the web config file (TLS files included)
+    and the targets' regions. No AWS call, no socket, no thread: raises ConfigError."""
+    if config.web_config_file:
+        try:
+            load_web_config(config.web_config_file)
+        except WebConfigError as err:
+            raise ConfigError(f"--web.config.file: {err}") from None
+    if not config.demo:  # the demo's own story fills in its targets and regions
+        _regions(config.targets, ())
+        if config.discovery is not None:
+            _expand(config.regions or (None,), (),
+                    partition_of(config.discovery.organizations.role_arn))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     try:
         config = load(sys.argv[1:] if argv is None else argv)
+        if config.check:
+            check(config)
     except ConfigError as err:
         print(f"macie-exporter: error: {err}", file=sys.stderr)
         return 2
+    if config.check:
+        print("config OK")
+        return 0
     logs.setup(config.log_level, config.log_format)
     try:
         exporter = Exporter(config)

@@ -22,6 +22,7 @@ import yaml
 from exporter.collectors import REGISTRY
 from exporter.collectors.buckets import CONDITIONS as BUCKET_CONDITIONS
 from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig, tag_label_name
+from exporter.render.filter import KEEP_ALL, MetricFilter
 
 DEFAULT_PORT = 9729
 ENV_PREFIX = "MACIE_EXPORTER_"
@@ -33,8 +34,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    listen_host: str
-    listen_port: int
+    # (host, port) of every --web.listen-address, in the order given.
+    listen_addresses: tuple[tuple[str, int], ...]
     telemetry_path: str
     web_config_file: str | None
     targets: tuple[TargetConfig, ...]
@@ -65,6 +66,17 @@ class Config:
     buckets_only: frozenset[str] = frozenset()
     # Collector name -> its interval in seconds, for the collectors switched on.
     collectors: tuple[tuple[str, float], ...] = ()
+    disable_exporter_metrics: bool = False
+    metric_filter: MetricFilter = KEEP_ALL
+    check: bool = False  # --config.check: validate, print one line, exit
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen_addresses[0][0]
+
+    @property
+    def listen_port(self) -> int:
+        return self.listen_addresses[0][1]
 
 
 # ---------------------------------------------------------------- value parsers
@@ -135,6 +147,35 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _listen_addresses(value: Any) -> tuple[tuple[str, int], ...]:
+    """Every listen address: a repeated flag or a YAML list, each item possibly
+    comma-separated (as the env var is)."""
+    items = value if isinstance(value, list) else [value]
+    texts = [part.strip() for item in items for part in _string(item).split(",")]
+    if not any(texts):
+        raise ValueError(f"expected an address (host:port, e.g. :{DEFAULT_PORT})")
+    addresses: list[tuple[str, int]] = []
+    for text in texts:
+        if not text:
+            continue
+        address = parse_address(text)
+        if address in addresses and address[1] != 0:  # port 0: a new free port each time
+            raise ValueError(f"address {text!r} is given twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def _patterns(value: Any) -> tuple[re.Pattern[str], ...]:
+    """Comma-separated regular expressions (a YAML list for expressions with a comma)."""
+    patterns = []
+    for text in _list(value):
+        try:
+            patterns.append(re.compile(text))
+        except re.error as err:
+            raise ValueError(f"invalid regular expression {text!r}: {err}") from None
+    return tuple(patterns)
+
+
 def _from_text(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
     """A parser of text that also takes YAML values: non-text ones are a clean error."""
     return lambda value: parse(_string(value))
@@ -195,12 +236,14 @@ def _endpoint_url(value: Any) -> str | None:
     return text
 
 
+_RESERVED_PATHS = ("/", "/healthz", "/readyz", "/-/healthy", "/-/ready")
+
+
 def _path(value: Any) -> str:
     text = _string(value)
-    if not text.startswith("/") or text in ("/", "/healthz", "/readyz") or " " in text:
-        raise ValueError(
-            f"invalid path {text!r} (must start with / and not be /, /healthz or /readyz)"
-        )
+    if not text.startswith("/") or text in _RESERVED_PATHS or " " in text:
+        raise ValueError(f"invalid path {text!r} (must start with / and not be "
+                         f"{', '.join(_RESERVED_PATHS[:-1])} or {_RESERVED_PATHS[-1]})")
     return text
 
 
@@ -257,6 +300,7 @@ class Option:
     help: str
     boolean: bool = False
     yaml_key: tuple[str, ...] | None = None  # when the flag's own spelling does not map
+    repeatable: bool = False  # the flag may be given several times (a list)
 
     @property
     def env(self) -> str:
@@ -318,12 +362,22 @@ def collector_readme_rows() -> list[str]:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("web.listen-address", f":{DEFAULT_PORT}", _from_text(parse_address),
-           "Address on which to expose metrics and the web endpoints."),
+    Option("web.listen-address", f":{DEFAULT_PORT}", _listen_addresses,
+           "Address on which to expose metrics and the web endpoints; repeat the flag (or "
+           "separate by commas) to listen on several.", repeatable=True),
     Option("web.telemetry-path", "/metrics", _path, "Path under which to expose metrics."),
     Option("web.config.file", "", _optional_string,
            "Exporter-toolkit web config file: TLS, client certificates, basic auth, headers.",
            yaml_key=("web", "config_file")),
+    Option("web.disable-exporter-metrics", False, _bool,
+           "Leave the process and Python metrics (process_*, python_info, python_gc_*) out.",
+           True),
+    Option("metrics.allowlist", "", _patterns,
+           "Comma-separated regular expressions: export only the metric families whose whole "
+           "name one matches (default: every family)."),
+    Option("metrics.denylist", "", _patterns,
+           "Comma-separated regular expressions: leave out the metric families whose whole "
+           "name one matches; wins over --metrics.allowlist."),
     Option("aws.regions", "", _regions,
            "Comma-separated AWS regions to poll, or all: every region where botocore lists "
            "macie2 (default: the SDK's default region)."),
@@ -400,6 +454,9 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config.file", dest="config.file", metavar="PATH",
                         help=f"YAML configuration file (env {CONFIG_FILE_ENV}).")
+    parser.add_argument("--config.check", dest="config.check", action="store_true",
+                        help="Load and check the flags, env vars, config file and web config "
+                             "file, print one line (config OK, or the error) and exit 0 or 2.")
     for option in OPTIONS:
         help_text = f"{option.help} (env {option.env})"
         if option.boolean and option.default is True:  # on by default: --no-<flag> turns it off
@@ -409,6 +466,10 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
         elif option.boolean:
             parser.add_argument(f"--{option.flag}", dest=option.flag, action="store_const",
                                 const=True, default=None, help=help_text)
+        elif option.repeatable:
+            parser.add_argument(f"--{option.flag}", dest=option.flag, metavar="VALUE",
+                                action="append", default=None,
+                                help=f"{help_text} (default {option.default!r}; repeatable)")
         else:
             parser.add_argument(f"--{option.flag}", dest=option.flag, metavar="VALUE",
                                 default=None, help=f"{help_text} (default {option.default!r})")
@@ -641,10 +702,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
     if values["shard.index"] >= values["shard.total"]:
         raise ConfigError(f"{sources['shard.index']}: {values['shard.index']} is not below "
                           f"--shard.total ({values['shard.total']})")
-    host, port = values["web.listen-address"]
     return Config(
-        listen_host=host,
-        listen_port=port,
+        listen_addresses=values["web.listen-address"],
         telemetry_path=values["web.telemetry-path"],
         web_config_file=values["web.config.file"],
         targets=targets,
@@ -673,6 +732,9 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         shard_total=values["shard.total"],
         collectors=tuple((name, values[f"{collector_flag(name)}.interval"])
                          for name in COLLECTORS if values[collector_flag(name)]),
+        disable_exporter_metrics=values["web.disable-exporter-metrics"],
+        metric_filter=MetricFilter(values["metrics.allowlist"], values["metrics.denylist"]),
+        check=bool(args.get("config.check")),
     )
 
 

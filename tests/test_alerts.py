@@ -45,6 +45,9 @@ REQUIRED_ALERTS = {
     "MacieExporterRefreshFailing",
     "MacieExporterDataStale",
     "MacieExporterDiscoveryFailing",
+    "MacieExporterDown",
+    "MacieExporterShardsMissing",
+    "MacieExporterShardingMismatch",
 }
 # The demo account's USER_PAUSED job, four days from cancellation (exporter/demo/story.py).
 PAUSED_JOB_ID = "legalhold0000000000000000000001"

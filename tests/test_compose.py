@@ -64,6 +64,7 @@ def test_compose_file_is_valid_and_complete() -> None:
 
     prometheus = binds(services["prometheus"])
     assert prometheus["/etc/prometheus/alerts.yml"] == REPO / "deploy/prometheus/alerts.yml"
+    assert prometheus["/etc/prometheus/rules.yml"] == REPO / "deploy/prometheus/rules.yml"
     grafana = binds(services["grafana"])
     provider = yaml.safe_load(
         (REPO / "grafana/provisioning/dashboards/macie-exporter.yaml").read_text(encoding="utf-8"))
@@ -99,9 +100,10 @@ def test_promtool_checks_the_prometheus_config_with_its_rules(tmp_path: Path) ->
         [require_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    groups = yaml.safe_load((REPO / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8"))
-    rules = sum(len(group["rules"]) for group in groups["groups"])
-    assert f"SUCCESS: {rules} rules found" in result.stdout
+    for name in ("alerts.yml", "rules.yml"):
+        groups = yaml.safe_load((REPO / "deploy/prometheus" / name).read_text(encoding="utf-8"))
+        rules = sum(len(group["rules"]) for group in groups["groups"])
+        assert f"SUCCESS: {rules} rules found" in result.stdout, name
 
 
 @pytest.mark.tools

@@ -230,3 +230,36 @@ def test_a_file_name_with_a_nul_byte_is_a_configuration_error() -> None:
         load(["--config.file=a\x00b"], environ={})
     with pytest.raises(WebConfigError, match="NUL byte"):
         load_web_config("web\x00.yml")
+
+
+def test_listen_addresses_from_a_repeated_flag_the_env_var_and_a_yaml_list(
+        tmp_path: Path) -> None:
+    assert load([], environ={}).listen_addresses == (("", 9729),)
+    flags = load(["--web.listen-address=127.0.0.1:9100", "--web.listen-address=[::1]:9101"],
+                 environ={"MACIE_EXPORTER_WEB_LISTEN_ADDRESS": ":1"})
+    assert flags.listen_addresses == (("127.0.0.1", 9100), ("::1", 9101))
+    assert (flags.listen_host, flags.listen_port) == ("127.0.0.1", 9100)
+    env = load([], environ={"MACIE_EXPORTER_WEB_LISTEN_ADDRESS": "127.0.0.1:1, :2"})
+    assert env.listen_addresses == (("127.0.0.1", 1), ("", 2))
+    path = tmp_path / "config.yml"
+    path.write_text("web:\n  listen_address: ['localhost:3', ':4']\n", encoding="utf-8")
+    assert load([f"--config.file={path}"], environ={}).listen_addresses == (
+        ("localhost", 3), ("", 4))
+    # Port 0 (a free port) may be asked for twice; a real port may not.
+    assert len(load(["--web.listen-address=127.0.0.1:0,127.0.0.1:0"],
+                    environ={}).listen_addresses) == 2
+    with pytest.raises(ConfigError, match=r"^--web\.listen-address: address ':5' is given twice"):
+        load(["--web.listen-address=:5", "--web.listen-address=:5"], environ={})
+    with pytest.raises(ConfigError, match=r"^--web\.listen-address: expected an address"):
+        load(["--web.listen-address=,"], environ={})
+
+
+def test_the_new_web_and_metrics_options_default_off() -> None:
+    config = load([], environ={})
+    assert not config.disable_exporter_metrics and not config.metric_filter.active
+    assert not config.check
+    assert load(["--web.disable-exporter-metrics"], environ={}).disable_exporter_metrics
+    assert load(["--config.check"], environ={}).check
+    for path in ("/-/healthy", "/-/ready"):
+        with pytest.raises(ConfigError, match=r"--web\.telemetry-path: invalid path"):
+            load([f"--web.telemetry-path={path}"], environ={})

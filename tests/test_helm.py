@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,13 @@ from exporter import __version__
 from exporter import config as exporter_config
 from exporter.web.server import OPEN_PATHS
 from exporter.web.webconfig import load_web_config
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 
 pytestmark = pytest.mark.tools
 
 CHART = REPO / "deploy" / "helm" / "macie-exporter"
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+RECORDING_RULES = REPO / "deploy" / "prometheus" / "rules.yml"
 DASHBOARD = REPO / "grafana" / "macie-classification-jobs.json"
 ROLE_ARN = "arn:aws:iam::123456789012:role/macie-exporter"
 WEB_CONFIG_FILE = "/etc/macie-exporter/web/web-config.yml"
@@ -123,6 +125,8 @@ BAD_VALUES = [
      "'role_arn' required"),
     ({"discovery": {"interval": "hourly", "organizations": {"member_role_name": "m"}}},
      "/discovery/interval"),
+    ({"prometheusRule": {"job": 1}}, "/prometheusRule/job"),
+    ({"prometheusRule": {"job": 'a"b'}}, "/prometheusRule/job"),
 ]
 
 
@@ -234,6 +238,7 @@ def test_schema_accepts_the_documented_values() -> None:
     chart.validate_schema(SHARDED)
     chart.validate_schema({"discovery": None, "sharding": {"shards": 1}})
     chart.validate_schema({"discovery": {"organizations": {"member_role_name": "macie-exporter"}}})
+    chart.validate_schema({"prometheusRule": {"enabled": True, "job": "kube-system/macie"}})
 
 
 def current_kubernetes() -> str:
@@ -289,13 +294,57 @@ def test_operator_objects_validate_against_prometheus_operator_models(
     assert dumped == obj
 
 
-def test_prometheus_rule_holds_exactly_the_alerts_file() -> None:
-    # The chart carries a copy (Helm's .Files cannot reach outside the chart directory).
-    assert (CHART / "files" / "alerts.yml").read_bytes() == ALERTS.read_bytes(), (
-        f"run: cp {ALERTS.relative_to(REPO)} {CHART.relative_to(REPO)}/files/alerts.yml")
-    rule = one(render(ALL_ON), "PrometheusRule")
-    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+def source_groups(job: str) -> list[dict[str, Any]]:
+    """The alerts' groups with MacieExporterDown's job set to `job`, then the recording
+    rules' groups: what the PrometheusRule must hold."""
+    alerts = ALERTS.read_text(encoding="utf-8").replace('{job="macie-exporter"}',
+                                                        f'{{job="{job}"}}')
+    return [*yaml.safe_load(alerts)["groups"],
+            *yaml.safe_load(RECORDING_RULES.read_text(encoding="utf-8"))["groups"]]
+
+
+def exporter_down(groups: list[dict[str, Any]]) -> str:
+    (rule,) = [rule for group in groups for rule in group["rules"]
+               if rule.get("alert") == "MacieExporterDown"]
+    return str(rule["expr"])
+
+
+def test_prometheus_rule_holds_exactly_the_alerts_and_recording_rules() -> None:
+    # The chart carries copies (Helm's .Files cannot reach outside the chart directory).
+    for source in (ALERTS, RECORDING_RULES):
+        copy = CHART / "files" / source.name
+        assert copy.read_bytes() == source.read_bytes(), (
+            f"run: cp {source.relative_to(REPO)} {copy.relative_to(REPO)}")
+    objects = render(ALL_ON)
+    rule = one(objects, "PrometheusRule")
+    # The job of the ServiceMonitor's targets: the prometheus-operator names it after the
+    # Service (no jobLabel is set).
+    service = one(objects, "Service")["metadata"]["name"]
+    assert "jobLabel" not in one(objects, "ServiceMonitor")["spec"]
+    assert rule["spec"]["groups"] == source_groups(service)
+    assert exporter_down(rule["spec"]["groups"]) == (
+        f'up{{job="{service}"}} == 0 or absent(up{{job="{service}"}})')
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert [g["name"] for g in rule["spec"]["groups"]][-2:] == ["macie-rollups",
+                                                                 "macie-exporter-rollups"]
+
+
+def test_the_exporter_down_job_is_a_value(tmp_path: Path) -> None:
+    rule = one(render({**ALL_ON, "prometheusRule": {"enabled": True, "job": "macie"}}),
+               "PrometheusRule")
+    assert rule["spec"]["groups"] == source_groups("macie")
+    # What the operator hands Prometheus is a valid rule file.
+    rendered = tmp_path / "rules.yml"
+    rendered.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8")
+    check = subprocess.run([require_tool("promtool"), "check", "rules", str(rendered)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The file's documented default, unchanged, when the value names it.
+    rule = one(render({**ALL_ON, "prometheusRule": {"enabled": True, "job": "macie-exporter"}}),
+               "PrometheusRule")
+    assert rule["spec"]["groups"] == source_groups("macie-exporter")
+    assert 'job="macie-exporter"' in exporter_down(
+        yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"])
 
 
 def test_dashboard_configmap_holds_exactly_the_dashboard() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import re
 import resource
@@ -20,7 +21,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from exporter.web.server import REQUEST_TIMEOUT, HttpServer
+from exporter.web.server import REQUEST_TIMEOUT, HttpServer, ListenError
 from exporter.web.webconfig import WebConfigWatcher
 from tests.certs import Authority
 from tests.conftest import ExporterProcess, wait_for
@@ -478,3 +479,51 @@ def test_a_refused_head_request_gets_no_body(serve: Serve) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 505 ") and b"Content-Length: " in head
     assert body == b""
+
+
+def test_several_addresses_are_served_the_same_by_one_server() -> None:
+    def where(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        body = f"{environ['PATH_INFO']} via {environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+        start("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body.encode()]
+
+    threads = threading.active_count()
+    server = HttpServer("127.0.0.1", 0, where, also=[("::1", 0), ("127.0.0.1", 0)])
+    server.start()
+    try:
+        assert len(server.addresses) == 3 and server.address == server.addresses[0]
+        assert server.addresses[1].startswith("[::1]:")
+        assert len(set(server.addresses)) == 3
+        # One selector thread and one pool of workers, whatever the number of addresses.
+        assert threading.active_count() - threads == 1 + len(server._workers)
+        for address in server.addresses:
+            host, port = endpoint(address)
+            with socket.create_connection((host.strip("[]"), port), timeout=10) as sock, \
+                    sock.makefile("rb") as stream:
+                sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+                body = read_response(stream)[2]
+            assert body == f"/x via {host.strip('[]')}:{port}".encode()
+    finally:
+        server.stop()
+    for address in server.addresses:
+        host, port = endpoint(address)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host.strip("[]"), port), timeout=2).close()
+
+
+def test_an_address_that_cannot_be_bound_is_named_and_the_others_are_closed() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        with pytest.raises(ListenError) as caught:
+            HttpServer("127.0.0.1", free, echo, also=[("127.0.0.1", port)])
+        assert caught.value.address == f"127.0.0.1:{port}"
+        assert caught.value.errno == errno.EADDRINUSE
+    # The first address was bound, then closed again: it can be bound now.
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", free))

@@ -115,6 +115,8 @@ def test_tls_and_basic_auth(sim: Simulator, start: Start, ca: Authority, tmp_pat
     assert get(f"{base}/", context)[0] == 401
     assert get(f"{base}/healthz", context)[0] == 200  # probes stay open (documented)
     assert get(f"{base}/readyz", context)[0] in (200, 503)
+    assert get(f"{base}/-/healthy", context)[0] == 200  # Prometheus' names for them too
+    assert get(f"{base}/-/ready", context)[0] in (200, 503)
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         get(f"http://{exporter.address}/metrics", None, PASSWORD)  # plain HTTP is refused
     strict = ssl.create_default_context()  # a client that does not trust our CA
@@ -210,6 +212,7 @@ def test_rate_limit_is_a_token_bucket_answering_429(serve_web: ServeWeb, tmp_pat
     server = serve_web(config)
     assert [plain_status(server, "/") for _ in range(3)] == [200, 200, 429]
     assert plain_status(server, "/healthz") == 200  # probes are not limited
+    assert plain_status(server, "/-/healthy") == 200
     time.sleep(0.01)
     write(config, {"rate_limit": {"interval": "1h", "burst": 1}})  # a new bucket
     wait_for(lambda: plain_status(server, "/") == 200, what="the new rate limit")

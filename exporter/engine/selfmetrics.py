@@ -1,6 +1,7 @@
 """The families /metrics serves: the registered collectors' families and the engine's health
 families over the snapshot (in exposition order), and the live self-metrics (API request
-counts, rate-limit waits, the fleet, build information), which are read at every scrape."""
+counts, rate-limit waits, the fleet, the shard, build information) and prometheus-client's
+process and Python collectors, which are read at every scrape."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import platform
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from importlib.metadata import version
 
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector as RegistryCollector
+from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.aws.counting import ApiRequestCounter
@@ -28,6 +31,7 @@ from exporter.render.families import (
     ordered,
     target_family,
 )
+from exporter.render.filter import KEEP_ALL, MetricFilter
 
 
 def _refresh_health(target: TargetResult) -> tuple[bool, bool | None, float | None,
@@ -107,16 +111,18 @@ def health_families() -> list[AnySpec]:
 
 
 def snapshot_families(settings: Settings | None = None,
-                      enabled: Collection[str] | None = None) -> tuple[AnySpec, ...]:
+                      enabled: Collection[str] | None = None,
+                      keep: MetricFilter = KEEP_ALL) -> tuple[AnySpec, ...]:
     """The families of the snapshot for the collectors named in `enabled` (None: all of
-    them), in exposition order: per-job families, per-target ones, then health. A collector
-    switched off has no families, no HELP/TYPE lines either."""
+    them) that `keep` keeps, in exposition order: per-job families, per-target ones, then
+    health. A collector switched off, or a family filtered out, has no HELP/TYPE lines
+    either, and is never rendered."""
     specs = [spec for spec in health_families() if spec.section == Section.REFRESH_HEALTH]
     for collector in REGISTRY:
         if enabled is None or collector.name in enabled:
             specs += collector.families(settings or Settings())
     specs += [spec for spec in health_families() if spec.section != Section.REFRESH_HEALTH]
-    return ordered(specs)
+    return ordered(spec for spec in specs if keep.keeps(spec.name, spec.kind))
 
 
 class SnapshotCollector(RegistryCollector):
@@ -139,25 +145,43 @@ class SnapshotCollector(RegistryCollector):
 # ------------------------------------------------------------------ live self-metrics
 
 
-def _fleet_families(fleet: FleetStatus) -> Iterator[Metric]:
-    targets = gauge("macie_exporter_targets",
-                    "Targets (account x region) this process polls: its shard of the static "
-                    "and discovered targets.", ())
-    targets.add_metric([], fleet.targets)
-    yield targets
+def _fleet_families(fleet: FleetStatus, keep: MetricFilter) -> Iterator[Metric]:
+    if keep.keeps("macie_exporter_targets", "gauge"):
+        targets = gauge("macie_exporter_targets",
+                        "Targets (account x region) this process polls: its shard of the "
+                        "static and discovered targets.", ())
+        targets.add_metric([], fleet.targets)
+        yield targets
     if not fleet.discovery_enabled:
         return
-    success = gauge("macie_exporter_discovery_success",
-                    "1 if the last discovery of the organisation's accounts succeeded, 0 if it "
-                    "failed (the last discovered targets are kept).", ())
-    last = gauge("macie_exporter_discovery_last_success_timestamp_seconds",
-                 "When discovery last succeeded, in seconds since the Unix epoch.", ())
-    if fleet.discovery_success is not None:
-        success.add_metric([], 1 if fleet.discovery_success else 0)
-    if fleet.discovery_last_success is not None:
-        last.add_metric([], fleet.discovery_last_success)
-    yield success
-    yield last
+    if keep.keeps("macie_exporter_discovery_success", "gauge"):
+        success = gauge("macie_exporter_discovery_success",
+                        "1 if the last discovery of the organisation's accounts succeeded, 0 if "
+                        "it failed (the last discovered targets are kept).", ())
+        if fleet.discovery_success is not None:
+            success.add_metric([], 1 if fleet.discovery_success else 0)
+        yield success
+    if keep.keeps("macie_exporter_discovery_last_success_timestamp_seconds", "gauge"):
+        last = gauge("macie_exporter_discovery_last_success_timestamp_seconds",
+                     "When discovery last succeeded, in seconds since the Unix epoch.", ())
+        if fleet.discovery_last_success is not None:
+            last.add_metric([], fleet.discovery_last_success)
+        yield last
+
+
+def _shard_families(index: int, total: int, keep: MetricFilter) -> Iterator[Metric]:
+    if keep.keeps("macie_exporter_shard_index", "gauge"):
+        shard = gauge("macie_exporter_shard_index",
+                      "This replica's shard (--shard.index): it polls the targets whose stable "
+                      "hash modulo the number of shards is this index; 0 when unsharded.", ())
+        shard.add_metric([], index)
+        yield shard
+    if keep.keeps("macie_exporter_shards", "gauge"):
+        shards = gauge("macie_exporter_shards",
+                       "Number of shards the targets are split across (--shard.total); 1 when "
+                       "unsharded.", ())
+        shards.add_metric([], total)
+        yield shards
 
 
 def api_requests_spec(requests: ApiRequestCounter) -> AnySpec:
@@ -183,25 +207,33 @@ def api_requests_spec(requests: ApiRequestCounter) -> AnySpec:
 
 
 class SelfCollector(RegistryCollector):
-    """Live self-metrics: API request counts, rate-limit waits and build information."""
+    """Live self-metrics: API request counts, rate-limit waits, the fleet, the shard and build
+    information; a family `keep` leaves out is not built."""
 
     def __init__(self, requests: ApiRequestCounter, waits: WaitCounter | None = None,
-                 fleet: FleetStatus | None = None, build: Sequence[str] | None = None) -> None:
-        self.requests = api_requests_spec(requests)
+                 fleet: FleetStatus | None = None, build: Sequence[str] | None = None,
+                 shard: tuple[int, int] = (0, 1), keep: MetricFilter = KEEP_ALL) -> None:
+        spec = api_requests_spec(requests)
+        self.requests = spec if keep.keeps(spec.name, spec.kind) else None
         self._waits = waits
         self._fleet = fleet
+        self._shard = shard
+        self._keep = keep
         self._build = list(build or (__version__, platform.python_version(), version("boto3")))
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        yield self.requests.family(Snapshot())
+        if self.requests is not None:
+            yield self.requests.family(Snapshot())
         yield from self.collect_rest()
 
     def collect_rest(self) -> Iterator[Metric]:
         """Every family but the request counts (`requests`), which come first."""
-        if self._waits is not None:
+        keep = self._keep
+        if self._waits is not None and keep.keeps("macie_exporter_rate_limit_wait_seconds",
+                                                  "counter"):
             waits = CounterFamily(
                 "macie_exporter_rate_limit_wait_seconds",
                 "Time AWS calls for this target waited for --aws.requests-per-second.",
@@ -211,11 +243,23 @@ class SelfCollector(RegistryCollector):
                 waits.add_metric(list(target), seconds)
             yield waits
         if self._fleet is not None:
-            yield from _fleet_families(self._fleet)
-        build = gauge(
-            "macie_exporter_build_info",
-            "Build information of the exporter; the value is always 1.",
-            ("version", "python_version", "boto3_version"),
-        )
-        build.add_metric(self._build, 1)
-        yield build
+            yield from _fleet_families(self._fleet, keep)
+        yield from _shard_families(*self._shard, keep)
+        if keep.keeps("macie_exporter_build_info", "gauge"):
+            build = gauge(
+                "macie_exporter_build_info",
+                "Build information of the exporter; the value is always 1.",
+                ("version", "python_version", "boto3_version"),
+            )
+            build.add_metric(self._build, 1)
+            yield build
+
+
+def runtime_collectors() -> CollectorRegistry:
+    """prometheus-client's own process_*, python_info and python_gc_* collectors, on a
+    registry of their own (not the library's global one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry

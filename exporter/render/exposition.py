@@ -84,9 +84,10 @@ def _restricted(registry: CollectorRegistry, names: frozenset[str]) -> Collector
 
 @runtime_checkable
 class LiveFamilies(Protocol):
-    """Live self-metrics whose request counts are kept per target between scrapes."""
+    """Live self-metrics whose request counts are kept per target between scrapes (None: the
+    request counts are filtered out)."""
 
-    requests: AnySpec
+    requests: AnySpec | None
 
     def collect_rest(self) -> Iterable[Metric]: ...
 
@@ -472,7 +473,8 @@ class CachedExposition:
             registry = CollectorRegistry(auto_describe=False)
             if isinstance(collector, LiveFamilies):
                 registry.register(_Rest(collector))
-                self._live.append(((collector.requests,), registry))
+                kept = () if collector.requests is None else (collector.requests,)
+                self._live.append((kept, registry))
             else:
                 registry.register(collector)
                 self._live.append(((), registry))

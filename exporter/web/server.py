@@ -43,12 +43,16 @@ Environ = dict[str, Any]
 
 
 WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-OPEN_PATHS = ("/healthz", "/readyz")  # answered without basic auth or rate limit (probes)
+# The probes, answered without basic auth or rate limit; /-/healthy and /-/ready are
+# Prometheus' own names for /healthz and /readyz, answered the same.
+HEALTHY_PATHS = ("/healthz", "/-/healthy")
+READY_PATHS = ("/readyz", "/-/ready")
+OPEN_PATHS = (*HEALTHY_PATHS, *READY_PATHS)
 
 
 def endpoints(telemetry_path: str) -> tuple[str, ...]:
     """The paths the exporter serves (the `handler` label values of its HTTP counters)."""
-    return (telemetry_path, "/healthz", "/readyz", "/")
+    return (telemetry_path, *OPEN_PATHS, "/")
 
 
 def make_app(telemetry_path: str, exposition: CachedExposition) -> WsgiApp:
@@ -80,9 +84,9 @@ def make_app(telemetry_path: str, exposition: CachedExposition) -> WsgiApp:
                                               environ.get("HTTP_ACCEPT_ENCODING"), names)
             start("200 OK", [*headers, ("Content-Length", str(len(body)))])
             return [body]
-        if path == "/healthz":
+        if path in HEALTHY_PATHS:
             return respond(start, "200 OK", b"ok\n")
-        if path == "/readyz":
+        if path in READY_PATHS:
             current = exposition.served()
             done = sum(1 for t in current.targets if t.completed)
             if current.ready:
@@ -184,13 +188,15 @@ def _split_target(target: str) -> tuple[str, str]:
 
 class _Connection:
     __slots__ = ("allowed_sans", "client", "close_after", "deadline", "fed", "idle", "inbuf",
-                 "notified", "out", "out_pos", "parser", "request", "sock", "state", "tls",
-                 "watching")
+                 "notified", "out", "out_pos", "parser", "request", "server", "sock", "state",
+                 "tls", "watching")
 
     def __init__(self, sock: socket.socket, client: tuple[str, int],
-                 tls: ssl.SSLSocket | None, allowed_sans: Sequence[str]) -> None:
+                 tls: ssl.SSLSocket | None, allowed_sans: Sequence[str],
+                 server: tuple[str, str] = ("", "")) -> None:
         self.sock = sock
         self.client = client
+        self.server = server  # (host, port) of the listening socket it came through
         self.tls = tls
         self.allowed_sans = allowed_sans
         self.state = _HANDSHAKE if tls else _READING
@@ -221,6 +227,14 @@ def _addresses(host: str, port: int) -> list[tuple[int, Any]]:
         return [(socket.AF_INET6, ("::", port)), (socket.AF_INET, ("0.0.0.0", port))]
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     return [(family, address) for family, _, _, _, address in infos]
+
+
+class ListenError(OSError):
+    """A listen address that could not be bound; `address` says which."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -293,15 +307,13 @@ class _Worker:
     """Runs the app on one complete request and serialises its answer with the request's h11
     parser."""
 
-    def __init__(self, app: WsgiApp, host: Any, port: int) -> None:
+    def __init__(self, app: WsgiApp) -> None:
         self.app = app
-        self.host = str(host)
-        self.port = str(port)
 
     def respond(self, request: _Request, parser: h11.Connection, client: tuple[str, int],
-                https: bool) -> tuple[bytes, bool, int]:
+                https: bool, server: tuple[str, str] = ("", "")) -> tuple[bytes, bool, int]:
         """(response bytes, close the connection after it, status code)."""
-        status, headers, body = self._run(self._environ(request, client, https))
+        status, headers, body = self._run(self._environ(request, client, https, server))
         code = int(status[:3])
         out_headers = [(name, value) for name, value in headers
                        if name.lower() not in _HOP_BY_HOP]
@@ -332,11 +344,12 @@ class _Worker:
             version=f"HTTP/{request.version}", status=code, bytes=len(body)))
         return b"".join(response), parser.our_state is h11.MUST_CLOSE, code
 
-    def _environ(self, request: _Request, client: tuple[str, int], https: bool) -> Environ:
+    def _environ(self, request: _Request, client: tuple[str, int], https: bool,
+                 server: tuple[str, str]) -> Environ:
         path, query = _split_target(request.target)
         environ: Environ = {
             "REQUEST_METHOD": request.method, "SCRIPT_NAME": "", "PATH_INFO": path,
-            "QUERY_STRING": query, "SERVER_NAME": self.host, "SERVER_PORT": self.port,
+            "QUERY_STRING": query, "SERVER_NAME": server[0], "SERVER_PORT": server[1],
             "SERVER_PROTOCOL": f"HTTP/{request.version}", "REMOTE_ADDR": client[0],
             "REMOTE_PORT": str(client[1]),
             "wsgi.version": (1, 0), "wsgi.url_scheme": "https" if https else "http",
@@ -384,15 +397,28 @@ class _Worker:
 
 
 class HttpServer:
-    """The exporter's HTTP/1.1 server, bounded: see the module's note above REQUEST_TIMEOUT."""
+    """The exporter's HTTP/1.1 server, bounded: see the module's note above REQUEST_TIMEOUT.
+
+    It listens on `host`:`port` and on every address of `also`, and serves each the same: one
+    selector thread, one pool of workers and one connection limit for all of them.
+    """
 
     def __init__(self, host: str, port: int, app: WsgiApp,
-                 web: WebConfigWatcher | None = None, stats: HttpStats | None = None) -> None:
-        self._listener = _listen(host, port)
-        self._bound = self._listener.getsockname()
+                 web: WebConfigWatcher | None = None, stats: HttpStats | None = None,
+                 also: Sequence[tuple[str, int]] = ()) -> None:
+        self._listeners: list[socket.socket] = []
+        for listen_host, listen_port in ((host, port), *also):
+            try:
+                self._listeners.append(_listen(listen_host, listen_port))
+            except OSError as err:
+                for listener in self._listeners:
+                    listener.close()
+                raise ListenError(listen_host, listen_port, err) from err
+        self._bound = {listener.fileno(): listener.getsockname()[:2]
+                       for listener in self._listeners}
         self._web = web
         self.stats = stats or HttpStats(())
-        self._worker = _Worker(secure(app, web) if web else app, *self._bound[:2])
+        self._worker = _Worker(secure(app, web) if web else app)
         self.request_timeout = REQUEST_TIMEOUT
         self.idle_timeout = IDLE_TIMEOUT
         self.write_timeout = WRITE_TIMEOUT
@@ -419,14 +445,26 @@ class HttpServer:
 
     @property
     def address(self) -> str:
-        host, port = self._bound[:2]
-        text = host.decode() if isinstance(host, bytes) else str(host)
-        return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+        """The first address it listens on, as host:port."""
+        return self.addresses[0]
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every address it listens on, as host:port, in the order given."""
+        out = []
+        for host, port in self._bound.values():
+            text = host.decode() if isinstance(host, bytes) else str(host)
+            out.append(f"[{text}]:{port}" if ":" in text else f"{text}:{port}")
+        return out
+
+    def _listen_all(self) -> None:
+        for listener in self._listeners:
+            self._selector.register(listener, selectors.EVENT_READ, "accept")
 
     def start(self) -> None:
         if self._web is not None:
             self._web.start()
-        self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+        self._listen_all()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         for worker in self._workers:
             worker.start()
@@ -465,7 +503,8 @@ class HttpServer:
             (connection, request), bcrypt = job
             try:
                 response, close, code = self._worker.respond(
-                    request, connection.parser, connection.client, connection.tls is not None)
+                    request, connection.parser, connection.client, connection.tls is not None,
+                    connection.server)
             except Exception:  # a bug here must not cost the pool a thread
                 log.exception("http request failed")
                 response, close, code = _error_response(_parser(), 500), True, 500
@@ -495,7 +534,8 @@ class HttpServer:
                     timeout = min(timeout, max(0.0, self._accept_paused_until - now))
                 for key, _ in self._selector.select(timeout):
                     if key.data == "accept":
-                        self._accept()
+                        assert isinstance(key.fileobj, socket.socket)
+                        self._accept(key.fileobj)
                     elif key.data == "wake":
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(4096)
@@ -522,14 +562,14 @@ class HttpServer:
     def _close_all(self) -> None:
         for connection in list(self._connections.values()):
             self._close(connection)
-        for sock in (self._listener, self._wake_r, self._wake_w):
+        for sock in (*self._listeners, self._wake_r, self._wake_w):
             sock.close()
         self._selector.close()
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):  # then let the open connections have a turn
             try:
-                sock, address = self._listener.accept()
+                sock, address = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as err:
@@ -544,14 +584,16 @@ class HttpServer:
                 sock.close()  # every connection awaits its response: no room
                 continue
             try:
-                self._opened(sock, address)
+                host, port = self._bound[listener.fileno()]
+                self._opened(sock, address, (str(host), str(port)))
             except Exception:
                 log.exception("http connection failed", extra=fields(client=address[0]))
                 sock.close()
 
     def _pause_accepting(self) -> None:
         log.warning("http server out of file descriptors; not accepting for 0.1 s")
-        self._selector.unregister(self._listener)
+        for listener in self._listeners:
+            self._selector.unregister(listener)
         self._accept_paused_until = time.monotonic() + 0.1
 
     def _evict(self) -> bool:
@@ -568,7 +610,8 @@ class HttpServer:
         self._close(victim)
         return True
 
-    def _opened(self, sock: socket.socket, address: Any) -> None:
+    def _opened(self, sock: socket.socket, address: Any,
+                server: tuple[str, str] = ("", "")) -> None:
         client = (str(address[0]), int(address[1]))
         sock.setblocking(False)
         with contextlib.suppress(OSError):
@@ -587,7 +630,7 @@ class HttpServer:
                 sock.close()
                 return
             sock = tls
-        connection = _Connection(sock, client, tls, config.allowed_sans if config else ())
+        connection = _Connection(sock, client, tls, config.allowed_sans if config else (), server)
         self._connections[sock.fileno()] = connection
         self._set_deadline(connection, time.monotonic() + self.request_timeout)
         self._guarded(self._ready, connection)
@@ -631,7 +674,7 @@ class HttpServer:
     def _expire(self, now: float) -> None:
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
-            self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+            self._listen_all()
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, _, connection = heapq.heappop(self._deadlines)
             if connection.state in (_CLOSED, _BUSY) or connection.deadline != deadline:
