@@ -13,7 +13,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -65,6 +65,10 @@ class Config:
     buckets_only: frozenset[str] = frozenset()
     # Collector name -> its interval in seconds, for the collectors switched on.
     collectors: tuple[tuple[str, float], ...] = ()
+    enable_lifecycle: bool = False
+    # --config.file, which a reload reads again: where the configuration came from, not a
+    # part of it.
+    config_file: str | None = field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------- value parsers
@@ -353,6 +357,8 @@ OPTIONS: tuple[Option, ...] = (
            "equal to it lists every target every interval)."),
     Option("refresh.full-redescribe-interval", "24h", _from_text(_positive_duration),
            "How often COMPLETE and CANCELLED jobs are described again (tag changes)."),
+    Option("web.enable-lifecycle", False, _bool,
+           "Enable POST /-/reload, which reloads the configuration (as SIGHUP does).", True),
     Option("jobs.tag-labels", "", _tag_keys,
            "Comma-separated job tag keys to export as tag_<key> labels."),
     Option("jobs.terminal-max-age", "0s", _from_text(_duration),
@@ -673,6 +679,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         shard_total=values["shard.total"],
         collectors=tuple((name, values[f"{collector_flag(name)}.interval"])
                          for name in COLLECTORS if values[collector_flag(name)]),
+        enable_lifecycle=values["web.enable-lifecycle"],
+        config_file=config_path,
     )
 
 
