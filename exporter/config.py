@@ -8,12 +8,13 @@ downstream re-checks; every error names the flag, env var or YAML key that was w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -68,7 +69,7 @@ class Config:
     enable_lifecycle: bool = False
     # --config.file, which a reload reads again: where the configuration came from, not a
     # part of it.
-    config_file: str | None = field(default=None, compare=False)
+    config_file: str | None = dataclasses.field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------- value parsers
