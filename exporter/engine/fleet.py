@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,8 +51,10 @@ class Fleet:
                  settings: RefreshSettings, requests: ApiRequestCounter, waits: WaitCounter, *,
                  shard_index: int = 0,
                  shard_total: int = 1, status: FleetStatus | None = None,
-                 api: Callable[[TargetConfig, TargetKey], TargetApi] | None = None) -> None:
+                 api: Callable[[TargetConfig, TargetKey], TargetApi] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._aws = aws
+        self._clock = clock
         # How a target's calls are made (tests: a fake of the AWS-facing protocol).
         self._api = api or (lambda target, key: AwsTarget(self._aws, key, target.role_arn,
                                                           target.external_id))
@@ -92,7 +95,8 @@ class Fleet:
 
     def _new(self, target: TargetConfig, key: TargetKey) -> TargetRefresher:
         refresher = TargetRefresher(self._api(target, key), self._store, self._pool,
-                                    self._settings, counters=(self._requests, self._waits))
+                                    self._settings, counters=(self._requests, self._waits),
+                                    clock=self._clock)
         refresher.before_rekey = self._rekeying
         for counter in (self._requests, self._waits):
             counter.revive(key)
