@@ -215,6 +215,8 @@ class Reloader:
             return None
         if _digest(self._path) == self._digest:  # touched, or swapped for the same content
             self._stamp = stamp
+            log.debug("config file changed on disk, its content did not; not reloaded",
+                      extra=fields(path=self._path))
             return None
         return self.reload("file")[0]
 
