@@ -125,6 +125,10 @@ class CallPool:
         with self._cond:
             self._rate = rate
             self._buckets.clear()
+            now = self._clock()
+            for _, _, deferred in self._deferred:  # waiting for the old buckets' tokens
+                self._join_ring(deferred, now)
+            self._deferred.clear()
             for queue in self._queues.values():
                 queue.waiting_since = None
             if rate > 0:
