@@ -239,3 +239,32 @@ def test_reload_endpoint_without_the_lifecycle_flag(sim: Simulator, start: Start
                   and "cannot change without a restart" in line]
     assert re.search(r"option=web\.telemetry-path\b", warning)
     assert exporter.get("/other")[0] == 404
+
+
+def test_a_new_tag_label_and_a_collector_switched_off_reach_the_exposition(
+        sim: Simulator, start: Start, tmp_path: Path) -> None:
+    for i in range(3):
+        sim.put_job(KEPT, make_job(f"done{i}", status="COMPLETE", tags={"team": f"t{i}"}))
+    config = tmp_path / "config.yml"
+    regions_config(config, KEPT)
+    exporter = start(f"--config.file={config}")
+    exporter.wait_metric(lambda s: len(series(s, "macie_classification_job_runs")) == 3
+                         and series(s, "macie_exporter_collector_success",
+                                    collector="findings"), what="jobs described, findings")
+    wait_for(lambda: describes(sim, KEPT) == 3, what="every job described once")
+    _, _, body = exporter.get()
+    assert b"macie_classification_job_tags" not in body
+
+    regions_config(config, KEPT, extra="jobs:\n  tag_labels: [team]\n"
+                                       "collector:\n  findings: false\n")
+    exporter.proc.send_signal(signal.SIGHUP)
+    samples = exporter.wait_metric(
+        lambda s: {labels.get("tag_team") for labels in
+                   series(s, "macie_classification_job_tags")} == {"t0", "t1", "t2"},
+        what="the new tag label on every job")
+    # Every job was described once more, for its tags; their series had no gap meanwhile.
+    assert describes(sim, KEPT) == 6
+    assert len(series(samples, "macie_classification_job_runs")) == 3
+    assert not series(samples, "macie_exporter_collector_success", collector="findings")
+    _, _, body = exporter.get()
+    assert b"macie_classification_job_findings" not in body  # not even HELP and TYPE
