@@ -9,10 +9,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -20,28 +20,20 @@ from prometheus_client.registry import CollectorRegistry
 from exporter import __version__, logs
 from exporter.aws.counting import ApiRequestCounter
 from exporter.aws.session import Aws, AwsSettings, available_regions, default_region, partition_of
-from exporter.collectors import by_name
 from exporter.config import ALL_REGIONS, Config, ConfigError, load
 from exporter.engine.counters import FleetStatus, WaitCounter
 from exporter.engine.discovery import OrganizationsDiscovery
 from exporter.engine.fleet import Fleet
 from exporter.engine.pool import CallPool
-from exporter.engine.runner import (
-    RefreshSettings,
-    Scheduled,
-    TargetRefresher,
-    refresh_all_once,
-)
-from exporter.engine.selfmetrics import (
-    SelfCollector,
-    SnapshotCollector,
-    runtime_collectors,
-    snapshot_families,
-)
+from exporter.engine.runner import TargetRefresher, refresh_all_once
+from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, runtime_collectors
 from exporter.engine.store import SnapshotStore
 from exporter.logs import fields
 from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig
+from exporter.reload import Plan, Reloader, ReloadStatus, check_interval, families_of
+from exporter.reload import refresh_settings as _refresh_settings
 from exporter.render.exposition import CachedExposition
+from exporter.render.families import AnySpec
 from exporter.render.filter import filtered
 from exporter.web.server import HttpServer, ListenError, endpoints, make_app
 from exporter.web.stats import HttpStats
@@ -131,11 +123,10 @@ class Exporter:
     """The assembled process: AWS plumbing, call pool, fleet, registry, optional demo."""
 
     def __init__(self, config: Config) -> None:
-        config = _demo(config) if config.demo else config
-        self.config = config
         self.simulator: Simulator | None = None
-        settings = _settings(config)
-        fallback: Sequence[str] = ()
+        # What the demo, or the process's own region, sets in every AwsSettings.
+        self._adjust: Callable[[AwsSettings], AwsSettings]
+        self._fallback: Sequence[str] = ()  # the regions of a target that names none
         if config.demo:
             from exporter.demo.story import (  # only the demo loads demo code
                 DEMO_ACCESS_KEY,
@@ -145,14 +136,19 @@ class Exporter:
             )
             self.simulator = demo_simulator()
             url = self.simulator.start()
-            settings = replace(settings, endpoint_url=url, sts_endpoint_url=url,
-                               organizations_endpoint_url=url, logs_endpoint_url=url,
-                               static_credentials=(DEMO_ACCESS_KEY, DEMO_SECRET_KEY))
-            fallback = DEMO_REGIONS
+            self._adjust = lambda settings: replace(
+                settings, endpoint_url=url, sts_endpoint_url=url,
+                organizations_endpoint_url=url, logs_endpoint_url=url,
+                static_credentials=(DEMO_ACCESS_KEY, DEMO_SECRET_KEY))
+            self._fallback = DEMO_REGIONS
         else:
             # AssumeRole goes to STS in the exporter's own region when it has one (else the
             # partition's first region), never to an opt-in region an account may not have on.
-            settings = replace(settings, sts_region=_sdk_region())
+            region = _sdk_region()
+            self._adjust = lambda settings: replace(settings, sts_region=region)
+        plan = self.current = self.plan(config)
+        config = self.config = plan.config
+        settings = plan.aws
         self.requests = ApiRequestCounter()
         self.waits = WaitCounter()
         self.status = FleetStatus()
@@ -160,46 +156,55 @@ class Exporter:
         self.pool = CallPool(config.concurrency, rate=config.requests_per_second,
                              on_wait=self._waited, calls_made=Aws.calls_made)
         self.store = SnapshotStore(pending=config.discovery is not None)
-        switched_on = tuple(Scheduled(by_name(name), interval)
-                            for name, interval in config.collectors)
-        refresh_settings = RefreshSettings(
-            tag_keys=config.tag_keys, interval=config.refresh_interval,
-            full_redescribe_interval=config.full_redescribe_interval,
-            terminal_max_age=config.terminal_max_age, status_interval=config.status_interval,
-            collectors=switched_on, spread_collectors=True, list_filter=config.list_filter,
-            buckets_only=config.buckets_only, idle_interval=config.idle_interval,
-        )
-        self.fleet = Fleet(self.aws, self.pool, self.store, refresh_settings, self.requests,
+        self.fleet = Fleet(self.aws, self.pool, self.store, plan.refresh, self.requests,
                            self.waits, shard_index=config.shard_index,
                            shard_total=config.shard_total, status=self.status)
-        self.fleet.add_static(_regions(config.targets, fallback))
+        self.fleet.add_static(plan.static)
         self.discovery: OrganizationsDiscovery | None = None
+        self.discovery_job: Any = None  # its APScheduler job, once started
         if config.discovery is not None:
-            partition = partition_of(config.discovery.organizations.role_arn)
-            regions = _expand(config.regions or (None,), fallback, partition)
-            self.discovery = OrganizationsDiscovery(self.aws, config.discovery, regions,
-                                                    self.fleet, self.store)
+            self.discovery = OrganizationsDiscovery(self.aws, config.discovery,
+                                                    plan.discovery_regions, self.fleet,
+                                                    self.store)
+        # The metric filters cannot change in place (exporter.reload.KEPT).
         keep = config.metric_filter
-        live = SelfCollector(self.requests, self.waits, self.status, keep=keep,
-                             shard=(config.shard_index, config.shard_total))
+        self.live = SelfCollector(self.requests, self.waits, self.status, keep=keep,
+                                  shard=(config.shard_index, config.shard_total))
+        self.reload_status = ReloadStatus()
         # What --once prints (the server serves the cached exposition).
         self.registry = CollectorRegistry(auto_describe=False)
         # The refresh's collectors and the ones switched on: a collector switched off, or a
         # family --metrics.* filters out, has no families, not even HELP and TYPE lines.
-        families = snapshot_families(refresh_settings.collect, {
-            s.collector.name for s in (*refresh_settings.refresh, *switched_on)}, keep)
-        self.registry.register(SnapshotCollector(self.store.get, families))
-        self.registry.register(live)
+        families = families_of(plan.refresh, keep)
+        self.snapshot_collector = SnapshotCollector(self.store.get, families)
+        self.registry.register(self.snapshot_collector)
+        self.registry.register(self.live)
         self.http_stats = HttpStats(endpoints(config.telemetry_path))
-        others = [filtered(self.http_stats, keep)]
+        others = [filtered(self.reload_status, keep), filtered(self.http_stats, keep)]
         if not config.disable_exporter_metrics:
             others.append(filtered(runtime_collectors(), keep))
         for collector in others:
             self.registry.register(collector)
-        self.exposition = CachedExposition(self.store.get, families, [live, *others],
+        self.exposition = CachedExposition(self.store.get, families, [self.live, *others],
                                            settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
                                            published=self.store.published)
         self.store.subscribe(self.exposition.snapshot_changed)
+
+    def plan(self, config: Config) -> Plan:
+        """What `config` means for this process (the demo's organisation, regions filled in);
+        raises ConfigError as loading does. Changes nothing."""
+        config = _demo(config) if config.demo else config
+        regions: Sequence[str] = ()
+        if config.discovery is not None:
+            partition = partition_of(config.discovery.organizations.role_arn)
+            regions = _expand(config.regions or (None,), self._fallback, partition)
+        return Plan(config, tuple(_regions(config.targets, self._fallback)), tuple(regions),
+                    _refresh_settings(config), self._adjust(_settings(config)))
+
+    def set_families(self, families: Sequence[AnySpec]) -> None:
+        """The snapshot's families from now on (a reload switched collectors or tag labels)."""
+        self.snapshot_collector.families = tuple(families)
+        self.exposition.set_families(families)
 
     @property
     def refreshers(self) -> list[TargetRefresher]:
@@ -214,7 +219,8 @@ class Exporter:
         self.pool.start()
         if self.discovery is not None:
             assert self.config.discovery is not None
-            self.fleet.every(self.config.discovery.interval, self.discovery.discover)
+            self.discovery_job = self.fleet.every(self.config.discovery.interval,
+                                                  self.discovery.discover)
         self.fleet.start()
 
     def close(self) -> None:
@@ -236,8 +242,9 @@ def _once(exporter: Exporter) -> int:
     return 0 if ok else 1
 
 
-def _serve(exporter: Exporter) -> int:
+def _serve(exporter: Exporter, argv: Sequence[str]) -> int:
     config = exporter.config
+    reloader = Reloader(exporter, argv, interval=check_interval(os.environ))
     web = None
     if config.web_config_file:
         try:
@@ -248,8 +255,8 @@ def _serve(exporter: Exporter) -> int:
             return 2
     try:
         server = HttpServer(config.listen_host, config.listen_port, make_app(
-            config.telemetry_path, exporter.exposition), web, exporter.http_stats,
-            also=config.listen_addresses[1:])
+            config.telemetry_path, exporter.exposition, reloader.http), web,
+            exporter.http_stats, also=config.listen_addresses[1:])
     except ListenError as err:
         exporter.close()
         print(f"macie-exporter: error: --web.listen-address: cannot listen on {err.address}: "
@@ -263,9 +270,11 @@ def _serve(exporter: Exporter) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reloader.signalled())
     exporter.store.rendered_in_background()
     exporter.exposition.start()
     exporter.start()
+    reloader.start()
     server.start()
     for address in server.addresses:  # one line per address, the first as before
         log.info("listening", extra=fields(
@@ -278,6 +287,7 @@ def _serve(exporter: Exporter) -> int:
     # the exporter ignored SIGTERM until killed).
     while not stop.wait(0.5):
         pass
+    reloader.stop()
     server.stop()
     exporter.exposition.stop()
     exporter.close()
@@ -315,8 +325,9 @@ def check(config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        config = load(sys.argv[1:] if argv is None else argv)
+        config = load(argv)
         if config.check:
             check(config)
     except ConfigError as err:
@@ -331,4 +342,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"macie-exporter: error: {err}", file=sys.stderr)
         return 2
-    return _once(exporter) if config.once else _serve(exporter)
+    return _once(exporter) if config.once else _serve(exporter, argv)

@@ -8,6 +8,7 @@ downstream re-checks; every error names the flag, env var or YAML key that was w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import math
 import os
@@ -77,6 +78,10 @@ class Config:
     @property
     def listen_port(self) -> int:
         return self.listen_addresses[0][1]
+    enable_lifecycle: bool = False
+    # --config.file, which a reload reads again: where the configuration came from, not a
+    # part of it.
+    config_file: str | None = dataclasses.field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------- value parsers
@@ -407,6 +412,8 @@ OPTIONS: tuple[Option, ...] = (
            "equal to it lists every target every interval)."),
     Option("refresh.full-redescribe-interval", "24h", _from_text(_positive_duration),
            "How often COMPLETE and CANCELLED jobs are described again (tag changes)."),
+    Option("web.enable-lifecycle", False, _bool,
+           "Enable POST /-/reload, which reloads the configuration (as SIGHUP does).", True),
     Option("jobs.tag-labels", "", _tag_keys,
            "Comma-separated job tag keys to export as tag_<key> labels."),
     Option("jobs.terminal-max-age", "0s", _from_text(_duration),
@@ -735,6 +742,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None,
         disable_exporter_metrics=values["web.disable-exporter-metrics"],
         metric_filter=MetricFilter(values["metrics.allowlist"], values["metrics.denylist"]),
         check=bool(args.get("config.check")),
+        enable_lifecycle=values["web.enable-lifecycle"],
+        config_file=config_path,
     )
 
 

@@ -23,9 +23,9 @@ from tests.conftest import REPO
 PACKAGE = REPO / "exporter"
 # Top to bottom: a module may import its own room and the rooms below it, never above.
 LAYERS = ("cli", "demo", "config", "web", "engine", "collectors", "aws", "render", "base")
-ROOMS = {"cli": "cli", "__main__": "cli", "demo": "demo", "config": "config", "web": "web",
-         "engine": "engine", "collectors": "collectors", "aws": "aws", "render": "render",
-         "model": "base", "logs": "base", "__init__": "base"}
+ROOMS = {"cli": "cli", "__main__": "cli", "reload": "cli", "demo": "demo", "config": "config",
+         "web": "web", "engine": "engine", "collectors": "collectors", "aws": "aws",
+         "render": "render", "model": "base", "logs": "base", "__init__": "base"}
 
 
 def room(module: str) -> str:

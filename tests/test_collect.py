@@ -14,6 +14,7 @@ from exporter.collectors.base import Settings
 from exporter.engine.counters import FleetStatus, WaitCounter
 from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
 from exporter.model import TargetKey, tag_label_name
+from exporter.reload import ReloadStatus
 from exporter.web.server import endpoints
 from exporter.web.stats import MALFORMED, HttpStats
 from tests.conftest import FIXTURES, parse, require_tool, series, value
@@ -35,6 +36,9 @@ def render() -> bytes:
     fleet = FleetStatus(targets=3, discovery_enabled=True, discovery_success=True,
                         discovery_last_success=1_795_000_000.0)
     registry.register(SelfCollector(requests, waits, fleet, build=("0.0.0", "3.11.0", "1.0.0")))
+    reloads = ReloadStatus(clock=lambda: 1_795_000_000.0)
+    reloads.successful = False  # a reload failed since
+    registry.register(reloads)
     http = HttpStats(endpoints("/metrics"))
     for path, code in (("/metrics", 200), ("/metrics", 200), ("/healthz", 200),
                        ("/wp-login.php", 404), (None, 400)):

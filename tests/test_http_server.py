@@ -422,10 +422,11 @@ def test_hostile_requests_get_4xx_and_leave_no_trace(start: Callable[..., Export
     assert 'macie_exporter_http_requests_total{code="501",handler="/metrics"} 1.0' in text
     assert 'macie_exporter_http_requests_total{code="404",handler="other"} 1.0' in text
     assert 'macie_exporter_http_connections_dropped_total{reason="malformed"} 11.0' in text
+    # The ESC of a target, escaped in the debug line (stderr is read by a thread: wait for it).
+    wait_for(lambda: "\\x1b" in exporter.logs(), what="the escaped ESC in the logs")
     logs = exporter.logs()
     assert "Traceback" not in logs and "level=error" not in logs
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f]", logs), "a raw control byte in the logs"
-    assert "\\x1b" in logs  # the ESC of a target, escaped in the debug line
 
 
 def test_dropped_connections_are_counted_by_reason(serve: Serve) -> None:

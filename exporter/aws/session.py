@@ -177,6 +177,17 @@ class Aws:
         self._working: set[int] = set()
         self._caller_lock = threading.Lock()
 
+    def reconfigure(self, settings: AwsSettings) -> None:
+        """Build clients with `settings` from now on (a reload: endpoint, retries, timeouts,
+        connection pool size); calls under way finish on the clients they have. Credentials
+        are kept."""
+        with self._lock:
+            if settings == self.settings:
+                return
+            self.settings = settings
+            self._config = settings.botocore_config()
+            self._clients.clear()
+
     # ------------------------------------------------------------ event handlers
 
     def _count(self, event_name: str, response_dict: dict[str, Any] | None = None,

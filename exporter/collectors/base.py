@@ -184,6 +184,10 @@ class Collector(Generic[T]):
     # since its last run (`since`), it runs every `idle_interval(settings)` instead.
     idle: Callable[[TargetResult, float | None], bool] | None = None
     idle_interval: Callable[[Settings], float] | None = None
+    # A reload changed the settings from the first to the second: the value to keep instead
+    # of the stored one when the change matters to it (the collector then runs at the
+    # target's next refresh, from that value), or None when it does not.
+    reconfigured: Callable[[T, Settings, Settings], T | None] | None = None
 
     def __post_init__(self) -> None:
         if self.slot.name != self.name:

@@ -264,9 +264,15 @@ def families(_settings: Settings) -> list[AnySpec]:
     ]
 
 
+def _reconfigured(value: Buckets, old: Settings, new: Settings) -> Buckets | None:
+    """After a reload: a new --buckets.only runs the collector again at the next refresh
+    (its kept buckets are the old conditions' until then)."""
+    return value if new.buckets_only != old.buckets_only else None
+
+
 COLLECTOR = Collector(
     name="buckets", slot=SLOT, operations=(DESCRIBE_BUCKETS, findings.GET_FINDING_STATISTICS),
-    fetch=fetch, families=families,
+    fetch=fetch, families=families, reconfigured=_reconfigured,
     switch=Switch("1h", "Collect S3 bucket posture, sensitivity and findings per bucket "
                         "(DescribeBuckets)."),
 )

@@ -11,6 +11,7 @@ keeps its last known values; one that vanished between list and describe is drop
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -591,8 +592,25 @@ def _idle_interval(settings: Settings) -> float:
     return settings.idle_interval
 
 
+def _reconfigured(value: Jobs, old: Settings, new: Settings) -> Jobs | None:
+    """After a reload. A new tag key: every job is described again (a job's tags are kept
+    for the allow-listed keys only), from a full list; the jobs keep their last values until
+    then. A new filter: a full list (the jobs it no longer matches go, new ones come), with
+    no describe of a terminal job known already. A new terminal max age: the next refresh
+    applies it. Anything else (a tag key removed, intervals): nothing to do here."""
+    if set(new.tag_keys) - set(old.tag_keys):
+        stale = {job_id: replace(described, described_at=-math.inf)
+                 for job_id, described in value.described.items()}
+        return replace(value, described=stale, full_at=None)
+    if new.list_filter != old.list_filter:
+        return replace(value, full_at=None)
+    if new.terminal_max_age != old.terminal_max_age:
+        return value
+    return None
+
+
 COLLECTOR = Collector(
     name="jobs", slot=SLOT, operations=(LIST_JOBS, DESCRIBE_JOB), fetch=fetch,
     families=families, interval_option="refresh.interval", foreground=True, health="refresh",
-    idle=_idle, idle_interval=_idle_interval,
+    idle=_idle, idle_interval=_idle_interval, reconfigured=_reconfigured,
 )

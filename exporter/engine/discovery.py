@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -55,7 +56,15 @@ class OrganizationsDiscovery:
         # ListAccounts calls are counted under the discovery account (empty: own credentials).
         self._key = TargetKey(discovery_account, PARTITION_REGIONS.get(self._partition,
                                                                        "us-east-1"))
+        self._lock = threading.Lock()
+        self._closed = False
         fleet.status.discovery_enabled = True
+
+    def close(self) -> None:
+        """Hand the fleet nothing more (a reload replaced or removed discovery); a discovery
+        under way ends without touching it."""
+        with self._lock:
+            self._closed = True
 
     def targets(self, accounts: Sequence[tuple[str, str]]) -> list[TargetConfig]:
         """A target per ACTIVE, not excluded account and region, assuming the member role."""
@@ -89,7 +98,10 @@ class OrganizationsDiscovery:
             log.exception("discovery crashed; the last discovered targets are kept")
             return False
         targets = self.targets(accounts)
-        added, removed = self._fleet.reconcile(targets)
+        with self._lock:
+            if self._closed:
+                return False
+            added, removed = self._fleet.reconcile(targets)
         status.discovery_success = True
         status.discovery_last_success = self._clock()
         log.info("discovered the organisation", extra=fields(

@@ -6,19 +6,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.aws.counting import ApiRequestCounter
 from exporter.aws.session import Aws
 from exporter.aws.target import AwsTarget
 from exporter.engine.counters import FleetStatus, WaitCounter
 from exporter.engine.pool import CallPool
-from exporter.engine.runner import RefreshSettings, TargetRefresher
+from exporter.engine.runner import RefreshSettings, TargetApi, TargetRefresher
 from exporter.engine.store import SnapshotStore
 from exporter.logs import fields
 from exporter.model import UNKNOWN_ACCOUNT, TargetConfig, TargetKey
@@ -38,14 +40,24 @@ def key_of(target: TargetConfig) -> TargetKey:
     return TargetKey(account, target.region or "")
 
 
+def _key(planned: TargetRefresher | tuple[TargetConfig, TargetKey]) -> TargetKey:
+    return planned.key if isinstance(planned, TargetRefresher) else planned[1]
+
+
 class Fleet:
     """Holds one refresher per target this shard polls and schedules their refreshes."""
 
     def __init__(self, aws: Aws, pool: CallPool, store: SnapshotStore,
                  settings: RefreshSettings, requests: ApiRequestCounter, waits: WaitCounter, *,
                  shard_index: int = 0,
-                 shard_total: int = 1, status: FleetStatus | None = None) -> None:
+                 shard_total: int = 1, status: FleetStatus | None = None,
+                 api: Callable[[TargetConfig, TargetKey], TargetApi] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._aws = aws
+        self._clock = clock
+        # How a target's calls are made (tests: a fake of the AWS-facing protocol).
+        self._api = api or (lambda target, key: AwsTarget(self._aws, key, target.role_arn,
+                                                          target.external_id))
         self._pool = pool
         self._store = store
         self._settings = settings
@@ -57,6 +69,10 @@ class Fleet:
         self._static: list[TargetRefresher] = []
         self._discovered: dict[TargetKey, TargetRefresher] = {}
         self._jobs: dict[int, Any] = {}  # id(refresher) -> its APScheduler job
+        self._targets: dict[int, TargetConfig] = {}  # id(refresher) -> its target
+        # The configured targets and the last discovered ones, every shard's.
+        self._static_targets: list[TargetConfig] = []
+        self._discovered_targets: list[TargetConfig] = []
         # Every shard's targets (known accounts): who reports what several targets see.
         self._static_keys: set[TargetKey] = set()
         self._discovered_keys: set[TargetKey] = set()
@@ -77,17 +93,15 @@ class Fleet:
         index, total = self._shard
         return total == 1 or shard_of(key, total) == index
 
-    def _held(self, key: TargetKey) -> bool:
-        return any(r.key == key for r in (*self._static, *self._discovered.values()))
-
     def _new(self, target: TargetConfig, key: TargetKey) -> TargetRefresher:
-        api = AwsTarget(self._aws, key, target.role_arn, target.external_id)
-        refresher = TargetRefresher(api, self._store, self._pool, self._settings,
-                                    counters=(self._requests, self._waits))
+        refresher = TargetRefresher(self._api(target, key), self._store, self._pool,
+                                    self._settings, counters=(self._requests, self._waits),
+                                    clock=self._clock)
         refresher.before_rekey = self._rekeying
         for counter in (self._requests, self._waits):
             counter.revive(key)
         self._store.put(self._store.result(key))
+        self._targets[id(refresher)] = target
         self._jobs[id(refresher)] = self.scheduler.add_job(
             refresher.trigger, "interval", seconds=self._settings.interval,
             next_run_time=datetime.now(UTC))
@@ -96,53 +110,122 @@ class Fleet:
     def add_static(self, targets: Sequence[TargetConfig]) -> None:
         """The configured targets (flags or `targets`), less the other shards' and duplicates."""
         with self._lock:
-            for target in targets:
-                key = key_of(target)
-                if key.account_id != UNKNOWN_ACCOUNT:
-                    self._static_keys.add(key)
-                if not self.mine(key):
-                    continue
-                if key.account_id != UNKNOWN_ACCOUNT and self._held(key):
-                    log.warning("target polled already; the duplicate is ignored",
-                                extra=fields(account_id=key.account_id, region=key.region,
-                                             role_arn=target.role_arn or ""))
-                    continue
-                self._static.append(self._new(target, key))
-            self.status.targets = len(self._static) + len(self._discovered)
-            self._publish_polled()
-
-    def _publish_polled(self) -> None:
-        """Tell the store every shard's targets (lock held); unsharded, its own are all."""
-        if self._shard[1] > 1:
-            self._store.polled(self._static_keys | self._discovered_keys)
+            self._static_targets += targets
+            self._assign(warn=True)
 
     def reconcile(self, discovered: Sequence[TargetConfig]) -> tuple[int, int]:
         """Make the discovered targets this shard polls exactly `discovered`'s; a target that is
         also static stays static. Returns (added, removed)."""
         with self._lock:
-            wanted: dict[TargetKey, TargetConfig] = {}
-            static = {r.key for r in self._static}
-            self._discovered_keys = {key_of(target) for target in discovered}
-            for target in discovered:
-                key = key_of(target)
-                if self.mine(key) and key not in static:
-                    wanted.setdefault(key, target)
-            gone = [k for k in self._discovered if k not in wanted]
-            for key in gone:
-                self._remove(self._discovered.pop(key))
-            added = 0
-            for key, target in wanted.items():
-                if key not in self._discovered:
-                    self._discovered[key] = self._new(target, key)
-                    added += 1
-            self.status.targets = len(self._static) + len(self._discovered)
-            self._publish_polled()
+            self._discovered_targets = list(discovered)
+            return self._assign()
+
+    def update(self, settings: RefreshSettings, static: Sequence[TargetConfig], *,
+               shard_index: int = 0, shard_total: int = 1) -> tuple[int, int]:
+        """A reload: new settings, static targets and shard. A target still wanted keeps its
+        refresher (its data, caches and schedule); a changed refresh interval reschedules every
+        target. Returns (added, removed)."""
+        with self._lock:
+            old, self._settings = self._settings, settings
+            self._shard = (shard_index, shard_total)
+            for refresher in (*self._static, *self._discovered.values()):
+                refresher.reconfigure(settings)
+            if settings.interval != old.interval:
+                for job in self._jobs.values():
+                    self._reschedule(job, settings.interval)
+            self._static_targets = list(static)
+            return self._assign(warn=True)
+
+    @staticmethod
+    def _reschedule(job: Any, interval: float) -> None:
+        """Every `interval` from now on; the next tick no later than it was due."""
+        now = datetime.now(UTC)
+        due = getattr(job, "next_run_time", None)
+        first = now + timedelta(seconds=interval)
+        if due is not None and due < first:
+            first = due
+        job.modify(trigger=IntervalTrigger(seconds=interval, start_date=first, timezone=UTC),
+                   next_run_time=first)
+
+    def _assign(self, warn: bool = False) -> tuple[int, int]:
+        """Hold exactly one refresher per static and discovered target this shard polls; a
+        target also static stays static (lock held). A refresher whose target is still wanted,
+        as the same target or as the same account and region, is kept with its data (with the
+        target's new credentials if they changed). Returns (added, removed)."""
+        held_before = [*self._static, *self._discovered.values()]
+        by_target = {self._targets[id(r)]: r for r in self._static}
+        by_key = {r.key: r for r in held_before if r.key.account_id != UNKNOWN_ACCOUNT}
+
+        def claim(target: TargetConfig, key: TargetKey) -> TargetRefresher | None:
+            refresher = by_target.pop(target, None)
+            if refresher is None and key.account_id != UNKNOWN_ACCOUNT:
+                refresher = by_key.get(key)
+            if refresher is None:
+                return None
+            by_key.pop(refresher.key, None)
+            by_target.pop(self._targets[id(refresher)], None)
+            if self._targets[id(refresher)] != target:
+                refresher.api = self._api(target, refresher.key)
+                self._targets[id(refresher)] = target
+            return refresher
+
+        # Claimed refreshers, and the targets still to create (after the removals: a new
+        # target may take a removed one's key).
+        static: list[TargetRefresher | tuple[TargetConfig, TargetKey]] = []
+        self._static_keys = set()
+        for target in dict.fromkeys(self._static_targets):  # the same target twice: once
+            key = key_of(target)
+            if key.account_id != UNKNOWN_ACCOUNT:
+                self._static_keys.add(key)
+            if not self.mine(key):
+                continue
+            if key.account_id != UNKNOWN_ACCOUNT and key in {_key(p) for p in static}:
+                if warn:
+                    log.warning("target polled already; the duplicate is ignored",
+                                extra=fields(account_id=key.account_id, region=key.region,
+                                             role_arn=target.role_arn or ""))
+                continue
+            static.append(claim(target, key) or (target, key))
+        held = {_key(p) for p in static}
+        self._discovered_keys = {key_of(target) for target in self._discovered_targets}
+        discovered: dict[TargetKey, TargetRefresher | tuple[TargetConfig, TargetKey]] = {}
+        for target in self._discovered_targets:
+            key = key_of(target)
+            if self.mine(key) and key not in held and key not in discovered:
+                discovered[key] = claim(target, key) or (target, key)
+        kept = {id(p) for p in (*static, *discovered.values())}
+        gone = [r for r in held_before if id(r) not in kept]
+        for refresher in gone:
+            self._remove(refresher)
+        made = [self._made(p) for p in static]
+        self._static = [r for r, _ in made]
+        self._discovered = {}
+        added = sum(new for _, new in made)
+        for key, planned in discovered.items():
+            refresher, new = self._made(planned)
+            self._discovered[key] = refresher
+            added += new
+        self.status.targets = len(self._static) + len(self._discovered)
+        self._publish_polled()
         return added, len(gone)
+
+    def _made(self, planned: TargetRefresher | tuple[TargetConfig, TargetKey]
+              ) -> tuple[TargetRefresher, bool]:
+        """(the refresher, True if it is new)."""
+        if isinstance(planned, TargetRefresher):
+            return planned, False
+        return self._new(*planned), True
+
+    def _publish_polled(self) -> None:
+        """Tell the store every shard's targets (lock held); unsharded, its own are all."""
+        self._store.polled(self._static_keys | self._discovered_keys if self._shard[1] > 1
+                           else None)
 
     def _remove(self, refresher: TargetRefresher) -> None:
         job = self._jobs.pop(id(refresher), None)
         if job is not None:
             job.remove()
+        self._targets.pop(id(refresher), None)
         refresher.close()
         self._store.remove(refresher.key)
         self._requests.forget(refresher.key)
@@ -160,10 +243,11 @@ class Fleet:
             for counter in (self._requests, self._waits):
                 counter.revive(new)
 
-    def every(self, interval: float, action: Callable[[], object]) -> None:
-        """Run `action` now and every `interval` seconds (discovery)."""
-        self.scheduler.add_job(action, "interval", seconds=interval,
-                               next_run_time=datetime.now(UTC))
+    def every(self, interval: float, action: Callable[[], object]) -> Any:
+        """Run `action` now and every `interval` seconds (discovery); returns its job (its
+        `remove()` stops it)."""
+        return self.scheduler.add_job(action, "interval", seconds=interval,
+                                      next_run_time=datetime.now(UTC))
 
     def start(self) -> None:
         self.scheduler.start()

@@ -92,15 +92,59 @@ class CallPool:
         self._took_background = False  # the last turn went to a background queue
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
+        self._names = itertools.count()
+        self._started = False
         self._stopping = False
         self._forgotten: set[Hashable] = set()
         self.busy = 0
 
     def start(self) -> None:
-        for number in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"aws-call-{number}", daemon=True)
+        with self._cond:
+            self._started = True
+            self._grow()
+
+    def _grow(self) -> None:
+        """Start workers up to `workers` (lock held)."""
+        while len(self._threads) < self.workers:
+            thread = threading.Thread(target=self._work, name=f"aws-call-{next(self._names)}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def resize(self, workers: int) -> None:
+        """Run `workers` threads from now on (a reload): new ones start at once, surplus ones
+        end after the call they are making."""
+        with self._cond:
+            self.workers = workers
+            if self._started:
+                self._grow()
+            self._cond.notify_all()
+
+    def set_rate(self, rate: float) -> None:
+        """A new calls-per-second limit per owner (0: none); buckets start again full."""
+        with self._cond:
+            self._rate = rate
+            self._buckets.clear()
+            now = self._clock()
+            for _, _, deferred in self._deferred:  # waiting for the old buckets' tokens
+                self._join_ring(deferred, now)
+            self._deferred.clear()
+            for queue in self._queues.values():
+                queue.waiting_since = None
+            if rate > 0:
+                for owner, _ in self._queues:
+                    self._buckets.setdefault(owner, TokenBucket(rate, self._clock()))
+            self._cond.notify_all()
+
+    def _retiring(self) -> bool:
+        """True (and the calling worker is let go) when there are more workers than wanted
+        (lock held)."""
+        if len(self._threads) <= self.workers:
+            return False
+        current = threading.current_thread()
+        if current in self._threads:
+            self._threads.remove(current)
+        return True
 
     def stop(self) -> None:
         """Drop what is queued; calls under way finish on their own (threads are daemons)."""
@@ -163,7 +207,7 @@ class CallPool:
 
     def _next(self) -> tuple[Hashable, Task] | None:
         """The next call to make and its owner, or None when stopping (lock held)."""
-        while not self._stopping:
+        while not self._stopping and not self._retiring():
             now = self._clock()
             while self._deferred and self._deferred[0][0] <= now:
                 _, _, deferred = heapq.heappop(self._deferred)

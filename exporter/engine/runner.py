@@ -128,7 +128,7 @@ class _Context:
         self.started = time.monotonic()
         self.settings = refresher.settings.collect
         self.result = refresher.store.result(refresher.key)
-        self.previous = self.result.get(collector.slot)
+        self.previous = refresher.reconfigured(collector, self.result.get(collector.slot))
 
     @property
     def key(self) -> TargetKey:
@@ -288,6 +288,9 @@ class TargetRefresher:
         self._refreshing: threading.Event | None = None
         self._ran_at: dict[str, float] = {}  # collector -> when its last run was due
         self._collecting: set[str] = set()
+        # Collector -> the settings of its stored value, when a reload changed them in a way
+        # that matters to it: its next run starts from `reconfigured` and is due at once.
+        self._made_with: dict[str, Settings] = {}
         self._failing = False
         self.last_ok = False
         self.closed = False
@@ -355,6 +358,8 @@ class TargetRefresher:
         """Whether a collector is due in the refresh starting at `now`: the refresh nearest
         its due time runs it (a tick a few milliseconds early would otherwise slip it a whole
         refresh interval)."""
+        if scheduled.collector.name in self._made_with:
+            return True
         last = self._ran_at.get(scheduled.collector.name)
         every = scheduled.interval if interval is None else interval
         return last is None or now - last >= every - self.settings.interval / 2
@@ -371,6 +376,56 @@ class TargetRefresher:
         if not collector.idle(result, self._ran_at.get(collector.name)):
             return None
         return every
+
+    # ------------------------------------------------------------ a reload
+
+    def reconfigure(self, settings: RefreshSettings) -> None:
+        """Take a reload's settings. A collector switched off loses its values and health;
+        one whose stored value the change affects (`Collector.reconfigured`) runs at the next
+        refresh; the rest keep their values and schedules."""
+        old = self.settings
+        if settings == old:
+            return
+        self.settings = settings
+        on = {s.collector.name for s in (*settings.refresh, *settings.collectors)}
+        off = [s.collector for s in old.collectors if s.collector.name not in on]
+        result = self.store.result(self.key)
+        with self._lock:
+            for collector in off:
+                self._ran_at.pop(collector.name, None)
+                self._made_with.pop(collector.name, None)
+            for scheduled in (*settings.refresh, *settings.collectors):
+                collector = scheduled.collector
+                if collector.reconfigured is None:
+                    continue
+                value = result.get(collector.slot)
+                # No value yet: one may be on its way, made with the old settings.
+                running = collector.name in self._collecting or (
+                    collector.foreground and self._refreshing is not None)
+                if (running if value is None else collector.reconfigured(
+                        value, old.collect, settings.collect) is not None):
+                    self._made_with.setdefault(collector.name, old.collect)
+        if off:
+            def drop(result: TargetResult) -> TargetResult:
+                for collector in off:
+                    result = result.with_value(collector.slot, None).with_health(
+                        collector.name, None)
+                return result
+            self.store.update(self.key, drop)
+
+    def reconfigured(self, collector: AnyCollector, value: object) -> object:
+        """The value a run of `collector` starts from: the stored one, or what a reload made
+        of it (once: the run's own value is made with the current settings)."""
+        with self._lock:
+            made_with = self._made_with.pop(collector.name, None)
+        if made_with is None or value is None or collector.reconfigured is None:
+            return value
+        changed = collector.reconfigured(value, made_with, self.settings.collect)
+        return value if changed is None else changed
+
+    def switched_on(self, collector: AnyCollector) -> bool:
+        return any(s.collector is collector
+                   for s in (*self.settings.refresh, *self.settings.collectors))
 
     def mark_ran(self, name: str, at: float) -> None:
         """The collector `name` ran (or is taken as run) at `at`: `due` counts from there."""
@@ -487,8 +542,8 @@ class TargetRefresher:
     def _collected(self, collector: AnyCollector, outcome: _Outcome, duration: float) -> None:
         with self._lock:
             self._collecting.discard(collector.name)
-        if outcome.removed or self.closed:
-            return
+        if outcome.removed or self.closed or not self.switched_on(collector):
+            return  # the target went away, or a reload switched the collector off meanwhile
         health = Health(outcome.ok, duration)
 
         def change(result: TargetResult) -> TargetResult:

@@ -217,7 +217,7 @@ class SelfCollector(RegistryCollector):
         self.requests = spec if keep.keeps(spec.name, spec.kind) else None
         self._waits = waits
         self._fleet = fleet
-        self._shard = shard
+        self.shard = shard
         self._keep = keep
         self._build = list(build or (__version__, platform.python_version(), version("boto3")))
 
@@ -244,7 +244,7 @@ class SelfCollector(RegistryCollector):
             yield waits
         if self._fleet is not None:
             yield from _fleet_families(self._fleet, keep)
-        yield from _shard_families(*self._shard, keep)
+        yield from _shard_families(*self.shard, keep)
         if keep.keeps("macie_exporter_build_info", "gauge"):
             build = gauge(
                 "macie_exporter_build_info",

@@ -398,10 +398,23 @@ def _gzip_finish(cached: _Compressed, tail: bytes) -> bytes:
                      struct.pack("<II", crc, (cached.length + len(tail)) & 0xFFFFFFFF)))
 
 
+class _Layout:
+    """The snapshot's families, each one's sample name (what `name[]` selects), and its HELP
+    and TYPE lines per format, compressed."""
+
+    def __init__(self, families: Sequence[AnySpec]) -> None:
+        self.families = tuple(families)
+        self.names = tuple(sample_name(spec) for spec in self.families)
+        self.headers = {kind: tuple(_segment([_encode(encoder, spec.make())])
+                                    for spec in self.families)
+                        for kind, encoder in _ENCODERS.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class _Rendered:
-    """One snapshot rendered: each family's compressed samples, and the whole snapshot part
-    per format."""
+    """One snapshot rendered with one layout: each family's compressed samples, and the whole
+    snapshot part per format."""
+    layout: _Layout
     samples: tuple[_Segment, ...]
     full: dict[str, _Compressed]
 
@@ -410,10 +423,12 @@ class _Published:
     """One snapshot, and its rendering once there is one (set under the scrape lock when a
     scrape renders it)."""
 
-    __slots__ = ("rendered", "snapshot")
+    __slots__ = ("layout", "rendered", "snapshot")
 
-    def __init__(self, snapshot: Snapshot, rendered: _Rendered | None = None) -> None:
+    def __init__(self, snapshot: Snapshot, layout: _Layout,
+                 rendered: _Rendered | None = None) -> None:
         self.snapshot = snapshot
+        self.layout = layout
         self.rendered = rendered
 
 
@@ -461,11 +476,7 @@ class CachedExposition:
         # Told each snapshot the background renderer has published (even when its render
         # failed: scrapes render it themselves then), and None once it stops.
         self._on_published = published
-        self._families = tuple(families)
-        self._names = tuple(sample_name(spec) for spec in self._families)
-        self._headers = {kind: tuple(_segment([_encode(encoder, spec.make())])
-                                     for spec in self._families)
-                         for kind, encoder in _ENCODERS.items()}
+        self._layout = _Layout(families)
         # The live collectors in order, each as the families whose samples are kept per target
         # between scrapes (the request counts) and a registry of the rest.
         self._live: list[tuple[tuple[AnySpec, ...], CollectorRegistry]] = []
@@ -486,7 +497,7 @@ class CachedExposition:
         self._render_clock = render_clock
         self._publish_lock = threading.Lock()  # one publish at a time
         self._scrape_lock = threading.Lock()  # renders on the scrape path, one at a time
-        self._published = _Published(snapshot())
+        self._published = _Published(snapshot(), self._layout)
         self._scraped: float | None = None  # when /metrics was last asked for
         self._fragments = Fragments()
         self._failed = False
@@ -519,6 +530,12 @@ class CachedExposition:
         """Called by the snapshot store after each swap; wakes the background renderer."""
         self._changed.set()
 
+    def set_families(self, families: Sequence[AnySpec]) -> None:
+        """Render these families from now on (a reload): the next render renders the current
+        snapshot with them, and until then scrapes serve the last rendering, whole."""
+        self._layout = _Layout(families)
+        self._changed.set()
+
     def render(self, accept: str | None, accept_encoding: str | None,
                names: Iterable[str] | None = None) -> tuple[list[tuple[str, str]], bytes]:
         """(headers, body) for one scrape; `names` (the `name[]` values) keeps the families
@@ -529,8 +546,8 @@ class CachedExposition:
         if wanted is None:
             cached = rendered.full[fmt.kind]
         else:
-            headers = self._headers[fmt.kind]
-            cached = _join(segment for i, name in enumerate(self._names)
+            headers = rendered.layout.headers[fmt.kind]
+            cached = _join(segment for i, name in enumerate(rendered.layout.names)
                            if name in wanted and rendered.samples[i].length
                            for segment in (headers[i], rendered.samples[i]))
         live = self._render_live(fmt.kind, wanted)
@@ -572,27 +589,28 @@ class CachedExposition:
             return rendered
         with self._scrape_lock:  # not behind the background render
             if published.rendered is None:
-                published.rendered = self._render_all(published.snapshot)
+                published.rendered = self._render_all(published.snapshot, published.layout)
             return published.rendered
 
-    def _render_all(self, snapshot: Snapshot) -> _Rendered:
+    def _render_all(self, snapshot: Snapshot, layout: _Layout) -> _Rendered:
         samples = tuple(_segment(pieces)
-                        for pieces in self._render(snapshot, self._families, self._fragments))
-        if len(samples) != len(self._families):
-            raise RuntimeError(f"{len(samples)} families rendered of {len(self._families)}")
+                        for pieces in self._render(snapshot, layout.families, self._fragments))
+        if len(samples) != len(layout.families):
+            raise RuntimeError(f"{len(samples)} families rendered of {len(layout.families)}")
         full = {kind: _join(segment for pair in zip(headers, samples, strict=True)
                             for segment in pair)
-                for kind, headers in self._headers.items()}
-        return _Rendered(samples, full)
+                for kind, headers in layout.headers.items()}
+        return _Rendered(layout, samples, full)
 
     def _publish(self, snapshot: Snapshot) -> None:
         with self._publish_lock:
-            if snapshot is self._published.snapshot:
+            layout = self._layout
+            if snapshot is self._published.snapshot and layout is self._published.layout:
                 return
             scraped = self._scraped
             wanted = scraped is not None and self._clock() - scraped <= self.SCRAPE_TTL
-            self._published = _Published(snapshot,
-                                         self._render_all(snapshot) if wanted else None)
+            self._published = _Published(snapshot, layout,
+                                         self._render_all(snapshot, layout) if wanted else None)
             self._failed = False
 
     def _settled(self) -> bool:

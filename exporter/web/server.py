@@ -1,4 +1,4 @@
-"""HTTP endpoints: metrics, /healthz, /readyz and a landing page. Never calls AWS.
+"""HTTP endpoints: metrics, /healthz, /readyz, /-/reload and a landing page. Never calls AWS.
 
 The server is bounded: one selector thread, a fixed pool of workers (see the note above
 REQUEST_TIMEOUT). HTTP/1.1 is parsed and framed by h11; this module adds what h11 leaves to
@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -48,16 +49,23 @@ WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 HEALTHY_PATHS = ("/healthz", "/-/healthy")
 READY_PATHS = ("/readyz", "/-/ready")
 OPEN_PATHS = (*HEALTHY_PATHS, *READY_PATHS)
+RELOAD_PATH = "/-/reload"
+# What /-/reload answers without --web.enable-lifecycle (Prometheus' words).
+LIFECYCLE_DISABLED = "Lifecycle API is not enabled."
+# A reload: (status code, one line saying how it went).
+Reload = Callable[[], tuple[int, str]]
 
 
 def endpoints(telemetry_path: str) -> tuple[str, ...]:
     """The paths the exporter serves (the `handler` label values of its HTTP counters)."""
-    return (telemetry_path, *OPEN_PATHS, "/")
+    return (telemetry_path, *OPEN_PATHS, RELOAD_PATH, "/")
 
 
-def make_app(telemetry_path: str, exposition: CachedExposition) -> WsgiApp:
+def make_app(telemetry_path: str, exposition: CachedExposition,
+             reload: Reload | None = None) -> WsgiApp:
     """The WSGI app. Metrics, `name[]` filters included, come from the per-snapshot cache.
-    /readyz follows the snapshot that /metrics serves."""
+    /readyz follows the snapshot that /metrics serves. POST or PUT /-/reload runs `reload`
+    (None: 403, the lifecycle API is off)."""
     landing = (
         "<!doctype html><html><head><title>Macie exporter</title></head><body>"
         f"<h1>Macie exporter</h1><p>Version {html.escape(__version__)}</p><ul>"
@@ -75,6 +83,15 @@ def make_app(telemetry_path: str, exposition: CachedExposition) -> WsgiApp:
 
     def app(environ: Environ, start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if path == RELOAD_PATH:
+            if environ.get("REQUEST_METHOD") not in ("POST", "PUT"):
+                return respond(start, "405 Method Not Allowed",
+                               b"This endpoint requires a POST or PUT request.\n",
+                               extra=[("Allow", "POST, PUT")])
+            code, message = (HTTPStatus.FORBIDDEN, LIFECYCLE_DISABLED) if reload is None \
+                else reload()
+            return respond(start, f"{code} {HTTPStatus(code).phrase}",
+                           f"{message}\n".encode())
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return respond(start, "405 Method Not Allowed", b"method not allowed\n",
                            extra=[("Allow", "GET, HEAD")])

@@ -124,6 +124,10 @@ The pod template of the Deployment (one pod) and of the StatefulSet (one pod per
 definition, so both run the same hardened pod. A StatefulSet pod takes its shard index from its
 ordinal, which Kubernetes (1.28+) sets as the pod label apps.kubernetes.io/pod-index; the
 downward API passes it in MACIE_EXPORTER_SHARD_INDEX, with no shell in the image.
+No checksum annotation restarts the pods when the config file or the web config changes: both
+are mounted as directories (never subPath, which the kubelet does not update), and the exporter
+reloads them itself (the config file within 30 s of the kubelet's sync, the web config within
+a second).
 */}}
 {{- define "macie-exporter.podTemplate" -}}
 {{- $sharded := include "macie-exporter.sharded" . -}}
@@ -134,14 +138,10 @@ metadata:
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- with .Values.podAnnotations }}
   annotations:
-    checksum/config: {{ include "macie-exporter.configFile" . | sha256sum }}
-    {{- if .Values.webConfig.enabled }}
-    checksum/web-config: {{ toYaml .Values.webConfig | sha256sum }}
-    {{- end }}
-    {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
-    {{- end }}
+  {{- end }}
 spec:
   serviceAccountName: {{ include "macie-exporter.serviceAccountName" . }}
   automountServiceAccountToken: {{ .Values.automountServiceAccountToken }}
@@ -162,7 +162,7 @@ spec:
         - --web.listen-address=:9729
         - --web.telemetry-path={{ .Values.telemetryPath }}
         {{- if $hasConfigFile }}
-        - --config.file=/etc/macie-exporter/config.yml
+        - --config.file=/etc/macie-exporter/config/config.yml
         {{- end }}
         {{- if .Values.webConfig.enabled }}
         - --web.config.file=/etc/macie-exporter/web/web-config.yml
@@ -216,8 +216,7 @@ spec:
           mountPath: /tmp
         {{- if $hasConfigFile }}
         - name: config
-          mountPath: /etc/macie-exporter/config.yml
-          subPath: config.yml
+          mountPath: /etc/macie-exporter/config
           readOnly: true
         {{- end }}
         {{- if .Values.webConfig.enabled }}
