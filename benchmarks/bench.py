@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,7 +38,9 @@ from prometheus_client.registry import CollectorRegistry
 from exporter.aws.counting import ApiRequestCounter
 from exporter.aws.session import Aws, AwsSettings
 from exporter.aws.target import AwsTarget
+from exporter.collectors import jobs
 from exporter.collectors.jobs import LIST_PAGE_SIZE
+from exporter.demo.simulator import make_job
 from exporter.engine.pool import CallPool
 from exporter.engine.runner import TargetRefresher
 from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
@@ -307,6 +311,70 @@ def first_data(url: str, jobs: int, poll: float = 0.25) -> dict[str, float]:
     return {"statuses_s": statuses, "full_s": full}
 
 
+BURST = 250  # new jobs between two refreshes: more than a list page (200)
+
+
+def put_jobs(url: str, jobs: list[dict[str, Any]]) -> None:
+    """Jobs put in the simulator process (`POST /_simulator/jobs`)."""
+    body = json.dumps({"region": REGION, "jobs": jobs}).encode()
+    request = urllib.request.Request(f"{url}/_simulator/jobs", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def listed_counts(url: str) -> Counter[tuple[str, str]]:
+    """(status, type) of every job, by a full boto3 list: what the counts must say."""
+    client = boto3.client("macie2", region_name=REGION, endpoint_url=url)
+    found: Counter[tuple[str, str]] = Counter()
+    for page in client.get_paginator("list_classification_jobs").paginate():
+        for item in page["items"]:
+            found[(item["jobStatus"], item["jobType"])] += 1
+    return found
+
+
+def exported_counts(refresher: TargetRefresher) -> Counter[tuple[str, str]]:
+    """macie_classification_jobs as the refresher's last refresh left it (zeros left out)."""
+    (target,) = refresher.store.get().targets
+    value = target.get(jobs.SLOT)
+    assert value is not None
+    return Counter({(status, job_type): n for (_, status, job_type), n in value.counts if n})
+
+
+def changes(url: str) -> list[dict[str, object]]:
+    """Steady refreshes around changes: a RUNNING job completes, then BURST new jobs arrive
+    (several created in the same second as the newest known one). Per step: the list pages
+    of the refresh after it and whether macie_classification_jobs equals a full list."""
+    refresher, counter = exporter_refresher(url)
+    assert refresher.refresh() and refresher.refresh()  # the full list, then a steady one
+    client = boto3.client("macie2", region_name=REGION, endpoint_url=url)
+    running = next(item for page in client.get_paginator("list_classification_jobs")
+                   .paginate(filterCriteria={"includes": [{"comparator": "EQ",
+                                                           "key": "jobStatus",
+                                                           "values": ["RUNNING"]}]})
+                   for item in page["items"])
+    done = client.describe_classification_job(jobId=running["jobId"])
+    newest = max(item["createdAt"] for page in client.get_paginator(
+        "list_classification_jobs").paginate() for item in page["items"]).timestamp()
+    steps: list[tuple[str, list[dict[str, Any]]]] = [
+        ("a RUNNING job completes", [make_job(
+            running["jobId"], done["name"], "COMPLETE",
+            created_at=done["createdAt"].timestamp(), objects_to_process=0,
+            last_run_time=time.time())]),
+        (f"{BURST} new jobs arrive", [make_job(
+            f"burst{i:027d}", f"burst-job-{i}", "RUNNING" if i % 10 == 0 else "COMPLETE",
+            created_at=newest if i < 5 else newest + 1 + i / 1000) for i in range(BURST)]),
+    ]
+    out = []
+    for name, put in steps:
+        put_jobs(url, put)
+        before = count(counter, "ListClassificationJobs")
+        assert refresher.refresh()
+        out.append({"step": name, "pages": count(counter, "ListClassificationJobs") - before,
+                    "exact": exported_counts(refresher) == listed_counts(url)})
+    refresher.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -359,6 +427,8 @@ def main() -> None:
         early = first_data(url, args.jobs)
         pages = max(1, -(-args.jobs // LIST_PAGE_SIZE))
         memory = process_memory(url, args.refreshes, pages, args.rss_csv)
+        # Last: the jobs it adds would change the page count the memory run counts with.
+        changed = changes(url)
 
     first, reference = min(firsts), min(references)
     rows = [
@@ -382,6 +452,9 @@ def main() -> None:
          f"{scrape['generate_latest_gzip_p50_ms'] / scrape['scrape_p50_ms']:.0f}"),
         ("RSS after first refresh, MB", f"{memory['rss_first_mb']:.0f}"),
         ("RSS peak, MB (target <= 150)", f"{memory['rss_peak_mb']:.0f}"),
+        *((f"steady refresh after {c['step']}: list pages, macie_classification_jobs "
+           "exact (target: exact)",
+           f"{c['pages']}, {'exact' if c['exact'] else 'NOT exact'}") for c in changed),
         (f"RSS growth, median of refreshes {memory['warm_start']:.0f}-"
          f"{memory['warm_start'] + memory['window']:.0f} -> of the last {memory['window']:.0f} "
          f"of {memory['refreshes']:.0f} (target < 5%)",

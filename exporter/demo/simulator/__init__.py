@@ -21,8 +21,9 @@ GetUsageStatistics up to 50 (default 50) and GetFindingStatistics `size` up to 1
 values are answered ValidationException.
 
 Requests are counted per operation and per (operation, account, region); for a caller in
-another process, `GET /_simulator/requests` answers the counts as JSON and
-`POST /_simulator/reset` zeroes them.
+another process, `GET /_simulator/requests` answers the counts as JSON,
+`POST /_simulator/reset` zeroes them, and `POST /_simulator/jobs` puts jobs
+(`{"region": ..., "account_id": ..., "jobs": [make_job(...), ...]}`).
 
 Modules: `core` (the `Simulator`: state, counters, HTTP server), `routes` (the routing table,
 `ROUTES`: operation → service, handler and, for Macie, method and path), one module per service

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import re
 import socket
 import threading
@@ -309,7 +310,7 @@ class Simulator:
         """One HTTP request (`target`: the path and query string; header names lowercase)."""
         path, _, query = target.partition("?")
         if path.startswith("/_simulator/"):
-            return self._control(method, path)
+            return self._control(method, path, body)
         try:
             operation, params = route(method, path, query, headers, body)
         except Unrouted as err:
@@ -347,12 +348,29 @@ class Simulator:
         """The simulator's own answer to `call`, from its operation's handler."""
         return ROUTES[call.operation].handler(self, call)
 
-    def _control(self, method: str, path: str) -> Answer:
+    def _control(self, method: str, path: str, body: bytes = b"") -> Answer:
         if method == "GET" and path == "/_simulator/requests":
             return json_answer(200, self.counts())
         if method == "POST" and path == "/_simulator/reset":
             self.reset_counts()
             return json_answer(200, {})
+        if method == "POST" and path == "/_simulator/jobs":
+            # {"region": ..., "account_id": ... (optional), "jobs": [make_job(...), ...]}:
+            # jobs put (added, or replaced by ID) for a caller in another process.
+            try:
+                spec = json.loads(body)
+                region, jobs = spec["region"], spec["jobs"]
+                account = spec.get("account_id")
+                if not (isinstance(region, str) and isinstance(jobs, list)
+                        and all(isinstance(j, dict) and isinstance(j.get("jobId"), str)
+                                for j in jobs)):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                return json_error(400, "ValidationException",
+                                  "expected {region, jobs: [job with jobId, ...], account_id?}")
+            for job in jobs:
+                self.put_job(region, job, account)
+            return json_answer(200, {"put": len(jobs)})
         return json_error(404, "UnknownOperationException", f"no route for {method} {path}")
 
     def _caller(self, headers: dict[str, str]) -> tuple[str, str, str | None]:
