@@ -61,7 +61,7 @@ JOB_ERRORS_INTERVAL = 300.0  # --collector.job-errors.interval's default
 CUT_BEFORE_TICK = 5.0
 IDLE_INTERVAL = 300.0  # --refresh.idle-interval's default
 PROBE_AFTER = 180.0  # the probe job appears this long after the simulator starts
-TEXT_EVERY = 4  # one plain-text scrape per this many OpenMetrics scrapes
+TEXT_EVERY = 4  # by default, one plain-text scrape per this many OpenMetrics scrapes
 JOB_OPERATIONS = ("ListClassificationJobs", "DescribeClassificationJob", "GetMacieSession")
 Counts = Counter[tuple[str, str, str]]  # (operation, account, region) -> requests
 
@@ -121,6 +121,7 @@ class Scrapes:
     text_latencies: list[float] = field(default_factory=list)
     text_bytes: int = 0
     gzip_bytes: int = 0
+    text_every: int = TEXT_EVERY  # 0: OpenMetrics only, as Prometheus scrapes
     # pattern -> when (time.time()) a scrape first showed it
     watch: dict[bytes, float | None] = field(default_factory=dict)
 
@@ -157,7 +158,7 @@ class Scrapes:
         while True:
             self.once()
             rounds += 1
-            if rounds % TEXT_EVERY == 0:
+            if self.text_every and rounds % self.text_every == 0:
                 self.text()
             if stop.wait(SCRAPE_EVERY):
                 return
@@ -316,7 +317,7 @@ class Run:
 
 
 def run(fleet: Fleet, cycles: int, interval: float, latency: float,
-        extra: tuple[str, ...] = (), probe: bool = False) -> Run:
+        extra: tuple[str, ...] = (), probe: bool = False, text_every: int = TEXT_EVERY) -> Run:
     result = Run(fleet, interval)
     probe_args: list[str] = []
     if probe:
@@ -351,7 +352,7 @@ def run(fleet: Fleet, cycles: int, interval: float, latency: float,
             sampler = Sampler(proc.pid)
             sampler.sample()
             sampler.start()
-            scrapes = Scrapes(address)
+            scrapes = Scrapes(address, text_every=text_every)
             new_job = rb'^macie_classification_job_objects_to_process\{[^}]*job_id="' + \
                 NEW_JOB_ID.encode() + rb'"[^}]*\} '
             if probe:
@@ -649,6 +650,8 @@ def main() -> None:
     parser.add_argument("--running-every", type=int, default=0,
                         help="one RUNNING job in every Nth target instead of "
                              "--running-per-target in each (20: 5%% of the targets)")
+    parser.add_argument("--text-every", type=int, default=TEXT_EVERY,
+                        help="one plain-text scrape per N OpenMetrics ones (0: none)")
     parser.add_argument("--probe", action="store_true",
                         help="a job created on an idle target after start-up, then its "
                              "progress: how soon /metrics shows each")
@@ -666,7 +669,8 @@ def main() -> None:
         fleet = Fleet(accounts, args.regions, args.jobs_per_target, args.running_per_target,
                       args.off_every, args.discovery, args.erroring_every, args.running_every)
         results.append(run(fleet, args.cycles, args.interval, args.latency,
-                           tuple(args.exporter_flags), probe=args.probe))
+                           tuple(args.exporter_flags), probe=args.probe,
+                           text_every=args.text_every))
         if args.json:
             args.json.write_text(json.dumps([raw(r) for r in results], indent=1))
     print_table(results)
