@@ -9,6 +9,7 @@ that they agree although the result itself knows no collector.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar, cast
@@ -30,6 +31,13 @@ class TargetKey:
 
     account_id: str
     region: str
+
+    @property
+    def phase(self) -> float:
+        """A number in [0, 1) that every process computes alike for this target: where in a
+        cadence its reads fall, so that targets started together do not all read at once."""
+        digest = hashlib.sha256(f"{self.account_id}/{self.region}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,36 @@ def test_the_full_list_runs_again_every_full_redescribe_interval(pool: CallPool)
     assert set(pages) == {1, 6}
 
 
+def test_spread_targets_list_in_full_again_at_their_own_phase(pool: CallPool) -> None:
+    """With spreading, a target's second full list (and its terminal re-describes) comes at its
+    own phase of the full-redescribe interval, not with every other target's."""
+    clock = Clock()
+    fulls = []
+    for n in range(6):
+        api = fake(history(terminal=10, active=1))
+        api.key = TargetKey(f"{100000000000 + n}", REGION)
+        refresher = TargetRefresher(api, SnapshotStore([api.key]), pool, RefreshSettings(
+            full_redescribe_interval=3600, spread_collectors=True), clock=clock)
+        start = clock.now
+        assert refresher.refresh(10)
+        pages, describes = [], []
+        for _ in range(61):
+            api.calls.clear()
+            clock.now += 60
+            assert refresher.refresh(10)
+            pages.append(api.calls["ListClassificationJobs"])
+            describes.append(api.calls["DescribeClassificationJob"])
+        clock.now = start
+        tick = pages.index(6)  # the one full list in the hour
+        assert pages.count(6) == 1 and set(pages) == {1, 6}
+        # At its phase: (1 - phase) x 3,600 s after start-up, to the nearest refresh.
+        assert abs((tick + 1) - (1 - api.key.phase) * 60) <= 1, (tick, api.key.phase)
+        # The 10 terminal jobs are described again in that refresh, and only then.
+        assert describes[tick] == 11 and set(describes) - {describes[tick]} == {1}
+        fulls.append(tick)
+    assert len(set(fulls)) > 3, fulls  # not all in the same minute
+
+
 def test_an_idle_target_is_listed_at_the_idle_interval(pool: CallPool) -> None:
     clock = Clock()
     api = fake(history(terminal=4, active=0))

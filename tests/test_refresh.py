@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -67,11 +68,17 @@ def jobs(refresher: TargetRefresher) -> dict[str, str]:
 
 
 def history(sim: Simulator, terminal: int, active: int) -> None:
+    """Jobs a second apart, the active ones newest. (Created within the same millisecond, a
+    page could end on the newest known job's creation time, and a steady refresh rightly reads
+    one more page for the jobs that may tie with it: the test flaked when put_job was fast.)"""
+    start = time.time() - 86400
     for i in range(terminal):
-        sim.put_job(REGION, make_job(f"old{i:05d}", status="COMPLETE" if i % 3 else "CANCELLED"))
+        sim.put_job(REGION, make_job(f"old{i:05d}", status="COMPLETE" if i % 3 else "CANCELLED",
+                                     created_at=start + i))
     for i in range(active):
         sim.put_job(REGION, make_job(f"act{i:05d}", status="RUNNING" if i % 2 else "IDLE",
-                                     job_type="ONE_TIME" if i % 2 else "SCHEDULED"))
+                                     job_type="ONE_TIME" if i % 2 else "SCHEDULED",
+                                     created_at=start + terminal + i))
 
 
 def test_terminal_jobs_are_described_once(sim: Simulator, refresher: TargetRefresher,

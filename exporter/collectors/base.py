@@ -125,6 +125,9 @@ class Settings:
     idle_interval: float = 0.0
     # --buckets.only: the conditions a bucket must meet one of to be exported (empty: all).
     buckets_only: frozenset[str] = frozenset()
+    # Each target's daily full list (and terminal re-describes) at its own phase of the
+    # full-redescribe interval, rather than all 24 h after start-up.
+    spread: bool = False
 
 
 class Context(Protocol[T]):

@@ -241,6 +241,13 @@ class _Refresh:
         self.pending: dict[str, dict[str, Any]] = {}  # summaries of the jobs being described
         self.jobs: dict[str, Job] = {}
         self.new_jobs = 0  # jobs being described that have no last known values
+        # When this refresh counts as made: now, or for the first full list when spreading,
+        # this target's phase of the full-redescribe interval earlier, so that its next full
+        # list and terminal re-describes come at that phase instead of with every other
+        # target's 24 h after start-up (at 10,200 targets, ~41,000 calls in one minute).
+        first = full and (previous is None or previous.full_at is None)
+        self.stamp = (ctx.now - ctx.key.phase * ctx.settings.full_redescribe_interval
+                      if first and ctx.settings.spread else ctx.now)
 
     @property
     def account(self) -> str:
@@ -248,7 +255,11 @@ class _Refresh:
 
     def take(self, page: list[dict[str, Any]]) -> list[str]:
         """Record a page of summaries; returns the job ids to describe."""
-        full = self.ctx.settings.full_redescribe_interval
+        # Due in the refresh nearest the interval, as the full list is (a refresh a few
+        # milliseconds early would otherwise list in full and keep every terminal job's old
+        # description for another interval).
+        full = (self.ctx.settings.full_redescribe_interval
+                - self.ctx.settings.interval / 2)
         to_describe = []
         for summary in page:
             job_id = summary.get("jobId")
@@ -359,7 +370,7 @@ class _Refresh:
         described = {k: v for k, v in self.described.items() if k in self.listed}
         for job_id, job in self.jobs.items():
             if job_id in self.pending and job_id in self.listed:
-                described[job_id] = Described(job, self.listed[job_id][0], self.ctx.now)
+                described[job_id] = Described(job, self.listed[job_id][0], self.stamp)
         return described
 
 
@@ -412,7 +423,7 @@ def fetch(ctx: Context[Jobs]) -> Fetch[Jobs]:
     # describes wait until /metrics shows them: rendering 10,000 jobs while 16 workers
     # describe them would take most of the refresh.
     previous_failures = ctx.previous.describe_failures if ctx.previous else 0
-    full_at = ctx.now if full else (ctx.previous.full_at if ctx.previous else None)
+    full_at = run.stamp if full else (ctx.previous.full_at if ctx.previous else None)
     if run.new_jobs and to_describe:
         ctx.publish(run.value(run.current(), run.described, previous_failures, None))
         if run.new_jobs >= WAIT_FOR_METRICS_JOBS:

@@ -13,7 +13,6 @@ result, swapped into the snapshot.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import threading
 import time
@@ -90,19 +89,14 @@ class RefreshSettings:
             tag_keys=self.tag_keys, interval=self.interval,
             full_redescribe_interval=self.full_redescribe_interval,
             terminal_max_age=self.terminal_max_age, list_filter=self.list_filter,
-            buckets_only=self.buckets_only, idle_interval=self.idle_interval))
+            buckets_only=self.buckets_only, idle_interval=self.idle_interval,
+            spread=self.spread_collectors))
 
     @property
     def refresh(self) -> tuple[Scheduled, ...]:
         """The refresh's collectors, in order: Macie's status (the gate), then the jobs."""
         return (Scheduled(status.COLLECTOR, self.status_interval),
                 Scheduled(jobs.COLLECTOR, self.interval))
-
-
-def _phase(key: TargetKey) -> float:
-    """A number in [0, 1) that every process computes alike for `key`."""
-    digest = hashlib.sha256(f"{key.account_id}/{key.region}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +440,7 @@ class TargetRefresher:
             cadence = collector.idle_interval(self.settings.collect)
         else:
             cadence = scheduled.interval
-        self.mark_ran(collector.name, now - _phase(self.key) * cadence)
+        self.mark_ran(collector.name, now - self.key.phase * cadence)
 
     def ended_refresh(self, done: threading.Event, ok: bool) -> None:
         with self._lock:
@@ -534,7 +528,7 @@ class TargetRefresher:
             # The first round runs at once; with spreading, the next comes a fraction of the
             # interval later (this target's phase), and then every interval.
             first = collector.name not in self._ran_at
-            spread = _phase(self.key) if first and self.settings.spread_collectors else 0
+            spread = self.key.phase if first and self.settings.spread_collectors else 0
             self.mark_ran(collector.name, now - spread * scheduled.interval)
             _Run(self, collector, background=True,
                  done=functools.partial(self._collected, collector)).start()
