@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo.simulator import Simulator
+from exporter.engine.pool import CallPool
 from tests.motoserver import Moto
 from tests.simfaults import FaultySimulator
 
@@ -88,6 +89,15 @@ def venv_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"required tool {name!r} is not installed (pip install -e '.[test]')")
     return path
+
+
+@pytest.fixture
+def pool() -> Iterator[CallPool]:
+    """A started call pool of four workers for refreshers over the small fakes."""
+    pool = CallPool(4)
+    pool.start()
+    yield pool
+    pool.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ wait behind every other call without holding readiness back."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,14 +21,6 @@ from tests.conftest import wait_for
 from tests.fakes import ACCOUNT, REGION, Clock, FakeMacie, View, view
 
 KEY = TargetKey(ACCOUNT, REGION)
-
-
-@pytest.fixture
-def pool() -> Iterator[CallPool]:
-    pool = CallPool(4)
-    pool.start()
-    yield pool
-    pool.stop()
 
 
 def make(api: FakeMacie, pool: CallPool, clock: Clock, **settings: Any,

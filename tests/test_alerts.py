@@ -25,6 +25,8 @@ from tests.prom import Alertmanager, Prometheus
 
 RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "alerts_test.yml"
+RECORDING = REPO / "deploy" / "prometheus" / "rules.yml"
+RECORDING_TESTS = REPO / "deploy" / "prometheus" / "rules_test.yml"
 ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 RUNBOOK = REPO / "docs" / "runbook.md"
 
@@ -54,9 +56,14 @@ PAUSED_JOB_ID = "legalhold0000000000000000000001"
 PAUSED_JOB_NAME = "legal-hold-scan"
 
 
+def rules_in(path: Path) -> list[dict[str, Any]]:
+    """Every rule of a Prometheus rule file, in order."""
+    groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
 def alerting_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return [rule for rule in rules_in(RULES) if "alert" in rule]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -64,17 +71,25 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
                           cwd=REPO)
 
 
+# The alerting rules and the recording rules, each with its promtool unit tests.
+RULE_FILES = pytest.mark.parametrize(("rules", "tests"), [(RULES, RULE_TESTS),
+                                                          (RECORDING, RECORDING_TESTS)],
+                                     ids=["alerts", "recording"])
+
+
 @pytest.mark.tools
-def test_promtool_check_rules_is_clean() -> None:
-    check = run(require_tool("promtool"), "check", "rules", str(RULES))
+@RULE_FILES
+def test_promtool_check_rules_is_clean(rules: Path, tests: Path) -> None:
+    check = run(require_tool("promtool"), "check", "rules", str(rules))
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS" in check.stdout
+    assert f"SUCCESS: {len(rules_in(rules))} rules found" in check.stdout
     assert "warning" not in (check.stdout + check.stderr).lower()
 
 
 @pytest.mark.tools
-def test_promtool_rule_unit_tests_pass() -> None:
-    result = run(require_tool("promtool"), "test", "rules", str(RULE_TESTS))
+@RULE_FILES
+def test_promtool_rule_unit_tests_pass(rules: Path, tests: Path) -> None:
+    result = run(require_tool("promtool"), "test", "rules", str(tests))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,14 +222,6 @@ class FakeCollectorMacie(FakeMacie):
         if isinstance(self.member_list, ApiError):
             raise self.member_list
         return self.member_list
-
-
-@pytest.fixture
-def pool() -> Iterator[CallPool]:
-    pool = CallPool(2)
-    pool.start()
-    yield pool
-    pool.stop()
 
 
 def setup(pool: CallPool, api: FakeCollectorMacie, clock: Clock

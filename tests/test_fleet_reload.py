@@ -89,14 +89,6 @@ class World:
 
 
 @pytest.fixture
-def pool() -> Iterator[CallPool]:
-    pool = CallPool(2)
-    pool.start()
-    yield pool
-    pool.stop()
-
-
-@pytest.fixture
 def world(pool: CallPool) -> Iterator[World]:
     world = World(pool)
     yield world

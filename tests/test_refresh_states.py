@@ -19,14 +19,6 @@ from tests.conftest import wait_for
 from tests.fakes import ACCOUNT, NOT_ENABLED, REGION, Clock, FakeMacie, View, view
 
 
-@pytest.fixture
-def pool() -> Iterator[CallPool]:
-    pool = CallPool(4)
-    pool.start()
-    yield pool
-    pool.stop()
-
-
 def make(api: FakeMacie, pool: CallPool, clock: Clock, **settings: Any,
          ) -> tuple[TargetRefresher, SnapshotStore, ApiRequestCounter]:
     store = SnapshotStore([api.key])

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import pytest
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -18,9 +17,13 @@ from exporter.engine.pool import CallPool
 from exporter.engine.selfmetrics import SnapshotCollector, snapshot_families
 from exporter.render.exposition import CachedExposition
 from exporter.render.families import AnySpec
+from tests import test_exposition
 from tests.conftest import wait_for
 from tests.snapshots import snapshot
 from tests.test_exposition import Background
+
+# The running background renderer over a gated render, as the exposition tests use it.
+background = test_exposition.background
 
 TAGGED = snapshot_families(Settings(tag_keys=("team", "cost-center")))
 PLAIN = snapshot_families(Settings(), {"status", "jobs"})  # no tags, no other collector
@@ -45,15 +48,6 @@ def test_new_families_are_rendered_from_the_next_scrape() -> None:
     only = exposition.render(None, None, ["macie_classification_job_info"])[1]
     assert only.startswith(b"# HELP macie_classification_job_info ")
     assert exposition.render(None, None, ["macie_classification_job_tags"])[1] == b""
-
-
-@pytest.fixture
-def background() -> Iterator[Background]:
-    holder = Background()
-    holder.exposition.start()
-    yield holder
-    holder.render.gate.set()
-    holder.exposition.stop()
 
 
 def test_until_the_new_families_are_rendered_scrapes_get_the_last_rendering_whole(

@@ -4,43 +4,22 @@ level:metric:operations over a metric the exporter exports, and each one is test
 from __future__ import annotations
 
 import re
-import subprocess
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.conftest import FIXTURES, REPO, require_tool
+from tests.conftest import FIXTURES, REPO
+from tests.test_alerts import RECORDING, RECORDING_TESTS, rules_in
 
-RULES = REPO / "deploy" / "prometheus" / "rules.yml"
-RULE_TESTS = REPO / "deploy" / "prometheus" / "rules_test.yml"
+# promtool checks these with the alerts (tests/test_alerts.py).
+RULES, RULE_TESTS = RECORDING, RECORDING_TESTS
 DASHBOARD = REPO / "grafana" / "macie-classification-jobs.json"
 LEVELS = {"account_region": ("account_id", "region"), "account": ("account_id",),
           "region": ("region",)}
 
 
 def recording_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
-    return [rule for group in groups for rule in group["rules"]]
-
-
-def run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False,
-                          cwd=REPO)
-
-
-@pytest.mark.tools
-def test_promtool_check_rules_is_clean() -> None:
-    check = run(require_tool("promtool"), "check", "rules", str(RULES))
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert f"SUCCESS: {len(recording_rules())} rules found" in check.stdout
-    assert "warning" not in (check.stdout + check.stderr).lower()
-
-
-@pytest.mark.tools
-def test_promtool_rule_unit_tests_pass() -> None:
-    result = run(require_tool("promtool"), "test", "rules", str(RULE_TESTS))
-    assert result.returncode == 0, result.stdout + result.stderr
+    return rules_in(RULES)
 
 
 def test_rules_are_named_level_metric_operation_over_exported_metrics() -> None:
