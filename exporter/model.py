@@ -33,11 +33,17 @@ class TargetKey:
     region: str
 
     @property
-    def phase(self) -> float:
-        """A number in [0, 1) that every process computes alike for this target: where in a
-        cadence its reads fall, so that targets started together do not all read at once."""
+    def stable_hash(self) -> int:
+        """A 64-bit hash that every process and Python computes alike (the shard of a target
+        is this modulo the number of shards)."""
         digest = hashlib.sha256(f"{self.account_id}/{self.region}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
+        return int.from_bytes(digest[:8], "big")
+
+    @property
+    def phase(self) -> float:
+        """A number in [0, 1) from `stable_hash`: where in a cadence this target's reads
+        fall, so that targets started together do not all read at once."""
+        return self.stable_hash / 2**64
 
 
 @dataclass(frozen=True, slots=True)

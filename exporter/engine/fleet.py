@@ -3,7 +3,6 @@ sharded across replicas, scheduled on one APScheduler."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -30,8 +29,7 @@ log = logging.getLogger(__name__)
 
 def shard_of(key: TargetKey, total: int) -> int:
     """The shard that polls `key`: a hash that every process and Python computes alike."""
-    digest = hashlib.sha256(f"{key.account_id}/{key.region}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % total
+    return key.stable_hash % total
 
 
 def key_of(target: TargetConfig) -> TargetKey:
