@@ -25,9 +25,11 @@ from exporter.collectors.usage import Usage
 from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, snapshot_families
 from exporter.model import Health, Snapshot, TargetKey, TargetResult
 from exporter.render.exposition import (
+    TARGETS_PER_CHUNK,
     CachedExposition,
-    Fragments,
+    Segments,
     _join,
+    _Segment,
     _segment,
     negotiate,
     render_samples,
@@ -205,7 +207,7 @@ def mutated(snap: Snapshot, rng: random.Random, step: int) -> Snapshot:
 def test_kept_samples_render_like_a_fresh_render_as_snapshots_change(
         generate: Callable[[CollectorRegistry], bytes], jobs_per_slice: int) -> None:
     holder = Holder()
-    fragments = Fragments()
+    fragments = Segments(generate)
     rng = random.Random(7)  # noqa: S311 (a reproducible sequence of changes)
     for step in range(60):
         holder.snapshot = mutated(holder.snapshot, rng, step)
@@ -227,7 +229,7 @@ def test_only_the_targets_that_changed_are_encoded_again() -> None:
         encoded.append(sum(1 for line in text.splitlines() if not line.startswith(b"#")))
         return text
 
-    fragments = Fragments()
+    fragments = Segments(counting)
     first = b"".join(render_snapshot(Snapshot(targets), FAMILIES, counting, fragments))
     everything = sum(encoded)
     assert everything == first.count(b"\n") - first.count(b"\n#") - first.startswith(b"#")
@@ -247,13 +249,13 @@ def test_a_target_with_more_jobs_than_a_batch_is_streamed_not_kept() -> None:
     big = replace(big, key=TargetKey(ACCOUNT, "us-west-2")).with_value(jobs.SLOT, replace(
         value, jobs=tuple(replace(value.jobs[0], job_id=f"job-{n:03d}") for n in range(7))))
     snap = Snapshot((small, big))
-    fragments = Fragments()
+    fragments = Segments()
     for _ in range(2):
         rendered = b"".join(render_snapshot(snap, FAMILIES, generate_latest, fragments,
                                             jobs_per_slice=3))
         assert rendered == b"".join(render_snapshot(snap, FAMILIES, generate_latest))
-    info = fragments._kept[0]  # macie_classification_job_info
-    assert set(info) == {small.key}
+    info = fragments._chunks[0]  # macie_classification_job_info
+    assert [key for chunk in info for key, _ in chunk.members] == [small.key]
 
 
 def test_an_empty_snapshot_renders_like_prometheus_client() -> None:
@@ -293,21 +295,40 @@ def test_a_counter_family_is_kept_and_renders_like_prometheus_client(
     assert spec.kind == "counter"
     targets = tuple(TargetResult(TargetKey(ACCOUNT, f"region-{n}")).with_health(
         "jobs", Health(True, float(n))) for n in range(5))
-    fragments = Fragments()
+    fragments = Segments(generate)
     before = Snapshot(targets)
     first = b"".join(render_snapshot(before, [spec], generate, fragments))
     assert first == reference(before, [spec], generate)
     assert b"_created" not in first and first.count(b"test_refresh_seconds_total{") == 5
-    kept = dict(fragments._kept[0])
     changed = targets[2].with_health("jobs", Health(True, 42.0))
     after = Snapshot((*targets[:2], changed, *targets[3:]))
     again = b"".join(render_snapshot(after, [spec], generate, fragments))
     assert again == reference(after, [spec], generate) != first
     assert b"_created" not in again and b"42.0" in again
-    # The unchanged targets' samples are reused as they were; the changed one is encoded again.
-    now = fragments._kept[0]
-    assert all(now[t.key] is kept[t.key] for t in targets if t.key != changed.key)
-    assert now[changed.key] is not kept[changed.key] and now[changed.key][0] == 42.0
+    [chunk] = fragments._chunks[0]
+    assert [part for _, part in chunk.members] == [0.0, 1.0, 42.0, 3.0, 4.0]
+
+
+def test_only_the_chunks_holding_a_changed_target_are_compressed_again() -> None:
+    spec = _refresh_seconds_spec()
+    count = 3 * TARGETS_PER_CHUNK + 5
+    targets = tuple(TargetResult(TargetKey(ACCOUNT, f"region-{n:03d}")).with_health(
+        "jobs", Health(True, float(n))) for n in range(count))
+    segments = Segments()
+    b"".join(render_snapshot(Snapshot(targets), [spec], generate_latest, segments))
+    before = list(segments._chunks[0])
+    assert [len(c.members) for c in before] == [TARGETS_PER_CHUNK] * 3 + [5]
+    moved = TARGETS_PER_CHUNK + 3  # in the second chunk
+    changed = (*targets[:moved], targets[moved].with_health("jobs", Health(True, 0.5)),
+               *targets[moved + 1:])
+    again = b"".join(render_snapshot(Snapshot(changed), [spec], generate_latest, segments))
+    assert again == reference(Snapshot(changed), [spec], generate_latest)
+    after = segments._chunks[0]
+    assert [a is b for a, b in zip(before, after, strict=True)] == [True, False, True, True]
+    # A target added in front shifts every chunk: each is rebuilt from the old ones' samples.
+    added = (TargetResult(TargetKey(ACCOUNT, "region-000a")), *changed)
+    shifted = b"".join(render_snapshot(Snapshot(added), [spec], generate_latest, segments))
+    assert shifted == reference(Snapshot(added), [spec], generate_latest)
 
 
 def test_a_family_that_may_carry_created_samples_is_refused_where_it_is_declared() -> None:
@@ -336,7 +357,7 @@ class GatedRender:
         return self.rendered[-1] if self.rendered else None
 
     def __call__(self, snapshot: Snapshot, families: Sequence[AnySpec],
-                 fragments: Fragments) -> Iterator[Iterator[bytes]]:
+                 fragments: Segments) -> Iterator[_Segment]:
         if self.fail:
             raise RuntimeError("render failed")
         if threading.current_thread().name != "exposition-render":
@@ -513,7 +534,7 @@ def test_a_burst_of_swaps_is_rendered_once_it_pauses() -> None:
     renders: list[Snapshot] = []
 
     def counting(snapshot: Snapshot, families: Sequence[AnySpec],
-                 fragments: Fragments) -> Iterator[Iterator[bytes]]:
+                 fragments: Segments) -> Iterator[_Segment]:
         if threading.current_thread().name == "exposition-render":
             renders.append(snapshot)
         return render_samples(snapshot, families, fragments)
