@@ -217,6 +217,83 @@ def test_pipelined_requests(serve: Serve) -> None:
         assert stream.read() == b""  # closed after the Connection: close request
 
 
+class StreamedApp:
+    """Answers every request with a body of known length made piece by piece (as an
+    uncompressed exposition is); `short` makes one piece fewer than the length says."""
+
+    def __init__(self, pieces: int = 40, size: int = 100_000, short: bool = False) -> None:
+        self.pieces, self.size, self.short = pieces, size, short
+        self.made = 0  # pieces made so far, over every request
+        self.closed = 0  # bodies closed (sent whole or not)
+
+    def body(self, path: str) -> bytes:
+        return b"".join(self.piece(path, n) for n in range(self.pieces))
+
+    def piece(self, path: str, n: int) -> bytes:
+        return (f"{path} {n}\n".encode() * self.size)[:self.size]
+
+    def __call__(self, environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ["PATH_INFO"]
+        start("200 OK", [("Content-Type", "text/plain"),
+                         ("Content-Length", str(self.pieces * self.size))])
+
+        def pieces() -> Iterator[bytes]:
+            try:
+                for n in range(self.pieces - self.short):
+                    self.made += 1
+                    yield self.piece(path, n)
+            finally:
+                self.closed += 1
+        return pieces()
+
+
+def test_a_body_of_known_length_is_streamed_on_a_keep_alive_connection(serve: Serve) -> None:
+    app = StreamedApp()
+    server = serve(app)
+    with connect(server.address) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        first, second = read_response(stream), read_response(stream)
+        assert first[2] == app.body("/a") and second[2] == app.body("/b")
+        sock.sendall(b"HEAD /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        third = read_response(stream, head=True)
+        assert third[1]["content-length"] == str(app.pieces * app.size)
+        assert stream.read() == b""
+    assert app.closed == 3
+
+
+def test_a_streamed_body_is_made_as_the_client_reads_it(serve: Serve) -> None:
+    app = StreamedApp(pieces=400)  # 40 MB: far more than the socket buffers hold
+    server = serve(app)
+    with connect(server.address) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        seen = [-1]
+
+        def settled() -> bool:  # the buffers are full: nothing more is made
+            time.sleep(0.2)
+            before, seen[0] = seen[0], app.made
+            return before == app.made > 0
+        wait_for(settled, what="the server waiting for the client")
+        assert app.made < app.pieces / 2
+        assert read_response(stream)[2] == app.body("/slow")
+    assert app.made == app.pieces
+    wait_for(lambda: app.closed == 1, what="the body closed once sent")
+
+
+def test_a_streamed_body_shorter_than_its_length_closes_the_connection(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = serve(StreamedApp(pieces=3, short=True))
+    with connect(server.address) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stream.readline().startswith(b"HTTP/1.1 200")
+        assert closed_by_peer(sock, 10) < 10
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "http response cut short: the app's body does not match its Content-Length"]
+    assert not any(r.exc_info for r in caplog.records)
+    with connect(server.address) as sock, sock.makefile("rb") as stream:  # it goes on
+        sock.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stream.readline().startswith(b"HTTP/1.1 200")
+
+
 @pytest.mark.parametrize(("request_bytes", "status"), [
     (b"GET /old HTTP/1.0\r\n\r\n", 200),
     (b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 200),

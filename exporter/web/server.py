@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -97,10 +97,11 @@ def make_app(telemetry_path: str, exposition: CachedExposition,
                            extra=[("Allow", "GET, HEAD")])
         if path == telemetry_path:
             names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
-            headers, body = exposition.render(environ.get("HTTP_ACCEPT"),
-                                              environ.get("HTTP_ACCEPT_ENCODING"), names)
-            start("200 OK", [*headers, ("Content-Length", str(len(body)))])
-            return [body]
+            headers, length, pieces = exposition.stream(environ.get("HTTP_ACCEPT"),
+                                                        environ.get("HTTP_ACCEPT_ENCODING"),
+                                                        names)
+            start("200 OK", [*headers, ("Content-Length", str(length))])
+            return pieces
         if path in HEALTHY_PATHS:
             return respond(start, "200 OK", b"ok\n")
         if path in READY_PATHS:
@@ -205,8 +206,8 @@ def _split_target(target: str) -> tuple[str, str]:
 
 class _Connection:
     __slots__ = ("allowed_sans", "client", "close_after", "deadline", "fed", "idle", "inbuf",
-                 "notified", "out", "out_pos", "parser", "request", "server", "sock", "state",
-                 "tls", "watching")
+                 "notified", "out", "out_pos", "parser", "request", "rest", "server", "sock",
+                 "state", "tls", "watching")
 
     def __init__(self, sock: socket.socket, client: tuple[str, int],
                  tls: ssl.SSLSocket | None, allowed_sans: Sequence[str],
@@ -225,6 +226,7 @@ class _Connection:
         self.request: _Request | None = None
         self.out = memoryview(b"")
         self.out_pos = 0
+        self.rest: Iterator[bytes] | None = None  # a streamed body's pieces still to make
         self.close_after = False
         self.notified = False  # TLS close_notify sent
         self.watching = 0
@@ -320,6 +322,30 @@ def _check(event: h11.Request) -> int | None:
     return None
 
 
+def _closing(result: Iterable[bytes]) -> Iterator[bytes]:
+    """The app's iterable, closed once sent (PEP 3333), whole or not."""
+    try:
+        yield from result
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+
+def _rest(parser: h11.Connection, pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """A streamed body, serialised by the request's parser piece by piece (it checks the
+    pieces add up to the Content-Length), then the end of the message."""
+    try:
+        for piece in pieces:
+            if piece:
+                yield parser.send(h11.Data(data=piece))
+        yield parser.send(h11.EndOfMessage())
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+
+
 class _Worker:
     """Runs the app on one complete request and serialises its answer with the request's h11
     parser."""
@@ -328,16 +354,21 @@ class _Worker:
         self.app = app
 
     def respond(self, request: _Request, parser: h11.Connection, client: tuple[str, int],
-                https: bool, server: tuple[str, str] = ("", "")) -> tuple[bytes, bool, int]:
-        """(response bytes, close the connection after it, status code)."""
-        status, headers, body = self._run(self._environ(request, client, https, server))
+                https: bool, server: tuple[str, str] = ("", "")
+                ) -> tuple[bytes, bool, int, Iterator[bytes] | None]:
+        """(response bytes, close the connection after it, status code, the rest of the
+        response when the app streams its body: made as it is sent)."""
+        status, headers, answer = self._run(self._environ(request, client, https, server))
         code = int(status[:3])
+        body, streamed = (answer, None) if isinstance(answer, bytes) else (b"", answer)
         out_headers = [(name, value) for name, value in headers
                        if name.lower() not in _HOP_BY_HOP]
         names = {name.lower() for name, _ in out_headers}
         if "date" not in names:
             out_headers.append(("Date", formatdate(usegmt=True)))
         no_body = request.method == "HEAD" or code in (204, 304) or 100 <= code < 200
+        if streamed is not None and (no_body or "content-length" not in names):
+            body, streamed = b"".join(streamed), None  # no length to stream by: whole
         if "content-length" not in names and (not no_body or (request.method == "HEAD"
                                                               and body)):
             out_headers.append(("Content-Length", str(len(body))))  # for HEAD, GET's length
@@ -351,15 +382,20 @@ class _Worker:
                          for name, value in out_headers]))]
             if body and not no_body:
                 response.append(parser.send(h11.Data(data=body)))
-            response.append(parser.send(h11.EndOfMessage()))
+            if streamed is None:
+                response.append(parser.send(h11.EndOfMessage()))
         except (h11.LocalProtocolError, UnicodeEncodeError) as err:
             log.error("http response not sent: the app's answer is not valid HTTP",
                       extra=fields(path=request.path, error=str(err)))
-            return _error_response(_parser(), 500), True, 500
+            return _error_response(_parser(), 500), True, 500, None
         log.debug("http request", extra=fields(
             client=client[0], method=request.method, target=request.target,
-            version=f"HTTP/{request.version}", status=code, bytes=len(body)))
-        return b"".join(response), parser.our_state is h11.MUST_CLOSE, code
+            version=f"HTTP/{request.version}", status=code,
+            bytes=len(body) if streamed is None else next(
+                value for name, value in out_headers if name.lower() == "content-length")))
+        if streamed is not None:
+            return b"".join(response), False, code, _rest(parser, streamed)
+        return b"".join(response), parser.our_state is h11.MUST_CLOSE, code, None
 
     def _environ(self, request: _Request, client: tuple[str, int], https: bool,
                  server: tuple[str, str]) -> Environ:
@@ -382,7 +418,8 @@ class _Worker:
             environ[key] = f"{environ[key]},{value}" if key in environ else value
         return environ
 
-    def _run(self, environ: Environ) -> tuple[str, list[tuple[str, str]], bytes]:
+    def _run(self, environ: Environ
+             ) -> tuple[str, list[tuple[str, str]], bytes | Iterator[bytes]]:
         started: list[tuple[str, list[tuple[str, str]]]] = []
         written: list[bytes] = []
 
@@ -395,6 +432,11 @@ class _Worker:
 
         try:
             result = self.app(environ, start_response)
+            if not isinstance(result, list | tuple) and not written and started and any(
+                    name.lower() == "content-length" for name, _ in started[0][1]):
+                # A body of known length made as it goes (a large exposition): sent as it
+                # is made, not held whole (WSGI's iterable, PEP 3333).
+                return started[0][0], started[0][1], _closing(result)
             try:
                 chunks = [*written, *result]
             finally:
@@ -450,7 +492,7 @@ class HttpServer:
         self._jobs: deque[tuple[_Connection, _Request]] = deque()
         self._bcrypt_jobs: deque[tuple[_Connection, _Request]] = deque()
         self._bcrypt_busy = 0
-        self._done: deque[tuple[_Connection, bytes, bool]] = deque()
+        self._done: deque[tuple[_Connection, bytes, bool, Iterator[bytes] | None]] = deque()
         self._connections: dict[int, _Connection] = {}
         self._deadlines: list[tuple[float, int, _Connection]] = []
         self._sequence = 0
@@ -519,19 +561,19 @@ class HttpServer:
         while (job := self._next_job()) is not None:
             (connection, request), bcrypt = job
             try:
-                response, close, code = self._worker.respond(
+                response, close, code, rest = self._worker.respond(
                     request, connection.parser, connection.client, connection.tls is not None,
                     connection.server)
             except Exception:  # a bug here must not cost the pool a thread
                 log.exception("http request failed")
-                response, close, code = _error_response(_parser(), 500), True, 500
+                response, close, code, rest = _error_response(_parser(), 500), True, 500, None
             finally:
                 if bcrypt:
                     with self._queue_lock:
                         self._bcrypt_busy -= 1
                         self._queue_lock.notify()
             self.stats.answered(request.path, code)
-            self._done.append((connection, response, close))
+            self._done.append((connection, response, close, rest))
             self._wake()
 
     def _wake(self) -> None:
@@ -559,9 +601,9 @@ class HttpServer:
                     else:
                         self._guarded(self._ready, key.data)
                 while self._done:
-                    connection, response, close = self._done.popleft()
+                    connection, response, close, rest = self._done.popleft()
                     if connection.state == _BUSY:
-                        self._guarded(self._send, connection, response, close)
+                        self._guarded(self._send, connection, response, close, rest)
                 self._expire(time.monotonic())
         except Exception:
             log.exception("http server failed")
@@ -716,6 +758,10 @@ class HttpServer:
         connection.state = _CLOSED
         connection.inbuf = bytearray()
         connection.out = memoryview(b"")
+        rest, connection.rest = connection.rest, None
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
         with contextlib.suppress(OSError):
             connection.sock.close()
 
@@ -823,16 +869,38 @@ class HttpServer:
         self.stats.dropped(reasons.MALFORMED)
         self._send(connection, _error_response(connection.parser, code, head), close=True)
 
-    def _send(self, connection: _Connection, response: bytes, close: bool) -> None:
+    def _send(self, connection: _Connection, response: bytes, close: bool,
+              rest: Iterator[bytes] | None = None) -> None:
         connection.state = _WRITING
         connection.out, connection.out_pos = memoryview(response), 0
+        connection.rest = rest
         connection.close_after = close
         self._set_deadline(connection, time.monotonic() + self.write_timeout)
         self._write(connection)
 
     def _write(self, connection: _Connection) -> None:
         out = connection.out
-        while connection.out_pos < len(out):
+        while True:
+            if connection.out_pos >= len(out):
+                rest = connection.rest
+                if rest is None:
+                    break
+                try:
+                    piece = next(rest, None)
+                except h11.LocalProtocolError as err:  # the app's pieces miss its length
+                    log.error("http response cut short: the app's body does not match its "
+                              "Content-Length", extra=fields(client=connection.client[0],
+                                                             error=str(err)))
+                    self._close(connection)
+                    return
+                if piece is None:  # the message has ended: its parser says what follows
+                    connection.rest = None
+                    connection.close_after = connection.close_after or (
+                        connection.parser.our_state is h11.MUST_CLOSE)
+                    break
+                out = connection.out = memoryview(piece)
+                connection.out_pos = 0
+                continue
             try:
                 # OpenSSL wants a retried write repeated as it was: fixed chunks from where the
                 # last complete send ended.
