@@ -8,11 +8,13 @@ wait behind every other call without holding readiness back."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from exporter.collectors import findings
+from exporter.engine.fleet import Fleet
 from exporter.engine.pool import CallPool
 from exporter.engine.runner import RefreshSettings, Scheduled, TargetRefresher
 from exporter.engine.store import SnapshotStore
@@ -288,3 +290,49 @@ def test_first_describes_of_terminal_jobs_do_not_hold_readiness(pool: CallPool) 
         release.set()
     assert done.wait(10) and refresher.last_ok
     assert all(j.runs == 3.0 for j in seen(store).jobs)
+
+
+def test_an_idle_list_delayed_by_a_backlog_keeps_the_target_s_phase(pool: CallPool) -> None:
+    """Refreshes that could not run for a while (a saturated process) list late once, then at
+    the target's phase again: targets delayed together are not due together ever after."""
+    clock = Clock()
+    for n in range(8):
+        api = fake(history(terminal=2, active=0))
+        api.key = TargetKey(f"{100000000000 + n}", REGION)
+        refresher = TargetRefresher(api, SnapshotStore([api.key]), pool, RefreshSettings(
+            interval=60, idle_interval=300, spread_collectors=True), clock=clock)
+        start = clock.now
+        assert refresher.refresh(10)
+        listed = []
+        for minute in range(1, 26):
+            if 6 <= minute <= 9:
+                continue  # no refresh could start
+            clock.now = start + 60 * minute
+            before = api.calls["ListClassificationJobs"]
+            assert refresher.refresh(10)
+            if api.calls["ListClassificationJobs"] > before:
+                listed.append(minute)
+        clock.now = start
+        first = listed[0]
+        late = [m for m in listed if m >= 10]
+        # After the backlog: one late list (unless the grid fell at minute 10), then every
+        # list on the target's own 5-minute grid again.
+        assert len(late) >= 3 and all((m - first) % 5 == 0 for m in late[1:]), (first, listed)
+
+
+def test_refresh_ticks_fall_at_each_target_s_phase_of_the_interval() -> None:
+    """The first refresh runs at once; the later ticks of 40 targets spread over the minute,
+    each at its phase, every interval."""
+    now = datetime.now(UTC)
+    seconds = []
+    for n in range(40):
+        key = TargetKey(f"{100000000000 + n}", REGION)
+        trigger = Fleet._trigger(key, 60, now)
+        first = trigger.get_next_fire_time(None, now)
+        assert first is not None
+        second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1))
+        assert second is not None and second - first == timedelta(seconds=60)
+        offset = (first - now).total_seconds()
+        assert abs(offset - key.phase * 60) < 1e-3
+        seconds.append(int(offset))
+    assert len(set(seconds)) > 20  # not all in the same second

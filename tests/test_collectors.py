@@ -365,3 +365,41 @@ def test_collector_rounds_are_spread_over_the_interval(pool: CallPool) -> None:
         clock.now = start
     assert len(seconds) == 5  # every target's second round within the interval
     assert len(set(seconds)) > 1  # and not all in the same minute
+
+
+def test_a_large_fleet_s_first_rounds_wait_their_phase_of_the_start_up_window(
+        pool: CallPool) -> None:
+    """6,000 targets: the first rounds of a 5-minute collector are spread over 300 s (20 a
+    second), each target's at its phase of it, even though a target with no findings yet is
+    stale; the second comes within an interval after it."""
+    clock = Clock()
+    rounds: dict[TargetKey, list[int]] = {}
+    for n in range(12):
+        api = FakeCollectorMacie(TargetKey(f"{100000000000 + n}", "eu-west-1"),
+                                 {"a": "RUNNING"})
+        settings = RefreshSettings(collectors=(Scheduled(findings.COLLECTOR, 300),),
+                                   spread_collectors=True)
+        refresher = TargetRefresher(api, SnapshotStore([api.key]), pool, settings,
+                                    clock=clock, targets=lambda: 6000)
+        start = clock.now
+        minutes = []
+        for minute in range(11):
+            clock.now = start + 60 * minute
+            before = api.calls["GetFindingStatistics"]
+            assert refresher.refresh(10)
+            settle(pool)
+            if api.calls["GetFindingStatistics"] > before:
+                minutes.append(minute)
+        clock.now = start
+        rounds[api.key] = minutes
+        # The first round at the refresh nearest its phase of the window.
+        assert abs(minutes[0] - api.key.phase * 5) <= 0.5 + 1e-9, (api.key.phase, minutes)
+        assert 0 < minutes[1] - minutes[0] <= 5
+    assert len({minutes[0] for minutes in rounds.values()}) > 2  # not all in one minute
+
+
+def test_a_few_targets_collect_at_once(pool: CallPool) -> None:
+    key = TargetKey(ACCOUNT, "eu-west-1")
+    refresher = TargetRefresher(FakeCollectorMacie(key, {}), SnapshotStore([key]), pool,
+                                RefreshSettings(spread_collectors=True), targets=lambda: 10)
+    assert refresher.first_round_window(Scheduled(findings.COLLECTOR, 3600)) == 0.5

@@ -94,16 +94,25 @@ class Fleet:
     def _new(self, target: TargetConfig, key: TargetKey) -> TargetRefresher:
         refresher = TargetRefresher(self._api(target, key), self._store, self._pool,
                                     self._settings, counters=(self._requests, self._waits),
-                                    clock=self._clock)
+                                    clock=self._clock, targets=lambda: self.status.targets)
         refresher.before_rekey = self._rekeying
         for counter in (self._requests, self._waits):
             counter.revive(key)
         self._store.put(self._store.result(key))
         self._targets[id(refresher)] = target
         self._jobs[id(refresher)] = self.scheduler.add_job(
-            refresher.trigger, "interval", seconds=self._settings.interval,
+            refresher.trigger, self._trigger(key, self._settings.interval),
             next_run_time=datetime.now(UTC))
         return refresher
+
+    @staticmethod
+    def _trigger(key: TargetKey, interval: float, after: datetime | None = None
+                 ) -> IntervalTrigger:
+        """Every `interval`, at the target's phase of it: the first refresh runs at once, the
+        next ones spread over the interval, so that 10,000 targets do not all queue their
+        calls in the same second of every minute."""
+        start = (after or datetime.now(UTC)) + timedelta(seconds=key.phase * interval)
+        return IntervalTrigger(seconds=interval, start_date=start, timezone=UTC)
 
     def add_static(self, targets: Sequence[TargetConfig]) -> None:
         """The configured targets (flags or `targets`), less the other shards' and duplicates."""
@@ -129,21 +138,25 @@ class Fleet:
             for refresher in (*self._static, *self._discovered.values()):
                 refresher.reconfigure(settings)
             if settings.interval != old.interval:
-                for job in self._jobs.values():
-                    self._reschedule(job, settings.interval)
+                for refresher in (*self._static, *self._discovered.values()):
+                    job = self._jobs.get(id(refresher))
+                    if job is not None:
+                        self._reschedule(job, refresher.key, settings.interval)
             self._static_targets = list(static)
             return self._assign(warn=True)
 
-    @staticmethod
-    def _reschedule(job: Any, interval: float) -> None:
-        """Every `interval` from now on; the next tick no later than it was due."""
+    @classmethod
+    def _reschedule(cls, job: Any, key: TargetKey, interval: float) -> None:
+        """Every `interval` from now on, at the target's phase of it; the next tick no later
+        than it was due."""
         now = datetime.now(UTC)
         due = getattr(job, "next_run_time", None)
-        first = now + timedelta(seconds=interval)
+        trigger = cls._trigger(key, interval, now)
+        first = trigger.get_next_fire_time(None, now)
+        assert first is not None
         if due is not None and due < first:
             first = due
-        job.modify(trigger=IntervalTrigger(seconds=interval, start_date=first, timezone=UTC),
-                   next_run_time=first)
+        job.modify(trigger=trigger, next_run_time=first)
 
     def _assign(self, warn: bool = False) -> tuple[int, int]:
         """Hold exactly one refresher per static and discovered target this shard polls; a

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,11 @@ from exporter.logs import fields, log_once
 from exporter.model import UNKNOWN_ACCOUNT, Health, TargetKey, TargetResult
 
 log = logging.getLogger(__name__)
+# When spreading, the collectors' first rounds after start start at this rate at most, per
+# collector, on average: each target's first round waits its phase of `targets / rate`
+# seconds (never more than the collector's interval). A few targets start at once; 10,200
+# spread over 8.5 minutes instead of 73,000 calls queued in the first minute.
+FIRST_ROUNDS_PER_SECOND = 20.0
 
 
 class TargetApi(Protocol):
@@ -271,8 +277,11 @@ class TargetRefresher:
     def __init__(self, api: TargetApi, store: SnapshotStore, pool: CallPool,
                  settings: RefreshSettings = RefreshSettings(), *,
                  counters: Sequence[Rekeyable] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 targets: Callable[[], int] | None = None) -> None:
         self.api = api
+        # How many targets the fleet holds (how widely the first rounds are spread).
+        self._targets = targets or (lambda: 1)
         self.settings = settings
         self.store = store
         self.pool = pool
@@ -282,6 +291,7 @@ class TargetRefresher:
         self._refreshing: threading.Event | None = None
         self._ran_at: dict[str, float] = {}  # collector -> when its last run was due
         self._collecting: set[str] = set()
+        self._first_rounds: set[str] = set()  # collectors whose first round is still to come
         # Collector -> the settings of its stored value, when a reload changed them in a way
         # that matters to it: its next run starts from `reconfigured` and is due at once.
         self._made_with: dict[str, Settings] = {}
@@ -361,7 +371,8 @@ class TargetRefresher:
     def idle_interval(self, collector: AnyCollector, result: TargetResult) -> float | None:
         """The collector's idle cadence while nothing it reads can have changed since its last
         successful run, else None (its own interval)."""
-        if collector.idle is None or collector.idle_interval is None:
+        if collector.idle is None or collector.idle_interval is None or (
+                collector.name in self._first_rounds):
             return None
         every = collector.idle_interval(self.settings.collect)
         health = result.health_of(collector.name)
@@ -387,6 +398,7 @@ class TargetRefresher:
         with self._lock:
             for collector in off:
                 self._ran_at.pop(collector.name, None)
+                self._first_rounds.discard(collector.name)
                 self._made_with.pop(collector.name, None)
             for scheduled in (*settings.refresh, *settings.collectors):
                 collector = scheduled.collector
@@ -425,6 +437,25 @@ class TargetRefresher:
         """The collector `name` ran (or is taken as run) at `at`: `due` counts from there."""
         self._ran_at[name] = at
 
+    def anchored(self, name: str, now: float, cadence: float) -> float:
+        """When a run of `name` at `now` counts as made: when spreading, the due time it was
+        late for (a whole number of cadences after the last), so that a run delayed by a
+        backlog keeps its target's phase; targets that all ran late would otherwise all be
+        due together again."""
+        last = self._ran_at.get(name)
+        if last is None or not self.settings.spread_collectors or cadence <= 0:
+            return now
+        slack = self.settings.interval / 2
+        elapsed = now - last
+        if elapsed < cadence - slack:
+            return now
+        return last + cadence * math.floor((elapsed + slack) / cadence)
+
+    def first_round_window(self, scheduled: Scheduled) -> float:
+        """The time after start over which the fleet's first rounds of a collector are spread
+        (each target's waits its phase of it)."""
+        return min(scheduled.interval, self._targets() / FIRST_ROUNDS_PER_SECOND)
+
     def mark_started(self, scheduled: Scheduled, now: float) -> None:
         """A refresh collector ran (or starts) at `now`. Its first run is counted from this
         target's phase of its cadence earlier, when spreading: targets that start together
@@ -433,14 +464,17 @@ class TargetRefresher:
         for four). The cadence is the idle interval for the jobs (an active target is read
         every interval whatever its phase), the interval for the status."""
         collector = scheduled.collector
-        if collector.name in self._ran_at or not self.settings.spread_collectors:
-            self.mark_ran(collector.name, now)
-            return
         if collector.idle_interval is not None:
             cadence = collector.idle_interval(self.settings.collect)
         else:
             cadence = scheduled.interval
-        self.mark_ran(collector.name, now - self.key.phase * cadence)
+        if collector.name in self._ran_at or not self.settings.spread_collectors:
+            self.mark_ran(collector.name, self.anchored(collector.name, now, cadence))
+            return
+        # Due again at the target's phase of the cadence, one interval from now at the soonest
+        # (this refresh is the read at start-up).
+        every = self.settings.interval
+        self.mark_ran(collector.name, now - self.key.phase * max(0.0, cadence - every))
 
     def ended_refresh(self, done: threading.Event, ok: bool) -> None:
         with self._lock:
@@ -518,18 +552,29 @@ class TargetRefresher:
         result = self.store.result(self.key)
         for scheduled in self.settings.collectors:
             collector = scheduled.collector
-            stale = collector.stale is not None and collector.stale(result)
+            name = collector.name
+            if name not in self._ran_at and self.settings.spread_collectors:
+                # The first round: this target's phase of the start-up window from now; the
+                # next one at its phase of the interval, then every interval.
+                wait = self.key.phase * self.first_round_window(scheduled)
+                self.mark_ran(name, now + wait - scheduled.interval)
+                self._first_rounds.add(name)
+            stale = collector.stale is not None and collector.stale(result) and (
+                name not in self._first_rounds)  # a first round waits its turn even so
             idle = self.idle_interval(collector, result)
-            due = self.due(scheduled, now, max(idle, scheduled.interval) if idle else None)
+            every = max(idle, scheduled.interval) if idle else scheduled.interval
+            due = self.due(scheduled, now, every)
             with self._lock:
-                if collector.name in self._collecting or not (due or stale):
+                if name in self._collecting or not (due or stale):
                     continue
-                self._collecting.add(collector.name)
-            # The first round runs at once; with spreading, the next comes a fraction of the
-            # interval later (this target's phase), and then every interval.
-            first = collector.name not in self._ran_at
-            spread = self.key.phase if first and self.settings.spread_collectors else 0
-            self.mark_ran(collector.name, now - spread * scheduled.interval)
+                self._collecting.add(name)
+            if name in self._first_rounds:
+                self._first_rounds.discard(name)
+                # Made at its phase of the window: the next within an interval, at its phase.
+                earlier = scheduled.interval - self.first_round_window(scheduled)
+                self.mark_ran(name, now - self.key.phase * earlier)
+            else:
+                self.mark_ran(name, self.anchored(name, now, every))
             _Run(self, collector, background=True,
                  done=functools.partial(self._collected, collector)).start()
 
