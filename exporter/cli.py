@@ -187,7 +187,8 @@ class Exporter:
             self.registry.register(collector)
         self.exposition = CachedExposition(self.store.get, families, [self.live, *others],
                                            settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
-                                           published=self.store.published)
+                                           published=self.store.published,
+                                           ready=self.store.ready)
         self.store.subscribe(self.exposition.snapshot_changed)
 
     def plan(self, config: Config) -> Plan:

@@ -150,6 +150,8 @@ class Snapshot:
     # Shards see the same targets, so each decides alone who reports what an administrator
     # and its members both see.
     polled: frozenset[TargetKey] | None = None
+    # Whether every target has `completed` (None: count them when asked).
+    complete: bool | None = None
 
     def polled_by_fleet(self) -> frozenset[TargetKey]:
         if self.polled is not None:
@@ -160,4 +162,6 @@ class Snapshot:
     def ready(self) -> bool:
         """True once the targets are known and every one has finished at least one refresh,
         successful or not (no targets at all, e.g. a shard that owns none, is ready)."""
+        if self.complete is not None:
+            return not self.pending and self.complete
         return not self.pending and all(t.completed for t in self.targets)
