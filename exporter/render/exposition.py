@@ -293,10 +293,18 @@ class Segments:
         not kept: with that many jobs some change in nearly every refresh.
         """
         header = self.header(index, spec)
+        old_chunks = self._chunks.get(index, [])
+        # Where each target was, looked up only when the chunks no longer line up with the
+        # last render's (targets added or removed): hashing 10,200 keys per family costs.
         where: dict[TargetKey, tuple[_Chunk, int]] = {}
-        for chunk in self._chunks.get(index, ()):
-            for position, (key, _) in enumerate(chunk.members):
-                where[key] = (chunk, position)
+
+        def lookup(key: TargetKey) -> tuple[_Chunk, int] | None:
+            if not where:
+                for chunk in old_chunks:
+                    for position, (old_key, _) in enumerate(chunk.members):
+                        where[old_key] = (chunk, position)
+            return where.get(key)
+
         inflated: dict[int, bytes] = {}  # id(old chunk) -> its samples, once per render
         kept: list[_Chunk] = []
         segments: list[_Segment] = []
@@ -311,9 +319,12 @@ class Segments:
         def close() -> None:
             if not group:
                 return
-            chunk = self._reused(group, where)
+            # The chunk in the same place last time: the same targets, in the steady state.
+            same_place = old_chunks[len(kept)] if len(kept) < len(old_chunks) else None
+            chunk = self._reused(group, same_place)
             if chunk is None:
-                chunk = self._encoded(spec, header, group, where, samples_of, units_per_batch)
+                chunk = self._encoded(spec, header, group, same_place, lookup, samples_of,
+                                      units_per_batch)
             kept.append(chunk)
             segments.append(chunk.segment)
             group.clear()
@@ -326,7 +337,7 @@ class Segments:
                     close()
                 continue
             close()
-            old = where.get(key)
+            old = lookup(key) if spec.keep_large else None
             if spec.keep_large and old is not None and len(old[0].members) == 1 \
                     and _same(old[0].members[0][1], part):
                 kept.append(old[0])
@@ -341,20 +352,19 @@ class Segments:
         return _concat(segments)
 
     @staticmethod
-    def _reused(group: list[tuple[TargetKey, Any, int]],
-                where: dict[TargetKey, tuple[_Chunk, int]]) -> _Chunk | None:
+    def _reused(group: list[tuple[TargetKey, Any, int]], chunk: _Chunk | None
+                ) -> _Chunk | None:
         """The old chunk, if it holds exactly these targets with equal parts."""
-        first = where.get(group[0][0])
-        if first is None or first[1] != 0 or len(first[0].members) != len(group):
+        if chunk is None or len(chunk.members) != len(group):
             return None
-        chunk = first[0]
         for (key, part), (new_key, new_part, _) in zip(chunk.members, group, strict=True):
-            if key != new_key or not _same(part, new_part):
+            if not (key is new_key or key == new_key) or not _same(part, new_part):
                 return None
         return chunk
 
     def _encoded(self, spec: AnySpec, header: bytes, group: list[tuple[TargetKey, Any, int]],
-                 where: dict[TargetKey, tuple[_Chunk, int]],
+                 same_place: _Chunk | None,
+                 lookup: Callable[[TargetKey], tuple[_Chunk, int] | None],
                  samples_of: Callable[[_Chunk, int], bytes], units_per_batch: int) -> _Chunk:
         pieces: list[bytes] = [b""] * len(group)
         batch = _Batch(spec, header, self.encoder)
@@ -366,8 +376,14 @@ class Segments:
                 pieces[position] = encoded[key]
             pending.clear()
 
+        members = same_place.members if same_place is not None else ()
         for position, (key, part, size) in enumerate(group):
-            old = where.get(key)
+            old: tuple[_Chunk, int] | None
+            if same_place is not None and position < len(members) and (
+                    members[position][0] is key or members[position][0] == key):
+                old = (same_place, position)
+            else:
+                old = lookup(key)
             if old is not None and _same(old[0].members[old[1]][1], part):
                 pieces[position] = samples_of(*old)
                 continue
@@ -663,8 +679,11 @@ class CachedExposition:
                  render_clock: Callable[[], float] = time.thread_time,
                  rest: Callable[[float], object] | None = None,
                  settle: float = 0.0, max_delay: float = 10.0,
-                 published: Callable[[Snapshot | None], object] | None = None) -> None:
+                 published: Callable[[Snapshot | None], object] | None = None,
+                 ready: Callable[[], bool] | None = None) -> None:
         self._snapshot = snapshot
+        # Whether the current snapshot makes the exporter ready (without making one).
+        self._ready = ready or (lambda: snapshot().ready)
         # Before rendering, wait until swaps pause for `settle` seconds (at most `max_delay`):
         # a burst of targets refreshing one after another is rendered once or twice, not once
         # per rest period.
@@ -825,7 +844,7 @@ class CachedExposition:
         collectors' swaps that follow it would otherwise hold /readyz back."""
         began = time.monotonic()
         while self._settle > 0 and time.monotonic() - began < self._max_delay:
-            if self._snapshot().ready and not self._published.snapshot.ready:
+            if self._ready() and not self._published.snapshot.ready:
                 break
             if not self._changed.wait(self._settle):
                 break
