@@ -8,13 +8,12 @@ wait behind every other call without holding readiness back."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from exporter.collectors import findings
-from exporter.engine.fleet import Fleet
+from exporter.engine.fleet import Ticks
 from exporter.engine.pool import CallPool
 from exporter.engine.runner import RefreshSettings, Scheduled, TargetRefresher
 from exporter.engine.store import SnapshotStore
@@ -320,19 +319,38 @@ def test_an_idle_list_delayed_by_a_backlog_keeps_the_target_s_phase(pool: CallPo
         assert len(late) >= 3 and all((m - first) % 5 == 0 for m in late[1:]), (first, listed)
 
 
+class Ticking:
+    """A target for `Ticks`: its key."""
+
+    def __init__(self, n: int) -> None:
+        self.key = TargetKey(f"{100000000000 + n}", REGION)
+
+
 def test_refresh_ticks_fall_at_each_target_s_phase_of_the_interval() -> None:
-    """The first refresh runs at once; the later ticks of 40 targets spread over the minute,
-    each at its phase, every interval."""
-    now = datetime.now(UTC)
-    seconds = []
-    for n in range(40):
-        key = TargetKey(f"{100000000000 + n}", REGION)
-        trigger = Fleet._trigger(key, 60, now)
-        first = trigger.get_next_fire_time(None, now)
-        assert first is not None
-        second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1))
-        assert second is not None and second - first == timedelta(seconds=60)
-        offset = (first - now).total_seconds()
-        assert abs(offset - key.phase * 60) < 1e-3
-        seconds.append(int(offset))
-    assert len(set(seconds)) > 20  # not all in the same second
+    """A target's first refresh comes at the next tick; the later ones once an interval, at
+    its phase of it: 40 targets spread over the minute, none skipped by a late tick."""
+    clock = Clock()
+    ticks = Ticks(60, clock=lambda: clock.now)
+    targets = [Ticking(n) for n in range(40)]
+    for target in targets:
+        ticks.add(target)  # type: ignore[arg-type]
+    assert ticks.step == 1.0
+    assert {id(t) for t in ticks.due()} == {id(t) for t in targets}  # the first at once
+    start = clock.now
+    seconds: dict[int, list[float]] = {id(t): [] for t in targets}
+    for second in range(1, 181):
+        clock.now = start + second
+        if 70 <= second < 75:
+            continue  # the scheduler thread was busy: the next tick covers these
+        for due in ticks.due():
+            seconds[id(due)].append(second)
+    for target in targets:
+        slot = int(target.key.phase * 60)  # its second of every minute
+        expected = [second for second in range(1, 181) if second % 60 == slot]
+        # Once a minute at its phase; those of the busy seconds at the tick after them.
+        assert seconds[id(target)] == [75 if 70 <= t < 75 else t for t in expected]
+    assert len({seconds[id(t)][0] for t in targets}) > 20  # not all in the same second
+    ticks.remove(targets[0])  # type: ignore[arg-type]
+    assert targets[0] not in ticks and len(ticks) == 39
+    clock.now += 60  # a minute's ticks at once: every other target, once
+    assert sorted(id(t) for t in ticks.due()) == sorted(id(t) for t in targets[1:])

@@ -369,9 +369,9 @@ def test_collector_rounds_are_spread_over_the_interval(pool: CallPool) -> None:
 
 def test_a_large_fleet_s_first_rounds_wait_their_phase_of_the_start_up_window(
         pool: CallPool) -> None:
-    """6,000 targets: the first rounds of a 5-minute collector are spread over 300 s (20 a
-    second), each target's at its phase of it, even though a target with no findings yet is
-    stale; the second comes within an interval after it."""
+    """3,000 targets: the first rounds of the findings are spread over 300 s (10 a second),
+    each target's at its phase of it, even though a target with no findings yet is stale; the
+    second comes within an interval after it."""
     clock = Clock()
     rounds: dict[TargetKey, list[int]] = {}
     for n in range(12):
@@ -380,7 +380,7 @@ def test_a_large_fleet_s_first_rounds_wait_their_phase_of_the_start_up_window(
         settings = RefreshSettings(collectors=(Scheduled(findings.COLLECTOR, 300),),
                                    spread_collectors=True)
         refresher = TargetRefresher(api, SnapshotStore([api.key]), pool, settings,
-                                    clock=clock, targets=lambda: 6000)
+                                    clock=clock, targets=lambda: 3000)
         start = clock.now
         minutes = []
         for minute in range(11):
@@ -402,4 +402,4 @@ def test_a_few_targets_collect_at_once(pool: CallPool) -> None:
     key = TargetKey(ACCOUNT, "eu-west-1")
     refresher = TargetRefresher(FakeCollectorMacie(key, {}), SnapshotStore([key]), pool,
                                 RefreshSettings(spread_collectors=True), targets=lambda: 10)
-    assert refresher.first_round_window(Scheduled(findings.COLLECTOR, 3600)) == 0.5
+    assert refresher.first_round_window(Scheduled(findings.COLLECTOR, 3600)) == 1.0

@@ -99,7 +99,7 @@ def test_an_unchanged_target_keeps_its_refresher_data_and_schedule(world: World)
     world.fleet.add_static([target(A), target(B)])
     world.refresh_all()
     kept, result = world.of(A), world.result(A)
-    job = world.fleet.scheduler.get_jobs()[0]
+    dropped = world.of(B)
     described = world.calls(A, "DescribeClassificationJob")
     assert described == 3
 
@@ -109,8 +109,8 @@ def test_an_unchanged_target_keeps_its_refresher_data_and_schedule(world: World)
     assert world.of(A) is kept and world.result(A) is result  # not even a new snapshot entry
     assert world.keys() == {(A, REGION), (C, REGION)}  # B's series are gone, C's come
     assert world.fleet.status.targets == 2
-    assert job in world.fleet.scheduler.get_jobs()  # A's schedule goes on
-    assert len(world.fleet.scheduler.get_jobs()) == 2
+    assert kept in world.fleet.ticks and dropped not in world.fleet.ticks  # A's goes on
+    assert world.of(C) in world.fleet.ticks and len(world.fleet.ticks) == 2
     world.refresh_all()
     # A steady refresh: the running job again, the terminal ones not (as without a reload).
     assert world.calls(A, "DescribeClassificationJob") == described + 1
@@ -169,16 +169,15 @@ def test_a_new_shard_keeps_what_stays_and_takes_its_share_of_the_discovered(
     assert world.store.get().polled is None
 
 
-def test_a_new_interval_reschedules_every_target_no_later_than_it_was_due(
-        world: World) -> None:
+def test_a_new_interval_moves_every_target_to_its_phase_of_it(world: World) -> None:
     world.fleet.add_static([target(A), target(B)])
-    due = {job.id: job.next_run_time for job in world.fleet.scheduler.get_jobs()}
+    kept = world.of(A), world.of(B)
 
     world.fleet.update(replace(SETTINGS, interval=600), [target(A), target(B)])
 
-    for job in world.fleet.scheduler.get_jobs():
-        assert job.trigger.interval.total_seconds() == 600
-        assert job.next_run_time <= due[job.id]
+    assert world.fleet.ticks.interval == 600 and world.fleet.ticks.step == 1.0
+    assert all(refresher in world.fleet.ticks for refresher in kept)
+    assert len(world.fleet.ticks) == 2
     assert world.of(A).settings.interval == 600
 
 
