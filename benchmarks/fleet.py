@@ -204,6 +204,7 @@ class Run:
     fleet: Fleet
     interval: float
     started_after_s: float = 0.0  # process start -> "listening"
+    steady_from: int = 2  # the first steady cycle (after the start-up work)
     ready_s: float | None = None  # /readyz 200
     served_s: float | None = None  # every target's refresh_success 1 on /metrics
     cycles: list[Cycle] = field(default_factory=list)
@@ -224,6 +225,10 @@ class Run:
     progress_seen: float | None = None
     reference_cpu_s: float | None = None  # boto3's own CPU for a mean steady cycle's calls
     reference_calls: int = 0
+
+    @property
+    def steady(self) -> list[Cycle]:
+        return self.cycles[self.steady_from - 1:]
 
     @property
     def targets(self) -> int:
@@ -317,8 +322,9 @@ class Run:
 
 
 def run(fleet: Fleet, cycles: int, interval: float, latency: float,
-        extra: tuple[str, ...] = (), probe: bool = False, text_every: int = TEXT_EVERY) -> Run:
-    result = Run(fleet, interval)
+        extra: tuple[str, ...] = (), probe: bool = False, text_every: int = TEXT_EVERY,
+        steady_from: int = 2) -> Run:
+    result = Run(fleet, interval, steady_from=steady_from)
     probe_args: list[str] = []
     if probe:
         # A RUNNING job appears in an idle target after start-up, and its objects to process
@@ -386,7 +392,7 @@ def run(fleet: Fleet, cycles: int, interval: float, latency: float,
                     proc.kill()
             result.assume_roles = sum(n for (op, _, _), n in previous.items()
                                       if op == "AssumeRole")
-            steady = result.cycles[1:]
+            steady = result.steady
             mean = Counter({op: round(sum(result.by_operation(c)[op] for c in steady)
                                       / len(steady))
                             for op in {op for c in steady for op in result.by_operation(c)}})
@@ -492,7 +498,8 @@ def _same_or_range(values: list[int]) -> str:
 
 def rows(result: Run) -> dict[str, str]:
     fleet = result.fleet
-    first, steady = result.cycles[0], result.cycles[1:]
+    first, steady = result.cycles[0], result.steady
+    startup_cpu = ", ".join(f"{c.cpu_s:.1f}" for c in result.cycles[1:result.steady_from - 1])
     first_ops = result.by_operation(first)
     steady_ops = [result.by_operation(c) for c in steady]
     steady_cpu = [c.cpu_s for c in steady]
@@ -528,7 +535,8 @@ def rows(result: Run) -> dict[str, str]:
             f"{first_ops['ListClassificationJobs']} / {first_ops['DescribeClassificationJob']} "
             f"/ {first_ops['GetMacieSession']}",
         "first cycle: other operations": _others(first_ops),
-        "steady cycles": f"{len(steady)} (cycles 2-{len(result.cycles)})",
+        "steady cycles": f"{len(steady)} (cycles {result.steady_from}-{len(result.cycles)}; "
+                         f"CPU of the start-up ones: {startup_cpu or '-'})",
         "targets with a RUNNING job / idle":
             f"{result.active} / {result.enabled - result.active}",
         "steady: List per cycle (want: active targets + idle ones / 5)":
@@ -638,6 +646,9 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=10)
     parser.add_argument("--cycles", type=int, default=4,
                         help="refresh cycles to run, the first included (at least 2)")
+    parser.add_argument("--steady-from", type=int, default=2,
+                        help="the first cycle counted as steady (after the start-up work: "
+                             "the collectors' first rounds are spread over targets / 10 s)")
     parser.add_argument("--interval", type=float, default=60.0, help="--refresh.interval, s")
     parser.add_argument("--latency", type=float, default=0.005, help="seconds per AWS call")
     parser.add_argument("--jobs-per-target", type=int, default=3)
@@ -663,6 +674,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.cycles < 2:
         parser.error("--cycles: at least 2 (the first cycle, then steady ones)")
+    if not 2 <= args.steady_from <= args.cycles:
+        parser.error("--steady-from: a cycle from 2 to --cycles")
     sizes = [2, 20, 200] if args.all else [args.accounts]
     results = []
     for accounts in sizes:
@@ -670,7 +683,7 @@ def main() -> None:
                       args.off_every, args.discovery, args.erroring_every, args.running_every)
         results.append(run(fleet, args.cycles, args.interval, args.latency,
                            tuple(args.exporter_flags), probe=args.probe,
-                           text_every=args.text_every))
+                           text_every=args.text_every, steady_from=args.steady_from))
         if args.json:
             args.json.write_text(json.dumps([raw(r) for r in results], indent=1))
     print_table(results)
