@@ -677,3 +677,28 @@ def test_segments_join_into_one_gzip_member_with_the_right_crc() -> None:
         expected = b"".join(parts[i] for i in chosen)
         assert joined.crc == zlib.crc32(expected) and joined.length == len(expected)
         assert joined.inflate() == expected
+
+
+def test_a_render_makes_parts_again_only_for_the_targets_whose_result_changed() -> None:
+    made: list[TargetKey] = []
+    base = _refresh_seconds_spec()
+
+    def part(target: TargetResult) -> float:
+        made.append(target.key)
+        assert base.part is not None
+        return float(base.part(target))
+
+    spec = replace(base, part=part)
+    targets = tuple(TargetResult(TargetKey(ACCOUNT, f"region-{n:03d}")).with_health(
+        "jobs", Health(True, float(n))) for n in range(100))
+    segments = Segments()
+    b"".join(render_snapshot(Snapshot(targets), [spec], generate_latest, segments))
+    assert len(made) == 100
+    made.clear()
+    changed = (*targets[:40], targets[40].with_health("jobs", Health(True, 0.25)), *targets[41:])
+    again = b"".join(render_snapshot(Snapshot(changed), [spec], generate_latest, segments))
+    assert made == [targets[40].key]
+    assert again == reference(Snapshot(changed), [spec], generate_latest)
+    made.clear()
+    first = segments.family(0, spec, Snapshot(changed), 500)
+    assert made == [] and segments.family(0, spec, Snapshot(changed), 500) is first

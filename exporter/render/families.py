@@ -49,7 +49,8 @@ class Section(enum.IntEnum):
     COLLECTOR_HEALTH = 3
 
 
-def _one(_part: object) -> int:
+def one_unit(_part: object) -> int:
+    """The size of a part that is not per job."""
     return 1
 
 
@@ -66,7 +67,7 @@ class FamilySpec(Generic[P]):
     make: Callable[[], Family]
     add: Callable[[Family, TargetKey, P, int, int], None]
     part: Callable[[TargetResult], P] | None = None
-    size: Callable[[P], int] = _one
+    size: Callable[[P], int] = one_unit
     # Parts that depend on more than their own target (usage: who reports an account).
     all_parts: Callable[[Snapshot], Iterable[tuple[TargetKey, P]]] | None = None
     section: Section = Section.TARGET
