@@ -297,7 +297,7 @@ class TargetRefresher:
         # that matters to it: its next run starts from `reconfigured` and is due at once.
         self._made_with: dict[str, Settings] = {}
         self._failing = False
-        self._refreshed = False  # a refresh has been stored
+        self._ended = False  # a refresh has ended (the first one is not the next one)
         self.last_ok = False
         self.closed = False
         # Called with (old, new) before the target moves to an account learned late.
@@ -487,6 +487,7 @@ class TargetRefresher:
             if self._refreshing is done:
                 self._refreshing = None
             self.last_ok = ok
+            self._ended = True
         done.set()
 
     # ------------------------------------------------------------ storing outcomes
@@ -518,13 +519,12 @@ class TargetRefresher:
                 health = Health(False, duration, previous.last_success_at if previous else None)
             return replace(result.with_health(name, health), key=key, completed=True)
         self.store.update(key, change)
-        first, self._refreshed = not self._refreshed, True
         if outcome.ok:
             if self._failing:
                 log.info("refresh recovered", extra=fields(**self.labels()))
                 self._failing = False
             # A first refresh waits behind every target's at start-up: not worth a line each.
-            if duration > self.settings.interval and not first:
+            if duration > self.settings.interval and self._ended:
                 log.warning("refresh took longer than the interval; the next one waits for it",
                             extra=fields(**self.labels(), duration_seconds=round(duration, 3),
                                          interval_seconds=self.settings.interval))
