@@ -354,3 +354,16 @@ def test_refresh_ticks_fall_at_each_target_s_phase_of_the_interval() -> None:
     assert targets[0] not in ticks and len(ticks) == 39
     clock.now += 60  # a minute's ticks at once: every other target, once
     assert sorted(id(t) for t in ticks.due()) == sorted(id(t) for t in targets[1:])
+
+
+def test_only_a_refresh_after_the_first_is_logged_as_longer_than_the_interval(
+        pool: CallPool, caplog: pytest.LogCaptureFixture) -> None:
+    """At start-up every target's first refresh waits behind all the others: not a line
+    each. A later one that takes longer than the interval is logged."""
+    api = fake(history(terminal=1, active=1))
+    refresher, _ = make(api, pool, Clock(), interval=1e-9)  # any refresh takes longer
+    slow = "refresh took longer than the interval; the next one waits for it"
+    assert refresher.refresh(10)
+    assert slow not in caplog.messages
+    assert refresher.refresh(10)
+    assert caplog.messages.count(slow) == 1
