@@ -702,3 +702,21 @@ def test_a_render_makes_parts_again_only_for_the_targets_whose_result_changed() 
     made.clear()
     first = segments.family(0, spec, Snapshot(changed), 500)
     assert made == [] and segments.family(0, spec, Snapshot(changed), 500) is first
+
+
+def test_families_sharing_their_all_parts_make_them_once_a_render() -> None:
+    calls: list[Snapshot] = []
+    base = _refresh_seconds_spec()
+
+    def shown(snap: Snapshot) -> list[tuple[TargetKey, float]]:
+        calls.append(snap)
+        return [(t.key, float(n)) for n, t in enumerate(snap.targets)]
+
+    specs = [replace(base, part=None, all_parts=shown),
+             replace(base, name="test_other_seconds", part=None, all_parts=shown,
+                     make=lambda: CounterFamily("test_other_seconds", "Other seconds.",
+                                                labels=list(TARGET_LABELS)))]
+    snap = Snapshot(tuple(TargetResult(TargetKey(ACCOUNT, f"region-{n}")) for n in range(3)))
+    rendered = b"".join(render_snapshot(snap, specs, generate_latest, Segments()))
+    assert calls == [snap]
+    assert rendered == reference(snap, specs, generate_latest)

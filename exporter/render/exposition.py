@@ -276,6 +276,7 @@ class Segments:
         # targets, making 40 families' parts of every target was most of a render).
         self._rows: dict[int, tuple[TargetResult, list[Any]]] = {}
         self._rows_of: Snapshot | None = None
+        self._all_parts: dict[object, tuple[Snapshot, list[tuple[TargetKey, Any]]]] = {}
         self._joined: dict[int, tuple[tuple[_Segment, ...], _Segment]] = {}
 
     def families(self, families: Sequence[AnySpec]) -> Sequence[AnySpec]:
@@ -287,6 +288,7 @@ class Segments:
             self._chunks.clear()
             self._rows.clear()
             self._rows_of = None
+            self._all_parts.clear()
             self._joined.clear()
         return families
 
@@ -296,7 +298,12 @@ class Segments:
         for a target whose result changed since the last render of the family."""
         part_of = spec.part
         if part_of is None:  # parts that depend on more than their own target
-            for key, part in spec.parts(snapshot):
+            # Made once per snapshot for every family sharing the function (the usage
+            # families all show the same records: each made them over every target).
+            made = self._all_parts.get(spec.all_parts)
+            if made is None or made[0] is not snapshot:
+                made = self._all_parts[spec.all_parts] = (snapshot, list(spec.parts(snapshot)))
+            for key, part in made[1]:
                 yield key, part, spec.size(part)
             return
         if self._rows_of is not snapshot:
