@@ -128,16 +128,13 @@ def _samples_of(text: bytes, header: bytes, samples: int) -> bytes:
     return body
 
 
-class Fragments:
-    """Rendered samples per family and target, for one format, kept while the target's part of
-    the family (`FamilySpec.parts`) stays equal. A render re-encodes only the targets whose
-    part changed; the others' bytes are reused as they are."""
+class _Kept:
+    """What a renderer keeps between renders of the same families, one render at a time."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()  # one render per format at a time
+        self.lock = threading.Lock()  # one render at a time
         self._families: tuple[AnySpec, ...] | None = None
         self._headers: dict[int, bytes] = {}
-        self._kept: dict[int, dict[TargetKey, tuple[Any, bytes]]] = {}
 
     def families(self, families: Sequence[AnySpec]) -> Sequence[AnySpec]:
         """`families`, the ones to render (what is kept is dropped if they are not the last
@@ -145,8 +142,24 @@ class Fragments:
         if self._families is None or tuple(families) != self._families:
             self._families = tuple(families)
             self._headers.clear()
-            self._kept.clear()
+            self._forget()
         return families
+
+    def _forget(self) -> None:
+        """Drop what was kept of the last families."""
+
+
+class Fragments(_Kept):
+    """Rendered samples per family and target, for one format, kept while the target's part of
+    the family (`FamilySpec.parts`) stays equal. A render re-encodes only the targets whose
+    part changed; the others' bytes are reused as they are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept: dict[int, dict[TargetKey, tuple[Any, bytes]]] = {}
+
+    def _forget(self) -> None:
+        self._kept.clear()
 
     def family(self, index: int, spec: AnySpec, snapshot: Snapshot, encoder: Encoder,
                units_per_batch: int) -> Iterator[bytes]:
@@ -256,7 +269,7 @@ def _same(kept: object, part: object) -> bool:
     return kept is part or kept == part
 
 
-class Segments:
+class Segments(_Kept):
     """The snapshot's encoded samples per family, kept compressed, `TARGETS_PER_CHUNK`
     targets to a chunk, each chunk a segment of its own (see "Compressed segments" below): a
     render re-encodes only the targets whose part of the family (`FamilySpec.parts`) changed,
@@ -265,10 +278,8 @@ class Segments:
     times smaller than the text), not the text."""
 
     def __init__(self, encoder: Encoder | None = None) -> None:
-        self.lock = threading.Lock()  # one render at a time
+        super().__init__()
         self.encoder = encoder or SAMPLE_ENCODER
-        self._families: tuple[AnySpec, ...] | None = None
-        self._headers: dict[int, bytes] = {}
         self._chunks: dict[int, list[_Chunk]] = {}
         # id(target result) -> (that result, its part of each family, made when first asked
         # for). A result is immutable, so the same object has the same parts: only the targets
@@ -279,18 +290,12 @@ class Segments:
         self._all_parts: dict[object, tuple[Snapshot, list[tuple[TargetKey, Any]]]] = {}
         self._joined: dict[int, tuple[tuple[_Segment, ...], _Segment]] = {}
 
-    def families(self, families: Sequence[AnySpec]) -> Sequence[AnySpec]:
-        """`families`, the ones to render (what is kept is dropped if they are not the last
-        render's: the samples kept belong to those)."""
-        if self._families is None or tuple(families) != self._families:
-            self._families = tuple(families)
-            self._headers.clear()
-            self._chunks.clear()
-            self._rows.clear()
-            self._rows_of = None
-            self._all_parts.clear()
-            self._joined.clear()
-        return families
+    def _forget(self) -> None:
+        self._chunks.clear()
+        self._rows.clear()
+        self._rows_of = None
+        self._all_parts.clear()
+        self._joined.clear()
 
     def _parts_of(self, index: int, spec: AnySpec, snapshot: Snapshot
                   ) -> Iterator[tuple[TargetKey, Any, int]]:

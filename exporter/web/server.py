@@ -322,14 +322,19 @@ def _check(event: h11.Request) -> int | None:
     return None
 
 
+def _close_body(body: object) -> None:
+    """Close an app's body if it can be (PEP 3333), whole or not."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
 def _closing(result: Iterable[bytes]) -> Iterator[bytes]:
-    """The app's iterable, closed once sent (PEP 3333), whole or not."""
+    """The app's iterable, closed once sent."""
     try:
         yield from result
     finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        _close_body(result)
 
 
 def _rest(parser: h11.Connection, pieces: Iterator[bytes]) -> Iterator[bytes]:
@@ -341,9 +346,7 @@ def _rest(parser: h11.Connection, pieces: Iterator[bytes]) -> Iterator[bytes]:
                 yield parser.send(h11.Data(data=piece))
         yield parser.send(h11.EndOfMessage())
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+        _close_body(pieces)
 
 
 class _Worker:
@@ -440,9 +443,7 @@ class _Worker:
             try:
                 chunks = [*written, *result]
             finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                _close_body(result)
             if not started:
                 raise AssertionError("the app returned without calling start_response")
             status, headers = started[0]
@@ -759,9 +760,7 @@ class HttpServer:
         connection.inbuf = bytearray()
         connection.out = memoryview(b"")
         rest, connection.rest = connection.rest, None
-        close = getattr(rest, "close", None)
-        if close is not None:
-            close()
+        _close_body(rest)
         with contextlib.suppress(OSError):
             connection.sock.close()
 
