@@ -219,6 +219,55 @@ def test_kept_samples_render_like_a_fresh_render_as_snapshots_change(
         assert kept == expected, f"step {step}"
 
 
+@pytest.mark.parametrize("jobs_per_slice", [2, 500])
+def test_renders_that_look_only_at_changed_targets_match_a_fresh_render(
+        jobs_per_slice: int) -> None:
+    """Many chunks, and changes that keep the targets where they are (looked at place by
+    place) mixed with changes that move them (rendered whole)."""
+    base = snapshot().targets
+    current = Snapshot(tuple(replace(base[n % len(base)], key=TargetKey(
+        f"{n:012d}", base[n % len(base)].key.region)) for n in range(3 * TARGETS_PER_CHUNK)))
+    segments = Segments()
+    rng = random.Random(11)  # noqa: S311 (a reproducible sequence of changes)
+    for step in range(40):
+        current = mutated(current, rng, step)
+        rendered = b"".join(render_snapshot(current, FAMILIES, generate_latest, segments,
+                                            jobs_per_slice=jobs_per_slice))
+        assert rendered == reference(current, FAMILIES, generate_latest), f"step {step}"
+
+
+def test_a_render_after_one_change_keeps_every_other_chunk_untouched() -> None:
+    sized: list[float] = []
+
+    def size(part: float) -> int:
+        sized.append(part)
+        return 1
+
+    spec = replace(_refresh_seconds_spec(), size=size)
+    targets = tuple(TargetResult(TargetKey(ACCOUNT, f"region-{n:03d}")).with_health(
+        "jobs", Health(True, float(n))) for n in range(3 * TARGETS_PER_CHUNK))
+    segments = Segments()
+    b"".join(render_snapshot(Snapshot(targets), [spec], generate_latest, segments))
+    before = list(segments._chunks[0])
+    sized.clear()
+    # A new result with an equal part: every chunk is kept as it is, and no target but that
+    # one is looked at (the others are the same result objects).
+    place = 2 * TARGETS_PER_CHUNK + 1
+    same = targets[place].with_health("jobs", Health(True, float(place)))
+    changed = (*targets[:place], same, *targets[place + 1:])
+    again = b"".join(render_snapshot(Snapshot(changed), [spec], generate_latest, segments))
+    assert all(a is b for a, b in zip(before, segments._chunks[0], strict=True))
+    assert sized == []
+    # A part that changed: its chunk alone is made again, sizing its own targets only.
+    moved = (*changed[:place], same.with_health("jobs", Health(True, 0.5)), *changed[place + 1:])
+    after = b"".join(render_snapshot(Snapshot(moved), [spec], generate_latest, segments))
+    assert sized[:2] == [0.5, float(place)]  # the new part and the one it replaces
+    assert len(sized) == 2 + TARGETS_PER_CHUNK  # then its chunk's
+    assert after == reference(Snapshot(moved), [spec], generate_latest) != again
+    assert [a is b for a, b in zip(before, segments._chunks[0], strict=True)] == [
+        True, True, False]
+
+
 def test_only_the_targets_that_changed_are_encoded_again() -> None:
     base = snapshot().targets[0]
     targets = tuple(replace(base, key=TargetKey(ACCOUNT, f"region-{n}")) for n in range(50))

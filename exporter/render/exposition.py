@@ -27,6 +27,7 @@ that does not accept gzip gets the segments inflated a piece at a time as the an
 
 from __future__ import annotations
 
+import bisect
 import logging
 import operator
 import struct
@@ -35,6 +36,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client.exposition import generate_latest, gzip_accepted
@@ -269,6 +271,20 @@ def _same(kept: object, part: object) -> bool:
     return kept is part or kept == part
 
 
+def _nowhere(_key: TargetKey) -> tuple[_Chunk, int] | None:
+    """No other chunk holds the target (a chunk made again in place)."""
+    return None
+
+
+def _samples_at(inflated: dict[int, bytes], chunk: _Chunk, position: int) -> bytes:
+    """The samples of the chunk's member at `position`; `inflated` keeps each chunk's
+    inflated samples (by id) for the render."""
+    raw = inflated.get(id(chunk))
+    if raw is None:
+        raw = inflated[id(chunk)] = _inflate(chunk.segment.data)
+    return raw[chunk.ends[position - 1] if position else 0:chunk.ends[position]]
+
+
 class Segments(_Kept):
     """The snapshot's encoded samples per family, kept compressed, `TARGETS_PER_CHUNK`
     targets to a chunk, each chunk a segment of its own (see "Compressed segments" below): a
@@ -289,6 +305,13 @@ class Segments(_Kept):
         self._rows_of: Snapshot | None = None
         self._all_parts: dict[object, tuple[Snapshot, list[tuple[TargetKey, Any]]]] = {}
         self._joined: dict[int, tuple[tuple[_Segment, ...], _Segment]] = {}
+        # Per family, what its last render was made from (the snapshot's targets, or the
+        # shared all_parts list) and where each of its chunks starts in it, when its chunks
+        # cover every target: the next render then looks only at the places that changed.
+        self._base: dict[int, tuple[Sequence[Any], tuple[int, ...]]] = {}
+        # (id(old source), id(new source)) -> (old, new, the places that changed), this render.
+        self._diffs: dict[tuple[int, int], tuple[object, object, list[int] | None]] = {}
+        self._diffs_of: Snapshot | None = None
 
     def _forget(self) -> None:
         self._chunks.clear()
@@ -296,6 +319,98 @@ class Segments(_Kept):
         self._rows_of = None
         self._all_parts.clear()
         self._joined.clear()
+        self._base.clear()
+        self._diffs.clear()
+        self._diffs_of = None
+
+    def _source(self, spec: AnySpec, snapshot: Snapshot) -> Sequence[Any]:
+        """What the family's parts come from, one item per target in snapshot order: the
+        targets themselves, or the (key, part) list its all_parts gives (made once per
+        snapshot for every family sharing the function: the usage families all show the same
+        records, and each made them over every target)."""
+        if spec.part is not None:
+            return snapshot.targets
+        made = self._all_parts.get(spec.all_parts)
+        if made is None or made[0] is not snapshot:
+            made = self._all_parts[spec.all_parts] = (snapshot, list(spec.parts(snapshot)))
+        return made[1]
+
+    def _changes(self, old: Sequence[Any], new: Sequence[Any], by_target: bool,
+                 snapshot: Snapshot) -> list[int] | None:
+        """The places where `new` differs from `old` (an item that is another object), or
+        None when the targets themselves differ (added, removed, moved or rekeyed): worked
+        out once per render for all the families made from the same sources."""
+        if self._diffs_of is not snapshot:
+            self._diffs.clear()
+            self._diffs_of = snapshot
+        memo = (id(old), id(new))
+        found = self._diffs.get(memo)
+        if found is not None and found[0] is old and found[1] is new:
+            return found[2]
+        changed: list[int] | None
+        if len(old) != len(new):
+            changed = None
+        elif by_target:
+            changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a is not b]
+            if any(old[i].key != new[i].key for i in changed):
+                changed = None
+        else:  # (key, part) pairs, made again for every snapshot
+            changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True))
+                       if a[1] is not b[1] or a[0] is not b[0]]
+            if any(old[i][0] != new[i][0] for i in changed):
+                changed = None
+        self._diffs[memo] = (old, new, changed)
+        return changed
+
+    def _delta(self, index: int, spec: AnySpec, header: bytes, source: Sequence[Any],
+               changed: list[int], starts: tuple[int, ...], units_per_batch: int
+               ) -> _Segment | None:
+        """The family rendered from its last chunks, looking only at the `changed` places:
+        a chunk none of whose targets' parts changed is kept as it is, untouched. None when
+        a changed part is (or was) bigger than a batch: the whole render does that."""
+        chunks = self._chunks[index]
+        joined = self._joined[index]
+        part_of, size_of = spec.part, spec.size
+        fresh: list[_Chunk] | None = None
+        at = 0  # the chunk of the place looked at
+        members: list[tuple[TargetKey, Any]] | None = None
+
+        def replace_chunk() -> None:
+            nonlocal fresh, members
+            if members is None:
+                return
+            if fresh is None:
+                fresh = list(chunks)
+            old = chunks[at]
+            group = [(key, part, size_of(part)) for key, part in members]
+            fresh[at] = self._encoded(spec, header, group, old, _nowhere,
+                                      partial(_samples_at, {}), units_per_batch)
+            members = None
+
+        for place in changed:
+            chunk_of = bisect.bisect_right(starts, place) - 1
+            if chunk_of != at:
+                replace_chunk()
+                at = chunk_of
+            item = source[place]
+            key, part = (item.key, part_of(item)) if part_of is not None else item
+            chunk = chunks[at]
+            _, old_part = chunk.members[place - starts[at]]
+            if _same(old_part, part):
+                continue
+            if size_of(part) > units_per_batch or size_of(old_part) > units_per_batch:
+                return None
+            if members is None:
+                members = list(chunk.members)
+            members[place - starts[at]] = (key, part)
+        replace_chunk()
+        if fresh is None:
+            return joined[1]  # every chunk as it was: the family's segment too
+        self._chunks[index] = fresh
+        segments = tuple(chunk.segment for chunk in fresh)
+        family = _concat(segments)
+        self._joined[index] = (segments, family)
+        return family
 
     def _parts_of(self, index: int, spec: AnySpec, snapshot: Snapshot
                   ) -> Iterator[tuple[TargetKey, Any, int]]:
@@ -303,12 +418,7 @@ class Segments(_Kept):
         for a target whose result changed since the last render of the family."""
         part_of = spec.part
         if part_of is None:  # parts that depend on more than their own target
-            # Made once per snapshot for every family sharing the function (the usage
-            # families all show the same records: each made them over every target).
-            made = self._all_parts.get(spec.all_parts)
-            if made is None or made[0] is not snapshot:
-                made = self._all_parts[spec.all_parts] = (snapshot, list(spec.parts(snapshot)))
-            for key, part in made[1]:
+            for key, part in self._source(spec, snapshot):
                 yield key, part, spec.size(part)
             return
         if self._rows_of is not snapshot:
@@ -344,6 +454,16 @@ class Segments(_Kept):
         not kept: with that many jobs some change in nearly every refresh.
         """
         header = self.header(index, spec)
+        source = self._source(spec, snapshot)
+        base = self._base.get(index)
+        if base is not None:
+            changed = self._changes(base[0], source, spec.part is not None, snapshot)
+            if changed is not None:
+                segment = self._delta(index, spec, header, source, changed, base[1],
+                                      units_per_batch)
+                if segment is not None:
+                    self._base[index] = (source, base[1])
+                    return segment
         old_chunks = self._chunks.get(index, [])
         # Where each target was, looked up only when the chunks no longer line up with the
         # last render's (targets added or removed): hashing 10,200 keys per family costs.
@@ -361,15 +481,15 @@ class Segments(_Kept):
         segments: list[_Segment] = []
         group: list[tuple[TargetKey, Any, int]] = []
 
-        def samples_of(chunk: _Chunk, position: int) -> bytes:
-            raw = inflated.get(id(chunk))
-            if raw is None:
-                raw = inflated[id(chunk)] = _inflate(chunk.segment.data)
-            return raw[chunk.ends[position - 1] if position else 0:chunk.ends[position]]
+        samples_of = partial(_samples_at, inflated)
+        starts: list[int] = []  # where each kept chunk starts, while they cover every target
+        covered = True
+        place = 0  # of the next target
 
         def close() -> None:
             if not group:
                 return
+            starts.append(place - len(group))
             # The chunk in the same place last time: the same targets, in the steady state.
             same_place = old_chunks[len(kept)] if len(kept) < len(old_chunks) else None
             chunk = self._reused(group, same_place)
@@ -381,6 +501,7 @@ class Segments(_Kept):
             group.clear()
 
         for key, part, size in self._parts_of(index, spec, snapshot):
+            place += 1
             if size <= units_per_batch:
                 group.append((key, part, size))
                 if len(group) >= TARGETS_PER_CHUNK:
@@ -390,15 +511,23 @@ class Segments(_Kept):
             old = lookup(key) if spec.keep_large else None
             if spec.keep_large and old is not None and len(old[0].members) == 1 \
                     and _same(old[0].members[0][1], part):
+                starts.append(place - 1)
                 kept.append(old[0])
                 segments.append(old[0].segment)
                 continue
             segment = _segment(self._slices(spec, header, key, part, size, units_per_batch))
             segments.append(segment)
             if spec.keep_large:  # parts that change rarely: kept like small ones
+                starts.append(place - 1)
                 kept.append(_Chunk(((key, part),), (segment.length,), segment))
+            else:
+                covered = False
         close()
         self._chunks[index] = kept  # targets gone from the snapshot are dropped
+        if covered:
+            self._base[index] = (source, tuple(starts))
+        else:
+            self._base.pop(index, None)
         joined = tuple(segments)
         last = self._joined.get(index)
         if last is not None and len(last[0]) == len(joined) and all(
