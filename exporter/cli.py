@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exporter")
 # The exposition is rendered once swaps pause for half a second, at most 10 s after a change.
-RENDER_SETTLE, RENDER_MAX_DELAY = 0.5, 10.0
+RENDER_SETTLE, RENDER_MAX_DELAY, RENDER_MIN_GAP = 0.5, 10.0, 5.0
 
 M_ARENA_MAX = -8  # glibc's malloc.h
 MALLOC_ARENAS = 2
@@ -187,6 +187,7 @@ class Exporter:
             self.registry.register(collector)
         self.exposition = CachedExposition(self.store.get, families, [self.live, *others],
                                            settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
+                                           min_gap=RENDER_MIN_GAP,
                                            published=self.store.published,
                                            ready=self.store.ready)
         self.store.subscribe(self.exposition.snapshot_changed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +186,24 @@ def panel(title: str) -> dict[str, Any]:
     return found
 
 
-def instant(prometheus: Prometheus, title: str, ref: str = "A") -> list[dict[str, Any]]:
-    """The series a panel's query returns for the whole demo (every variable at All)."""
+def instant(prometheus: Prometheus, title: str, ref: str = "A",
+            until: Callable[[list[dict[str, Any]]], bool] = bool) -> list[dict[str, Any]]:
+    """The series a panel's query returns for the whole demo (every variable at All), once
+    `until` holds of them (the collectors' first rounds reach /metrics one render at a time)."""
     (target,) = [t for t in panel(title)["targets"] if t["refId"] == ref]
     expr = substitute(target["expr"], SELECTIONS["All"])
-    wait_for(lambda: prometheus.query(expr), timeout=10, what=f"data for {title!r}")
-    return prometheus.query(expr)
+    found: list[list[dict[str, Any]]] = []
+
+    def ready() -> bool:
+        found[:] = [prometheus.query(expr)]
+        return until(found[0])
+
+    wait_for(ready, timeout=30, what=f"data for {title!r}")
+    return found[0]
+
+
+def _job_names(*names: str) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda series: set(names) <= {s["metric"]["job_name"] for s in series}
 
 
 @pytest.mark.tools
@@ -201,15 +213,15 @@ def test_the_findings_usage_and_organisation_rows_tell_the_demo_s_story(
     # The jobs with the most High findings: the running data-lake scan and the paused legal-hold
     # scan are among them, and only jobs with High findings are listed.
     top = {s["metric"]["job_name"]: float(s["value"][1])
-           for s in instant(prometheus, "Jobs with the most High findings")}
-    assert {"pii-scan-prod-data-lake", "legal-hold-scan"} <= top.keys(), top
+           for s in instant(prometheus, "Jobs with the most High findings",
+                            until=_job_names("pii-scan-prod-data-lake", "legal-hold-scan"))}
     assert all(count > 0 for count in top.values()) and len(top) <= 10, top
-    per_job = {s["metric"]["job_name"]
-               for s in instant(prometheus, "Findings per job by severity", "C")}
-    assert {"pii-scan-prod-data-lake", "daily-customer-uploads", "us-baseline"} <= per_job
+    instant(prometheus, "Findings per job by severity", "C", until=_job_names(
+        "pii-scan-prod-data-lake", "daily-customer-uploads", "us-baseline"))
     # The demo account is at its sensitive data discovery quota in eu-west-1, not in us-east-1.
     quota = {(s["metric"]["account_id"], s["metric"]["region"], s["metric"]["usage_type"]):
-             s["value"][1] for s in instant(prometheus, "Quotas: who is at a quota?")}
+             s["value"][1] for s in instant(prometheus, "Quotas: who is at a quota?",
+                                            until=lambda found: len(found) >= 2)}
     assert quota[("123456789012", "eu-west-1", "SENSITIVE_DATA_DISCOVERY")] == "1"
     assert quota[("123456789012", "us-east-1", "SENSITIVE_DATA_DISCOVERY")] == "0"
     costs = {(s["metric"]["account_id"], s["metric"]["usage_type"])
@@ -217,7 +229,8 @@ def test_the_findings_usage_and_organisation_rows_tell_the_demo_s_story(
     assert ("123456789012", "SENSITIVE_DATA_DISCOVERY") in costs
     # Members of the administrator 123456789012 in eu-west-1: Enabled, one Paused, one Removed.
     by_status = {s["metric"]["status"]: s["value"][1]
-                 for s in instant(prometheus, "Members by status")}
+                 for s in instant(prometheus, "Members by status",
+                                  until=lambda found: len(found) >= 3)}
     assert by_status["Paused"] == "1" and by_status["Removed"] == "1", by_status
     assert int(by_status["Enabled"]) >= 1, by_status
     analysed = {s["metric"]["member_account_id"]: s["value"][1]
@@ -228,7 +241,8 @@ def test_the_findings_usage_and_organisation_rows_tell_the_demo_s_story(
     mapping = panel("Macie status per account and region")["fieldConfig"]["defaults"]["mappings"]
     texts = {code: option["text"] for code, option in mapping[0]["options"].items()}
     status = {(s["metric"]["account_id"], s["metric"]["region"]): texts[s["value"][1]]
-              for s in instant(prometheus, "Macie status per account and region")}
+              for s in instant(prometheus, "Macie status per account and region",
+                               until=lambda found: len(found) >= 3)}
     assert status[("123456789012", "eu-west-1")] == "ENABLED"
     assert status[("123456789012", "us-east-1")] == "ENABLED"
     assert status[("123456789012", "ap-southeast-2")] == "DISABLED"

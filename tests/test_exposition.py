@@ -421,7 +421,7 @@ class GatedRender:
 class Background(Holder):
     """A CachedExposition with its background renderer running, over a gated render."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_gap: float = 0.0) -> None:
         super().__init__()
         self.render = GatedRender()
         self.rests: list[float] = []
@@ -429,7 +429,7 @@ class Background(Holder):
         self.exposition = CachedExposition(lambda: self.snapshot, FAMILIES, [self.live],
                                            render=self.render, clock=lambda: self.render.clock[0],
                                            render_clock=lambda: self.render.clock[0],
-                                           rest=self.rests.append,
+                                           rest=self.rests.append, min_gap=min_gap,
                                            published=self.published.append)
 
     def put(self, new: Snapshot) -> None:
@@ -576,6 +576,41 @@ def test_the_renderer_rests_as_long_as_each_render_took(background: Background) 
     wait_for(lambda: background.exposition.served() is background.snapshot)
     wait_for(lambda: background.rests and background.rests[-1] == 3.0,
              what="a rest as long as the render")
+
+
+@pytest.mark.parametrize(("seconds", "rest"), [(1.0, 7.0), (40.0, 40.0)])
+def test_renders_begin_at_least_the_gap_apart(seconds: float, rest: float) -> None:
+    holder = Background(min_gap=8.0)
+    holder.exposition.start()
+    try:
+        holder.scrape_without_waiting()
+        holder.render.seconds = seconds
+        holder.put(Snapshot(holder.snapshot.targets[1:]))
+        wait_for(lambda: holder.exposition.served() is holder.snapshot)
+        # The gap less the render's own time; a render longer than the gap rests as long.
+        wait_for(lambda: holder.rests and holder.rests[-1] == rest, what="the rest")
+    finally:
+        holder.exposition.stop()
+
+
+def test_the_gap_between_renders_does_not_hold_back_readiness() -> None:
+    holder = Holder()
+    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
+    holder.snapshot = pending
+    exposition = CachedExposition(lambda: holder.snapshot, FAMILIES, [holder.live],
+                                  settle=0.05, max_delay=60, min_gap=600)
+    exposition.render(None, "gzip")
+    exposition.start()
+    try:
+        wait_for(lambda: exposition.served() is pending, what="the first render")
+        holder.snapshot = Snapshot(pending.targets[1:])  # not ready yet: waits for the gap
+        exposition.snapshot_changed()
+        ready = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        holder.snapshot = ready
+        exposition.snapshot_changed()
+        wait_for(lambda: exposition.served() is ready, what="the ready snapshot served")
+    finally:
+        exposition.stop()
 
 
 def test_a_burst_of_swaps_is_rendered_once_it_pauses() -> None:

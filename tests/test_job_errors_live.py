@@ -203,8 +203,8 @@ def test_a_missing_log_group_is_no_error(sim: FaultySimulator, logs: Logs,
     wait_for(lambda: (value(exporter.scrape(), "macie_exporter_api_requests_total",
                             operation="FilterLogEvents", outcome="ResourceNotFoundException",
                             region=REGION) or 0) >= 3, what="several reads")
-    samples = exporter.scrape()
-    assert collected(samples)
+    # The request counts are live; the collector's health follows with the next render.
+    samples = exporter.wait_metric(collected, timeout=30, what="the collector's success")
     assert not series(samples, "macie_classification_job_run_errors")
     missing = [line for line in exporter.lines if "no job log group" in line]
     assert len(missing) == 1 and "level=info" in missing[0], exporter.logs()
@@ -222,9 +222,9 @@ def test_denied_by_the_simulator_names_the_action_once(sim: FaultySimulator,
     sim.faults.denied = {"FilterLogEvents"}
     exporter = launch(start, sim, logs)
     wait_for(lambda: sim.requests["FilterLogEvents"] >= 3, what="several denied reads")
-    samples = exporter.scrape()
-    assert value(samples, "macie_exporter_collector_success", collector="job_errors",
-                 region=REGION) == 0
+    samples = exporter.wait_metric(
+        lambda s: value(s, "macie_exporter_collector_success", collector="job_errors",
+                        region=REGION) == 0, timeout=30, what="the collector's failure")
     assert value(samples, "macie_exporter_refresh_success", region=REGION) == 1
     assert value(samples, "macie_classification_job_last_run_error", job_id="weekly") == 1
     assert not series(samples, "macie_classification_job_run_errors")
@@ -253,12 +253,12 @@ def test_denied_by_moto_s_iam_fails_the_collector_alone(sim: FaultySimulator, mo
     moto.post("/moto-api/reset-auth", b"0")
     exporter = launch(start, sim, logs, AWS_ACCESS_KEY_ID=key["AccessKeyId"],
                       AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
+    # The request counts are live; the collector's health follows with the next render.
     samples = exporter.wait_metric(
         lambda s: (value(s, "macie_exporter_api_requests_total", operation="FilterLogEvents",
-                         outcome="403", region=REGION) or 0) >= 2, timeout=30,
-        what="denied reads")
-    assert value(samples, "macie_exporter_collector_success", collector="job_errors",
-                 region=REGION) == 0
+                         outcome="403", region=REGION) or 0) >= 2
+        and value(s, "macie_exporter_collector_success", collector="job_errors",
+                  region=REGION) == 0, timeout=30, what="denied reads, the collector failed")
     assert value(samples, "macie_exporter_refresh_success", region=REGION) == 1
     assert not series(samples, "macie_classification_job_run_errors")
     assert any("collector failed" in line and "collector=job_errors" in line

@@ -848,8 +848,8 @@ class CachedExposition:
     publishes it: scrapes serve the last published snapshot and never wait for the background
     render. Swaps during a render are coalesced, and after a render the thread rests as long
     as the render used the CPU, so that targets swapping snapshots in turn keep it to half a
-    core at most. A snapshot that makes the exporter ready is rendered without waiting for the
-    swaps to pause.
+    core at most; renders start at least `min_gap` seconds apart. A snapshot that makes the
+    exporter ready is rendered without waiting for the swaps to pause or the gap.
 
     The background renderer renders only while /metrics is scraped (a scrape in the last
     `SCRAPE_TTL` seconds); the scrape that comes after a pause renders the snapshot itself.
@@ -864,7 +864,7 @@ class CachedExposition:
                  clock: Callable[[], float] = time.monotonic,
                  render_clock: Callable[[], float] = time.thread_time,
                  rest: Callable[[float], object] | None = None,
-                 settle: float = 0.0, max_delay: float = 10.0,
+                 settle: float = 0.0, max_delay: float = 10.0, min_gap: float = 0.0,
                  published: Callable[[Snapshot | None], object] | None = None,
                  ready: Callable[[], bool] | None = None) -> None:
         self._snapshot = snapshot
@@ -875,6 +875,10 @@ class CachedExposition:
         # per rest period.
         self._settle = settle
         self._max_delay = max_delay
+        # Renders start at least `min_gap` seconds apart: targets refreshing at their phase of
+        # each second pause between seconds, and a render each second costs more than the
+        # refreshes (the snapshot's every item is looked at once a render).
+        self._min_gap = min(min_gap, max_delay)
         # Told each snapshot the background renderer has published (even when its render
         # failed: scrapes render it themselves then), and None once it stops.
         self._on_published = published
@@ -905,7 +909,7 @@ class CachedExposition:
         self._failed = False
         self._changed = threading.Event()
         self._stopping = threading.Event()
-        self._rest = rest or self._stopping.wait
+        self._rest = rest or self._rest_unless_readying
         self._thread: threading.Thread | None = None
 
     def _background(self) -> bool:
@@ -1024,13 +1028,18 @@ class CachedExposition:
                                          self._render_all(snapshot, layout) if wanted else None)
             self._failed = False
 
+    def _readying(self) -> bool:
+        """Whether the current snapshot makes the exporter ready and /metrics does not show
+        it yet."""
+        return self._ready() and not self._published.snapshot.ready
+
     def _settled(self) -> bool:
         """Wait for a pause in the swaps; False when stopping. A snapshot that makes the
         exporter ready (every target's first refresh done) is rendered without waiting: the
         collectors' swaps that follow it would otherwise hold /readyz back."""
         began = time.monotonic()
         while self._settle > 0 and time.monotonic() - began < self._max_delay:
-            if self._ready() and not self._published.snapshot.ready:
+            if self._readying():
                 break
             if not self._changed.wait(self._settle):
                 break
@@ -1039,13 +1048,20 @@ class CachedExposition:
                 return False
         return not self._stopping.is_set()
 
+    def _rest_unless_readying(self, seconds: float) -> None:
+        """Rest, but not past the swap that makes the exporter ready."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not self._readying():
+            if self._stopping.wait(min(left, 0.25)):
+                return
+
     def _run(self) -> None:
         while True:
             self._changed.wait()
             self._changed.clear()  # swaps during the render wake the next pass: coalesced
             if self._stopping.is_set() or not self._settled():
                 return
-            began = self._render_clock()
+            began, began_at = self._render_clock(), self._clock()
             snapshot = self._snapshot()
             try:
                 self._publish(snapshot)
@@ -1055,4 +1071,6 @@ class CachedExposition:
                               "until a render succeeds")
             if self._on_published is not None:
                 self._on_published(snapshot)
-            self._rest(self._render_clock() - began)
+            # As long as the render used the CPU, and until `min_gap` after it began.
+            self._rest(max(self._render_clock() - began,
+                           self._min_gap - (self._clock() - began_at)))
