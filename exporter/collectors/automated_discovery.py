@@ -11,8 +11,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from exporter.aws.errors import ApiError
 from exporter.aws.operations import MACIE, Operation
 from exporter.collectors.base import Collector, Context, Fetch, Settings, Switch, call, pages
-from exporter.collectors.owners import shown_once
-from exporter.model import Slot, Snapshot, TargetKey, TargetResult
+from exporter.collectors.owners import ShownOnce
+from exporter.model import Slot, TargetKey, TargetResult
 from exporter.render.families import TARGET_LABELS, AnySpec, Family, FamilySpec, state_set
 
 GET_CONFIGURATION = Operation(MACIE, "GetAutomatedDiscoveryConfiguration",
@@ -51,8 +51,7 @@ def _statuses(target: TargetResult) -> Statuses | None:
     return target.get(SLOT)
 
 
-def _shown(snapshot: Snapshot) -> list[tuple[TargetKey, Statuses]]:
-    return shown_once(snapshot, _statuses, lambda item: item[0], lambda item: item[0])
+_shown = ShownOnce(_statuses, lambda item: item[0], lambda item: item[0])
 
 
 def _add(family: Family, key: TargetKey, statuses: Statuses, lo: int, hi: int) -> None:

@@ -28,8 +28,8 @@ from exporter.collectors.base import (
     pages,
 )
 from exporter.collectors.fields import number, text, timestamp
-from exporter.collectors.owners import shown_once
-from exporter.model import Slot, Snapshot, TargetKey, TargetResult
+from exporter.collectors.owners import ShownOnce
+from exporter.model import Slot, TargetKey, TargetResult
 from exporter.render.families import (
     TARGET_LABELS,
     AnySpec,
@@ -153,26 +153,11 @@ def _buckets(target: TargetResult) -> Buckets | None:
     return target.get(SLOT)
 
 
-class _Shown:
-    """The buckets each target shows, worked out once per snapshot for all the families."""
-
-    def __init__(self) -> None:
-        self._last: tuple[Snapshot, list[tuple[TargetKey, Buckets]]] | None = None
-
-    def __call__(self, snapshot: Snapshot) -> list[tuple[TargetKey, Buckets]]:
-        last = self._last
-        if last is not None and last[0] is snapshot:
-            return last[1]
-        shown = shown_once(snapshot, _buckets, lambda b: b.account_id, lambda b: b.name)
-        self._last = (snapshot, shown)
-        return shown
-
-
 def _count(part: Buckets) -> int:
     return len(part)
 
 
-def _family(shown: _Shown, name: str, documentation: str, labels: tuple[str, ...],
+def _family(shown: ShownOnce[Bucket], name: str, documentation: str, labels: tuple[str, ...],
             add_bucket: Callable[[Family, list[str], Bucket], None]) -> AnySpec:
     def add(family: Family, key: TargetKey, part: Buckets, lo: int, hi: int) -> None:
         for bucket in part[lo:hi]:
@@ -213,7 +198,8 @@ def _add_findings(family: Family, labels: list[str], bucket: Bucket) -> None:
 
 
 def families(_settings: Settings) -> list[AnySpec]:
-    shown = _Shown()
+    # The buckets each target shows, worked out once per snapshot for all the families.
+    shown = ShownOnce(_buckets, lambda b: b.account_id, lambda b: b.name)
     return [
         _family(shown, "macie_s3_bucket_info",
                 "Information about an S3 bucket Macie monitors: its effective public access "

@@ -5,8 +5,9 @@ by the first target that holds a copy (its administrator's)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from exporter.model import Snapshot, TargetKey, TargetResult
 
@@ -42,3 +43,65 @@ def shown_once(snapshot: Snapshot, items: Callable[[TargetResult], tuple[I, ...]
                 kept.append(item)
         out.append((target.key, mine if len(kept) == len(mine) else tuple(kept)))
     return out
+
+
+class ShownOnce(Generic[I]):
+    """`shown_once` for one kind of record, made again from the last snapshot's answer where
+    it can be, so that a render looks at the targets that changed, not at every record of
+    every target:
+
+    - a target whose records are the same object as before (a refresh that changed its jobs
+      or its health) changes no one's answer;
+    - while no target holds a record of another account (no Macie administrator with members
+      among the targets), each target shows exactly its own records, so a target whose
+      records changed changes its own answer only.
+
+    Anything else (records of another account, targets added, removed or rekeyed, a new set of
+    polled targets while copies exist) is worked out afresh."""
+
+    def __init__(self, items: Callable[[TargetResult], tuple[I, ...] | None],
+                 owner: Callable[[I], str], identity: Callable[[I], Hashable]) -> None:
+        self._items, self._owner, self._identity = items, owner, identity
+        self._lock = threading.Lock()
+        # The last snapshot, its answer, and whether a target in it held another's record.
+        self._last: tuple[Snapshot, list[tuple[TargetKey, tuple[I, ...]]], bool] | None = None
+
+    def __call__(self, snapshot: Snapshot) -> list[tuple[TargetKey, tuple[I, ...]]]:
+        with self._lock:
+            last = self._last
+            if last is not None and last[0] is snapshot:
+                return last[1]
+            shown = None if last is None else self._patched(*last, snapshot)
+            if shown is None:
+                shown = shown_once(snapshot, self._items, self._owner, self._identity)
+                foreign = any(self._owner(item) != target.key.account_id
+                              for target in snapshot.targets
+                              for item in self._items(target) or ())
+            else:
+                foreign = last is not None and last[2]
+            self._last = (snapshot, shown, foreign)
+            return shown
+
+    def _patched(self, old: Snapshot, shown: list[tuple[TargetKey, tuple[I, ...]]],
+                 foreign: bool, new: Snapshot) -> list[tuple[TargetKey, tuple[I, ...]]] | None:
+        """The answer for `new` from `old`'s; None when it must be worked out afresh."""
+        if len(old.targets) != len(new.targets):
+            return None
+        if foreign and old.polled is not new.polled and old.polled != new.polled:
+            return None
+        out = None
+        for place, (before, after) in enumerate(zip(old.targets, new.targets, strict=True)):
+            if before is after:
+                continue
+            if before.key != after.key:
+                return None
+            mine = self._items(after) or ()
+            if mine is (self._items(before) or ()):
+                continue
+            account = after.key.account_id
+            if foreign or any(self._owner(item) != account for item in mine):
+                return None
+            if out is None:
+                out = list(shown)
+            out[place] = (after.key, mine)
+        return shown if out is None else out

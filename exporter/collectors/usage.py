@@ -20,8 +20,8 @@ from exporter.collectors.base import (
     pages,
 )
 from exporter.collectors.fields import finite, number, text
-from exporter.collectors.owners import shown_once
-from exporter.model import Slot, Snapshot, TargetKey, TargetResult
+from exporter.collectors.owners import ShownOnce
+from exporter.model import Slot, TargetKey, TargetResult
 from exporter.render.families import TARGET_LABELS, AnySpec, Family, FamilySpec, gauge
 
 # The page asked of GetUsageStatistics (the model gives no maximum).
@@ -88,10 +88,9 @@ def _records(target: TargetResult) -> tuple[Usage, ...] | None:
     return target.get(SLOT)
 
 
-def _shown(snapshot: Snapshot) -> list[tuple[TargetKey, tuple[Usage, ...]]]:
-    """Each target's usage records that it shows: one per (account, region, usage type)."""
-    return shown_once(snapshot, _records, lambda item: item.account_id,
-                      lambda item: (item.account_id, item.usage_type))
+# Each target's usage records that it shows: one per (account, region, usage type).
+_shown = ShownOnce(_records, lambda item: item.account_id,
+                   lambda item: (item.account_id, item.usage_type))
 
 
 def _family(name: str, documentation: str, value: Callable[[Usage], float | None],
