@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter")
 # The exposition is rendered once swaps pause for half a second, at most 10 s after a change.
 RENDER_SETTLE, RENDER_MAX_DELAY, RENDER_MIN_GAP = 0.5, 10.0, 5.0
+# The whole gap from 100 targets on: at the default 60 s interval they swap more than once a
+# second, each at its phase, so the settle wait alone would render about every second.
+RENDER_GAP_FULL_AT = 100
 
 M_ARENA_MAX = -8  # glibc's malloc.h
 MALLOC_ARENAS = 2
@@ -188,6 +191,7 @@ class Exporter:
         self.exposition = CachedExposition(self.store.get, families, [self.live, *others],
                                            settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
                                            min_gap=RENDER_MIN_GAP,
+                                           gap_full_at=RENDER_GAP_FULL_AT,
                                            published=self.store.published,
                                            ready=self.store.ready)
         self.store.subscribe(self.exposition.snapshot_changed)

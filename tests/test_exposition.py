@@ -421,7 +421,7 @@ class GatedRender:
 class Background(Holder):
     """A CachedExposition with its background renderer running, over a gated render."""
 
-    def __init__(self, min_gap: float = 0.0) -> None:
+    def __init__(self, min_gap: float = 0.0, gap_full_at: int = 1) -> None:
         super().__init__()
         self.render = GatedRender()
         self.rests: list[float] = []
@@ -430,6 +430,7 @@ class Background(Holder):
                                            render=self.render, clock=lambda: self.render.clock[0],
                                            render_clock=lambda: self.render.clock[0],
                                            rest=self.rests.append, min_gap=min_gap,
+                                           gap_full_at=gap_full_at,
                                            published=self.published.append)
 
     def put(self, new: Snapshot) -> None:
@@ -588,6 +589,24 @@ def test_renders_begin_at_least_the_gap_apart(seconds: float, rest: float) -> No
         holder.put(Snapshot(holder.snapshot.targets[1:]))
         wait_for(lambda: holder.exposition.served() is holder.snapshot)
         # The gap less the render's own time; a render longer than the gap rests as long.
+        wait_for(lambda: holder.rests and holder.rests[-1] == rest, what="the rest")
+    finally:
+        holder.exposition.stop()
+
+
+@pytest.mark.parametrize(("full_at", "rest"), [(1, 7.5), (2, 3.5), (4, 1.5)])
+def test_the_gap_is_in_proportion_to_the_targets_below_its_full_size(full_at: int,
+                                                                      rest: float) -> None:
+    targets = len(snapshot().targets) - 1  # after the put below
+    holder = Background(min_gap=8.0, gap_full_at=full_at * targets)
+    holder.exposition.start()
+    try:
+        holder.scrape_without_waiting()
+        holder.render.seconds = 0.5
+        holder.put(Snapshot(holder.snapshot.targets[1:]))
+        wait_for(lambda: holder.exposition.served() is holder.snapshot)
+        # The whole gap (8 s) from `targets` on; at half that size half of it, at a quarter a
+        # quarter; less the render's 0.5 s.
         wait_for(lambda: holder.rests and holder.rests[-1] == rest, what="the rest")
     finally:
         holder.exposition.stop()

@@ -848,7 +848,8 @@ class CachedExposition:
     publishes it: scrapes serve the last published snapshot and never wait for the background
     render. Swaps during a render are coalesced, and after a render the thread rests as long
     as the render used the CPU, so that targets swapping snapshots in turn keep it to half a
-    core at most; renders start at least `min_gap` seconds apart. A snapshot that makes the
+    core at most; renders start at least `min_gap` seconds apart (less below `gap_full_at`
+    targets, in proportion). A snapshot that makes the
     exporter ready is rendered without waiting for the swaps to pause or the gap.
 
     The background renderer renders only while /metrics is scraped (a scrape in the last
@@ -865,6 +866,7 @@ class CachedExposition:
                  render_clock: Callable[[], float] = time.thread_time,
                  rest: Callable[[float], object] | None = None,
                  settle: float = 0.0, max_delay: float = 10.0, min_gap: float = 0.0,
+                 gap_full_at: int = 1,
                  published: Callable[[Snapshot | None], object] | None = None,
                  ready: Callable[[], bool] | None = None) -> None:
         self._snapshot = snapshot
@@ -879,6 +881,11 @@ class CachedExposition:
         # each second pause between seconds, and a render each second costs more than the
         # refreshes (the snapshot's every item is looked at once a render).
         self._min_gap = min(min_gap, max_delay)
+        # ... from `gap_full_at` targets on; below, in proportion to the targets: a few
+        # targets' swaps pause often enough for the settle wait to coalesce them, and a gap
+        # would only hold back their data (a single target of 10,000 jobs showed its jobs 5 s
+        # later with the whole gap).
+        self._gap_full_at = max(1, gap_full_at)
         # Told each snapshot the background renderer has published (even when its render
         # failed: scrapes render it themselves then), and None once it stops.
         self._on_published = published
@@ -1071,6 +1078,10 @@ class CachedExposition:
                               "until a render succeeds")
             if self._on_published is not None:
                 self._on_published(snapshot)
-            # As long as the render used the CPU, and until `min_gap` after it began.
+            # As long as the render used the CPU, and until the gap after it began.
             self._rest(max(self._render_clock() - began,
-                           self._min_gap - (self._clock() - began_at)))
+                           self._gap(snapshot) - (self._clock() - began_at)))
+
+    def _gap(self, snapshot: Snapshot) -> float:
+        """The least time between the starts of two renders after rendering `snapshot`."""
+        return self._min_gap * min(1.0, len(snapshot.targets) / self._gap_full_at)
