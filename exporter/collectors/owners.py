@@ -22,13 +22,23 @@ def shown_once(snapshot: Snapshot, items: Callable[[TargetResult], tuple[I, ...]
 
     A target's own tuple is returned as it is when it shows all of it, so that a renderer that
     keeps encoded samples while a part stays the same object keeps them."""
+    return _shown_once(snapshot, items, owner, identity)[0]
+
+
+def _shown_once(snapshot: Snapshot, items: Callable[[TargetResult], tuple[I, ...] | None],
+                owner: Callable[[I], str], identity: Callable[[I], Hashable],
+                ) -> tuple[list[tuple[TargetKey, tuple[I, ...]]], bool]:
+    """`shown_once`, and whether a target holds a record of another account."""
     polled = snapshot.polled_by_fleet()
     shown: set[tuple[str, Hashable]] = set()  # (region, identity) shown by a target already
+    foreign = False
     # Owners first: an account's own record wins over any copy of it.
     for target in snapshot.targets:
         for item in items(target) or ():
             if owner(item) == target.key.account_id:
                 shown.add((target.key.region, identity(item)))
+            else:
+                foreign = True
     out: list[tuple[TargetKey, tuple[I, ...]]] = []
     for target in snapshot.targets:
         mine = items(target) or ()
@@ -42,7 +52,7 @@ def shown_once(snapshot: Snapshot, items: Callable[[TargetResult], tuple[I, ...]
                 shown.add((region, identity(item)))
                 kept.append(item)
         out.append((target.key, mine if len(kept) == len(mine) else tuple(kept)))
-    return out
+    return out, foreign
 
 
 class ShownOnce(Generic[I]):
@@ -69,16 +79,14 @@ class ShownOnce(Generic[I]):
     def __call__(self, snapshot: Snapshot) -> list[tuple[TargetKey, tuple[I, ...]]]:
         with self._lock:
             last = self._last
-            if last is not None and last[0] is snapshot:
-                return last[1]
-            shown = None if last is None else self._patched(*last, snapshot)
-            if shown is None:
-                shown = shown_once(snapshot, self._items, self._owner, self._identity)
-                foreign = any(self._owner(item) != target.key.account_id
-                              for target in snapshot.targets
-                              for item in self._items(target) or ())
-            else:
-                foreign = last is not None and last[2]
+            if last is not None:
+                if last[0] is snapshot:
+                    return last[1]
+                patched = self._patched(*last, snapshot)
+                if patched is not None:
+                    self._last = (snapshot, patched, last[2])
+                    return patched
+            shown, foreign = _shown_once(snapshot, self._items, self._owner, self._identity)
             self._last = (snapshot, shown, foreign)
             return shown
 
