@@ -173,3 +173,36 @@ def test_background_calls_that_waited_get_every_other_turn_not_all() -> None:
     assert first == BACKGROUND_MAX_WAIT
     # From then on, describes and findings alternate until the findings are done.
     assert [name[:8] for name in ran[first:first + 20]] == ["findings", "describe"] * 10
+
+
+def test_until_ready_background_calls_take_only_the_turns_left_over() -> None:
+    now = [0.0]
+    ready = [False]
+    pool = CallPool(1, clock=lambda: now[0], hold_background=lambda: not ready[0])
+    ran: list[str] = []
+
+    def call(name: str) -> None:
+        ran.append(name)
+        now[0] += 1.0
+        if name == "describe59":
+            ready[0] = True  # the last refresh call made the exporter ready
+
+    for i in range(5):
+        pool.submit(f"t{i}", functools.partial(call, f"findings{i}"), background=True)
+    for i in range(100):
+        pool.submit("b", functools.partial(call, f"describe{i}"))
+    pool.start()
+    wait_for(lambda: len(ran) == 105, what="every call")
+    pool.stop()
+    # 60 calls, twice the limit, and no background call while not ready; then every other turn.
+    assert ran[:60] == [f"describe{i}" for i in range(60)]
+    assert [name[:8] for name in ran[60:70]] == ["findings", "describe"] * 5
+
+
+def test_until_ready_background_calls_still_take_idle_turns() -> None:
+    pool = CallPool(1, hold_background=lambda: True)
+    done = threading.Event()
+    pool.submit("a", done.set, background=True)
+    pool.start()
+    assert done.wait(10)  # nothing else to do: the held call runs
+    pool.stop()
