@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from exporter.model import Snapshot, TargetKey, TargetResult
 
@@ -21,11 +21,21 @@ class SnapshotStore:
 
     A snapshot is made when one is asked for (`get`), not at every swap: at 10,200 targets a
     swap would otherwise copy 10,200 results, thousands of times a minute, for a renderer that
-    reads a few snapshots a minute. Readiness is counted as results change (`ready`)."""
+    reads a few snapshots a minute. Readiness is counted as results change (`ready`).
 
-    def __init__(self, keys: Iterable[TargetKey] = (), pending: bool = False) -> None:
+    With `order`, a snapshot holds its targets sorted by `order(key)` (the exporter sorts by
+    phase: targets that refresh in the same seconds are neighbours, so the few chunks of a
+    family that a render must encode again hold them, not nearly every chunk); without it, in
+    the order they were added."""
+
+    def __init__(self, keys: Iterable[TargetKey] = (), pending: bool = False,
+                 order: Callable[[TargetKey], Any] | None = None) -> None:
         self._lock = threading.Lock()
+        self._order = order
+        self._unordered = False  # a target was added or rekeyed since the last sort
         self._results: dict[TargetKey, TargetResult] = {k: TargetResult(key=k) for k in keys}
+        if order is not None:
+            self._sort()
         self._pending = pending
         self._serial = 0
         self._polled: frozenset[TargetKey] | None = None
@@ -46,10 +56,19 @@ class SnapshotStore:
             with self._lock:
                 snapshot = self._snapshot
                 if snapshot is None:
+                    if self._unordered:
+                        self._sort()
                     snapshot = self._snapshot = Snapshot(
                         tuple(self._results.values()), self._pending, self._serial,
                         self._polled, complete=self._incomplete == 0)
         return snapshot
+
+    def _sort(self) -> None:
+        """Hold the results in `order` (lock held)."""
+        order = self._order
+        assert order is not None
+        self._results = dict(sorted(self._results.items(), key=lambda item: order(item[0])))
+        self._unordered = False
 
     def ready(self) -> bool:
         """What `get().ready` says, without making a snapshot."""
@@ -61,6 +80,8 @@ class SnapshotStore:
         if old is not None and not old.completed:
             self._incomplete -= 1
         if result is not None:
+            if old is None and self._order is not None:
+                self._unordered = True
             self._results[key] = result
             if not result.completed:
                 self._incomplete += 1
@@ -154,6 +175,7 @@ class SnapshotStore:
                 self._results = {(new if k == old else k): (replace(r, key=new) if k == old
                                                             else r)
                                  for k, r in self._results.items()}
+                self._unordered = self._order is not None  # to its new key's place
             self._swap()
         self._changed()
 
