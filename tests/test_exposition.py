@@ -304,7 +304,7 @@ def test_a_target_with_more_jobs_than_a_batch_is_streamed_not_kept() -> None:
                                             jobs_per_slice=3))
         assert rendered == b"".join(render_snapshot(snap, FAMILIES, generate_latest))
     info = fragments._chunks[0]  # macie_classification_job_info
-    assert [key for chunk in info for key, _ in chunk.members] == [small.key]
+    assert [key for chunk in info for key in chunk.keys] == [small.key]
 
 
 def test_an_empty_snapshot_renders_like_prometheus_client() -> None:
@@ -355,7 +355,7 @@ def test_a_counter_family_is_kept_and_renders_like_prometheus_client(
     assert again == reference(after, [spec], generate) != first
     assert b"_created" not in again and b"42.0" in again
     [chunk] = fragments._chunks[0]
-    assert [part for _, part in chunk.members] == [0.0, 1.0, 42.0, 3.0, 4.0]
+    assert list(chunk.parts) == [0.0, 1.0, 42.0, 3.0, 4.0]
 
 
 def test_only_the_chunks_holding_a_changed_target_are_compressed_again() -> None:
@@ -366,7 +366,7 @@ def test_only_the_chunks_holding_a_changed_target_are_compressed_again() -> None
     segments = Segments()
     b"".join(render_snapshot(Snapshot(targets), [spec], generate_latest, segments))
     before = list(segments._chunks[0])
-    assert [len(c.members) for c in before] == [TARGETS_PER_CHUNK] * 3 + [5]
+    assert [len(c.keys) for c in before] == [TARGETS_PER_CHUNK] * 3 + [5]
     moved = TARGETS_PER_CHUNK + 3  # in the second chunk
     changed = (*targets[:moved], targets[moved].with_health("jobs", Health(True, 0.5)),
                *targets[moved + 1:])

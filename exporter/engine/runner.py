@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # targets start at once; 10,200 spread over 17 minutes instead of 73,000 calls queued in the
 # first minute (at 20 a second, 8.5 minutes, the process was still saturated).
 FIRST_ROUNDS_PER_SECOND = 10.0
+_NONE: frozenset[str] = frozenset()
 
 
 class TargetApi(Protocol):
@@ -291,8 +292,10 @@ class TargetRefresher:
         self._lock = threading.Lock()
         self._refreshing: threading.Event | None = None
         self._ran_at: dict[str, float] = {}  # collector -> when its last run was due
-        self._collecting: set[str] = set()
-        self._first_rounds: set[str] = set()  # collectors whose first round is still to come
+        # Frozen sets, replaced on change: almost always empty, and the empty one is shared
+        # (10,200 targets' own sets, grown for the first rounds, held 13 MB).
+        self._collecting = _NONE
+        self._first_rounds = _NONE  # collectors whose first round is still to come
         # Collector -> the settings of its stored value, when a reload changed them in a way
         # that matters to it: its next run starts from `reconfigured` and is due at once.
         self._made_with: dict[str, Settings] = {}
@@ -400,7 +403,7 @@ class TargetRefresher:
         with self._lock:
             for collector in off:
                 self._ran_at.pop(collector.name, None)
-                self._first_rounds.discard(collector.name)
+                self._first_rounds = self._first_rounds - {collector.name} or _NONE
                 self._made_with.pop(collector.name, None)
             for scheduled in (*settings.refresh, *settings.collectors):
                 collector = scheduled.collector
@@ -566,7 +569,7 @@ class TargetRefresher:
                 # next one at its phase of the interval, then every interval.
                 wait = self.key.phase * self.first_round_window(scheduled)
                 self.mark_ran(name, now + wait - scheduled.interval)
-                self._first_rounds.add(name)
+                self._first_rounds |= {name}
             stale = collector.stale is not None and collector.stale(result) and (
                 name not in self._first_rounds)  # a first round waits its turn even so
             idle = self.idle_interval(collector, result)
@@ -575,9 +578,9 @@ class TargetRefresher:
             with self._lock:
                 if name in self._collecting or not (due or stale):
                     continue
-                self._collecting.add(name)
+                self._collecting |= {name}
             if name in self._first_rounds:
-                self._first_rounds.discard(name)
+                self._first_rounds = self._first_rounds - {name} or _NONE
                 # Made at its phase of the window: the next within an interval, at its phase.
                 earlier = max(0.0, scheduled.interval - self.first_round_window(scheduled))
                 self.mark_ran(name, now - self.key.phase * earlier)
@@ -588,7 +591,7 @@ class TargetRefresher:
 
     def _collected(self, collector: AnyCollector, outcome: _Outcome, duration: float) -> None:
         with self._lock:
-            self._collecting.discard(collector.name)
+            self._collecting = self._collecting - {collector.name} or _NONE
         if outcome.removed or self.closed or not self.switched_on(collector):
             return  # the target went away, or a reload switched the collector off meanwhile
         health = Health(outcome.ok, duration)

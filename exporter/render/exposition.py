@@ -259,10 +259,12 @@ _UNMADE = object()  # a part not made yet
 
 @dataclass(frozen=True, slots=True)
 class _Chunk:
-    """Consecutive targets' samples of one family, compressed together: who they are (with
-    the parts they were encoded from), where each one's samples end, and the segment."""
+    """Consecutive targets' samples of one family, compressed together: who they are and the
+    parts they were encoded from (side by side: 408,000 (key, part) pairs at 10,200 targets
+    held 23 MB), where each one's samples end, and the segment."""
 
-    members: tuple[tuple[TargetKey, Any], ...]
+    keys: tuple[TargetKey, ...]
+    parts: tuple[Any, ...]
     ends: tuple[int, ...]
     segment: _Segment
 
@@ -373,19 +375,20 @@ class Segments(_Kept):
         part_of, size_of = spec.part, spec.size
         fresh: list[_Chunk] | None = None
         at = 0  # the chunk of the place looked at
-        members: list[tuple[TargetKey, Any]] | None = None
+        keys: list[TargetKey] = []
+        parts: list[Any] | None = None
 
         def replace_chunk() -> None:
-            nonlocal fresh, members
-            if members is None:
+            nonlocal fresh, parts
+            if parts is None:
                 return
             if fresh is None:
                 fresh = list(chunks)
             old = chunks[at]
-            group = [(key, part, size_of(part)) for key, part in members]
+            group = [(key, part, size_of(part)) for key, part in zip(keys, parts, strict=True)]
             fresh[at] = self._encoded(spec, header, group, old, _nowhere,
                                       partial(_samples_at, {}), units_per_batch)
-            members = None
+            parts = None
 
         for place in changed:
             chunk_of = bisect.bisect_right(starts, place) - 1
@@ -395,14 +398,15 @@ class Segments(_Kept):
             item = source[place]
             key, part = (item.key, part_of(item)) if part_of is not None else item
             chunk = chunks[at]
-            _, old_part = chunk.members[place - starts[at]]
+            old_part = chunk.parts[place - starts[at]]
             if _same(old_part, part):
                 continue
             if size_of(part) > units_per_batch or size_of(old_part) > units_per_batch:
                 return None
-            if members is None:
-                members = list(chunk.members)
-            members[place - starts[at]] = (key, part)
+            if parts is None:
+                keys, parts = list(chunk.keys), list(chunk.parts)
+            keys[place - starts[at]] = key
+            parts[place - starts[at]] = part
         replace_chunk()
         if fresh is None:
             return joined[1]  # every chunk as it was: the family's segment too
@@ -472,7 +476,7 @@ class Segments(_Kept):
         def lookup(key: TargetKey) -> tuple[_Chunk, int] | None:
             if not where:
                 for chunk in old_chunks:
-                    for position, (old_key, _) in enumerate(chunk.members):
+                    for position, old_key in enumerate(chunk.keys):
                         where[old_key] = (chunk, position)
             return where.get(key)
 
@@ -509,8 +513,8 @@ class Segments(_Kept):
                 continue
             close()
             old = lookup(key) if spec.keep_large else None
-            if spec.keep_large and old is not None and len(old[0].members) == 1 \
-                    and _same(old[0].members[0][1], part):
+            if spec.keep_large and old is not None and len(old[0].keys) == 1 \
+                    and _same(old[0].parts[0], part):
                 starts.append(place - 1)
                 kept.append(old[0])
                 segments.append(old[0].segment)
@@ -519,7 +523,7 @@ class Segments(_Kept):
             segments.append(segment)
             if spec.keep_large:  # parts that change rarely: kept like small ones
                 starts.append(place - 1)
-                kept.append(_Chunk(((key, part),), (segment.length,), segment))
+                kept.append(_Chunk((key,), (part,), (segment.length,), segment))
             else:
                 covered = False
         close()
@@ -541,9 +545,10 @@ class Segments(_Kept):
     def _reused(group: list[tuple[TargetKey, Any, int]], chunk: _Chunk | None
                 ) -> _Chunk | None:
         """The old chunk, if it holds exactly these targets with equal parts."""
-        if chunk is None or len(chunk.members) != len(group):
+        if chunk is None or len(chunk.keys) != len(group):
             return None
-        for (key, part), (new_key, new_part, _) in zip(chunk.members, group, strict=True):
+        for key, part, (new_key, new_part, _) in zip(chunk.keys, chunk.parts, group,
+                                                    strict=True):
             if not (key is new_key or key == new_key) or not _same(part, new_part):
                 return None
         return chunk
@@ -562,15 +567,15 @@ class Segments(_Kept):
                 pieces[position] = encoded[key]
             pending.clear()
 
-        members = same_place.members if same_place is not None else ()
+        keys = same_place.keys if same_place is not None else ()
         for position, (key, part, size) in enumerate(group):
             old: tuple[_Chunk, int] | None
-            if same_place is not None and position < len(members) and (
-                    members[position][0] is key or members[position][0] == key):
+            if same_place is not None and position < len(keys) and (
+                    keys[position] is key or keys[position] == key):
                 old = (same_place, position)
             else:
                 old = lookup(key)
-            if old is not None and _same(old[0].members[old[1]][1], part):
+            if old is not None and _same(old[0].parts[old[1]], part):
                 pieces[position] = samples_of(*old)
                 continue
             batch.add(key, part, size)
@@ -582,7 +587,8 @@ class Segments(_Kept):
         for piece in pieces:
             end += len(piece)
             ends.append(end)
-        return _Chunk(tuple((key, part) for key, part, _ in group), tuple(ends),
+        return _Chunk(tuple(key for key, _, _ in group), tuple(part for _, part, _ in group),
+                      tuple(ends),
                       _segment(pieces))
 
     def _slices(self, spec: AnySpec, header: bytes, key: TargetKey, part: object, size: int,
