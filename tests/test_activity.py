@@ -367,3 +367,41 @@ def test_only_a_refresh_after_the_first_is_logged_as_longer_than_the_interval(
     assert slow not in caplog.messages
     assert refresher.refresh(10)
     assert caplog.messages.count(slow) == 1
+
+
+def test_a_trigger_with_nothing_due_starts_no_refresh_until_something_is(
+        pool: CallPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle target's triggers between its reads cost no refresh: not even a look at its
+    collectors, until one is due or its result changes."""
+    from exporter.engine import runner
+
+    clock = Clock()
+    api = fake(history(terminal=3, active=0))
+    refresher, store = make(api, pool, clock, interval=60, idle_interval=300,
+                            full_redescribe_interval=86400,
+                            collectors=(Scheduled(findings.COLLECTOR, 300),))
+    assert refresher.refresh(10)
+    assert pool.wait_idle(10)
+    made: list[float] = []
+
+    class Counted(runner._Refresh):  # type: ignore[name-defined]
+        def __init__(self, *args: Any) -> None:
+            made.append(clock.now)
+            super().__init__(*args)
+    monkeypatch.setattr(runner, "_Refresh", Counted)
+    start = clock.now
+    lists = api.calls["ListClassificationJobs"]
+    for _ in range(9):  # 9 minutes: the idle list at 300 s, nothing else due
+        clock.now += 60
+        assert refresher.refresh(10)
+        assert pool.wait_idle(10)
+    # The first trigger looks (nothing due yet, so it learns when), the one at 300 s lists;
+    # the next one looks again (a new result) and the rest start nothing.
+    assert made == [start + 60, start + 300, start + 360]
+    assert api.calls["ListClassificationJobs"] == lists + 1
+    # A changed result is looked at again at the next trigger.
+    store.update(KEY, lambda r: r.with_health("elsewhere", None))
+    made.clear()
+    clock.now += 60
+    assert refresher.refresh(10)
+    assert made == [clock.now]
