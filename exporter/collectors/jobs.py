@@ -432,7 +432,8 @@ def fetch(ctx: Context[Jobs]) -> Fetch[Jobs]:
     # says of them is right, and their runs and tags can come later.
     later = [j for j in to_describe
              if run.listed[j][0] in TERMINAL_STATUSES and j not in run.described]
-    now = [j for j in to_describe if j not in set(later)]
+    waiting = set(later)
+    now = [j for j in to_describe if j not in waiting]
     answers = yield from parallel([Call(DESCRIBE_JOB, {"jobId": job_id}) for job_id in now])
     failures = [(job_id, failure) for job_id, answer in zip(now, answers, strict=True)
                 if (failure := run.describe(job_id, answer)) is not None]
