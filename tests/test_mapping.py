@@ -109,3 +109,17 @@ def test_account_from_arn(arn: object, account: str | None) -> None:
 def test_malformed_answers_name_the_field(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(MappingError, match=message):
         job_from_api(describe(**overrides), "")
+
+
+def test_values_many_jobs_share_are_one_string_each() -> None:
+    def answer(job_id: str) -> dict[str, Any]:
+        # Strings made at run time, as a JSON parser makes them: equal, not the same object.
+        return {"jobId": job_id, "jobStatus": "".join(["COMP", "LETE"]),
+                "jobType": "".join(["ONE_", "TIME"]),
+                "managedDataIdentifierSelector": "".join(["RECOMM", "ENDED"]),
+                "jobArn": "".join(["arn:aws:macie2:eu-west-1:", "1" * 12,
+                                   ":classification-job/", job_id])}
+    first, second = job_from_api(answer("a"), "9" * 12), job_from_api(answer("b"), "9" * 12)
+    for field in ("status", "job_type", "managed_data_identifier_selector", "account_id",
+                  "schedule"):
+        assert getattr(first, field) is getattr(second, field), field

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -148,7 +149,7 @@ def account_from_arn(arn: object) -> str | None:
         return None
     parts = arn.split(":", 5)
     if len(parts) == 6 and parts[0] == "arn" and len(parts[4]) == 12 and parts[4].isdigit():
-        return parts[4]
+        return sys.intern(parts[4])
     return None
 
 
@@ -194,18 +195,21 @@ def job_from_api(
     if not job_id:
         raise MappingError("jobId: missing")
     paused = data.get("userPausedDetails")
-    job_type = text(data, "jobType")
-    schedule = schedule_label(data.get("scheduleFrequency"))
+    # The few values of a field many jobs share are interned: one string each, not one per
+    # job and refresh (29,000 jobs at 10,200 targets held 12 MB of copies).
+    job_type = sys.intern(text(data, "jobType"))
+    schedule = sys.intern(schedule_label(data.get("scheduleFrequency")))
     if "scheduleFrequency" not in data and job_type == "SCHEDULED":
         schedule = "unknown"
     return Job(
         job_id=job_id,
         name=text(data, "name"),
         account_id=account_from_arn(data.get("jobArn")) or default_account,
-        status=text(data, "jobStatus", "UNKNOWN") or "UNKNOWN",
+        status=sys.intern(text(data, "jobStatus", "UNKNOWN") or "UNKNOWN"),
         job_type=job_type,
         schedule=schedule,
-        managed_data_identifier_selector=text(data, "managedDataIdentifierSelector"),
+        managed_data_identifier_selector=sys.intern(
+            text(data, "managedDataIdentifierSelector")),
         runs=number(data.get("statistics"), "numberOfRuns"),
         objects_to_process=number(data.get("statistics"), "approximateNumberOfObjectsToProcess"),
         last_run_error=_last_run_error(data),
@@ -266,9 +270,9 @@ class _Refresh:
             if not isinstance(job_id, str) or not job_id or job_id in self.seen:
                 continue
             self.seen.add(job_id)
-            status = str(summary.get("jobStatus") or "UNKNOWN")
+            status = sys.intern(str(summary.get("jobStatus") or "UNKNOWN"))
             created = summary.get("createdAt")
-            self.listed[job_id] = (status, str(summary.get("jobType") or ""),
+            self.listed[job_id] = (status, sys.intern(str(summary.get("jobType") or "")),
                                    created.timestamp() if isinstance(created, datetime)
                                    else None)
             cached = self.described.get(job_id)
