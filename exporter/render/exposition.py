@@ -34,6 +34,7 @@ import struct
 import threading
 import time
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -265,7 +266,7 @@ class _Chunk:
 
     keys: tuple[TargetKey, ...]
     parts: tuple[Any, ...]
-    ends: tuple[int, ...]
+    ends: array[int]  # not a tuple of ints: 370,000 of those held 14 MB at 10,200 targets
     segment: _Segment
 
 
@@ -523,7 +524,7 @@ class Segments(_Kept):
             segments.append(segment)
             if spec.keep_large:  # parts that change rarely: kept like small ones
                 starts.append(place - 1)
-                kept.append(_Chunk((key,), (part,), (segment.length,), segment))
+                kept.append(_Chunk((key,), (part,), array("Q", (segment.length,)), segment))
             else:
                 covered = False
         close()
@@ -588,7 +589,7 @@ class Segments(_Kept):
             end += len(piece)
             ends.append(end)
         return _Chunk(tuple(key for key, _, _ in group), tuple(part for _, part, _ in group),
-                      tuple(ends),
+                      array("Q", ends),
                       _segment(pieces))
 
     def _slices(self, spec: AnySpec, header: bytes, key: TargetKey, part: object, size: int,
