@@ -765,7 +765,7 @@ class _TargetSpec:
 def build_targets(specs: Sequence[_TargetSpec],
                   default_regions: tuple[str, ...]) -> tuple[TargetConfig, ...]:
     """Targets from the flags or the config file's `targets`, by one set of rules."""
-    targets: list[TargetConfig] = []
+    targets: dict[TargetConfig, None] = {}  # in order; a set, not a list, to find duplicates
     for spec in specs:
         parsed: dict[str, Any] = {}
         for field, parse in (("role_arn", _role_arn), ("external_id", _optional_string)):
@@ -787,5 +787,5 @@ def build_targets(specs: Sequence[_TargetSpec],
             if target in targets:
                 raise ConfigError(f"{spec.prefix.rstrip('.')}: duplicates an earlier target "
                                   f"({region}, {role})")
-            targets.append(target)
+            targets[target] = None
     return tuple(targets)

@@ -241,6 +241,7 @@ class Fleet:
         # Claimed refreshers, and the targets still to create (after the removals: a new
         # target may take a removed one's key).
         static: list[TargetRefresher | tuple[TargetConfig, TargetKey]] = []
+        static_keys: set[TargetKey] = set()  # theirs, known accounts only
         self._static_keys = set()
         for target in dict.fromkeys(self._static_targets):  # the same target twice: once
             key = key_of(target)
@@ -248,13 +249,16 @@ class Fleet:
                 self._static_keys.add(key)
             if not self.mine(key):
                 continue
-            if key.account_id != UNKNOWN_ACCOUNT and key in {_key(p) for p in static}:
+            if key.account_id != UNKNOWN_ACCOUNT and key in static_keys:
                 if warn:
                     log.warning("target polled already; the duplicate is ignored",
                                 extra=fields(account_id=key.account_id, region=key.region,
                                              role_arn=target.role_arn or ""))
                 continue
-            static.append(claim(target, key) or (target, key))
+            planned = claim(target, key) or (target, key)
+            static.append(planned)
+            if _key(planned).account_id != UNKNOWN_ACCOUNT:
+                static_keys.add(_key(planned))
         held = {_key(p) for p in static}
         self._discovered_keys = {key_of(target) for target in self._discovered_targets}
         discovered: dict[TargetKey, TargetRefresher | tuple[TargetConfig, TargetKey]] = {}
