@@ -384,7 +384,7 @@ def test_a_trigger_with_nothing_due_starts_no_refresh_until_something_is(
     assert pool.wait_idle(10)
     made: list[float] = []
 
-    class Counted(runner._Refresh):  # type: ignore[name-defined]
+    class Counted(runner._Refresh):
         def __init__(self, *args: Any) -> None:
             made.append(clock.now)
             super().__init__(*args)
