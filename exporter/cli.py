@@ -217,6 +217,7 @@ class Exporter:
         if self._frozen or not self.store.ready():
             return
         self._frozen = True
+        gc.collect()  # garbage in cycles first: frozen, it would never be collected
         gc.freeze()
 
     def plan(self, config: Config) -> Plan:
