@@ -791,8 +791,8 @@ def _join(segments: Iterable[_Segment]) -> _Compressed:
 INFLATE_PIECE = 1 << 18  # bytes of an uncompressed body made at a time
 
 
-def _inflated(cached: _Compressed, tail: bytes) -> Iterator[bytes]:
-    """The cached part inflated a piece at a time, then the tail."""
+def _inflated(cached: _Compressed, tail: Sequence[bytes]) -> Iterator[bytes]:
+    """The cached part inflated a piece at a time, then the tail's pieces."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     out: list[bytes] = []
     size = 0
@@ -809,15 +809,35 @@ def _inflated(cached: _Compressed, tail: bytes) -> Iterator[bytes]:
                     out, size = [], 0
     if out:
         yield b"".join(out)
-    yield tail
+    yield from _gathered(tail)
 
 
-def _gzip_finish(cached: _Compressed, tail: bytes) -> bytes:
+def _gathered(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """Small pieces (a chunk's, a target's request counts) joined into pieces of about
+    `INFLATE_PIECE` bytes: one send each, not one per small piece, and never the whole."""
+    out: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        out.append(piece)
+        size += len(piece)
+        if size >= INFLATE_PIECE:
+            yield b"".join(out)
+            out, size = [], 0
+    if out:
+        yield b"".join(out)
+
+
+def _gzip_finish(cached: _Compressed, tail: Sequence[bytes]) -> list[bytes]:
+    """The gzip member's pieces: the cached part, then the tail compressed a piece at a time
+    (neither is joined or copied: at 10,200 targets the tail alone is 4 MB of text)."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-    body = compressor.compress(tail) + compressor.flush(zlib.Z_FINISH)
-    crc = zlib.crc32(tail, cached.crc)
-    return b"".join((*cached.pieces, body,
-                     struct.pack("<II", crc, (cached.length + len(tail)) & 0xFFFFFFFF)))
+    body, crc, length = [], cached.crc, cached.length
+    for piece in tail:
+        body.append(compressor.compress(piece))
+        crc = zlib.crc32(piece, crc)
+        length += len(piece)
+    body.append(compressor.flush(zlib.Z_FINISH))
+    return [*cached.pieces, b"".join(body), struct.pack("<II", crc, length & 0xFFFFFFFF)]
 
 
 class _Layout:
@@ -997,15 +1017,15 @@ class CachedExposition:
                            for segment in (headers[i], rendered.samples[i]))
         live = self._render_live(fmt.kind, wanted)
         if fmt.kind == OPENMETRICS:
-            live += _EOF
+            live.append(_EOF)
         headers_out = [("Content-Type", fmt.content_type)]
         if gzip_accepted(accept_encoding or ""):
             headers_out.append(("Content-Encoding", "gzip"))
             body = _gzip_finish(cached, live)
-            return headers_out, len(body), iter((body,))
-        return headers_out, cached.length + len(live), _inflated(cached, live)
+            return headers_out, sum(map(len, body)), _gathered(body)
+        return (headers_out, cached.length + sum(map(len, live)), _inflated(cached, live))
 
-    def _render_live(self, kind: str, names: frozenset[str] | None) -> bytes:
+    def _render_live(self, kind: str, names: frozenset[str] | None) -> list[bytes]:
         """The live self-metrics; the request counts of targets not called since the last
         scrape in this format are not encoded again."""
         encoder = _ENCODERS[kind]
@@ -1023,7 +1043,7 @@ class CachedExposition:
                     index += 1
                 registry = rest if names is None else _restricted(rest, names)
                 pieces.append(encoder(registry).removesuffix(_EOF))
-        return b"".join(pieces)
+        return pieces
 
     def _rendered(self) -> _Rendered:
         self._scraped = self._clock()
