@@ -130,12 +130,24 @@ def test_a_target_not_called_between_scrapes_keeps_its_encoded_counts() -> None:
     for key in (quiet, busy):
         holder.requests.inc(key, "ListClassificationJobs", "success")
     holder.exposition.render(None, None)
-    kept = dict(holder.exposition._live_fragments["text"]._kept[0])
+    kept = dict(holder.exposition._live_fragments._kept[0])
     holder.requests.inc(busy, "ListClassificationJobs", "success")
     _, body = holder.exposition.render(None, None)
-    now = holder.exposition._live_fragments["text"]._kept[0]
+    now = holder.exposition._live_fragments._kept[0]
     assert now[quiet] is kept[quiet] and now[busy] is not kept[busy]
     assert body == generate_latest(holder.reference())
+
+
+def test_both_formats_share_the_encoded_counts_and_keep_their_own_headers() -> None:
+    holder = Holder()
+    key = TargetKey(ACCOUNT, "eu-west-1")
+    holder.requests.inc(key, "ListClassificationJobs", "success")
+    _, text = holder.exposition.render(None, None)
+    kept = holder.exposition._live_fragments._kept[0][key]
+    _, openmetrics = holder.exposition.render(PROMETHEUS_ACCEPT, None)
+    assert holder.exposition._live_fragments._kept[0][key] is kept  # not encoded again
+    assert text == generate_latest(holder.reference())
+    assert openmetrics == generate_openmetrics(holder.reference())
 
 
 def test_a_new_snapshot_is_rendered_again() -> None:
