@@ -144,10 +144,10 @@ def test_both_formats_share_the_encoded_counts_and_keep_their_own_headers() -> N
     holder.requests.inc(key, "ListClassificationJobs", "success")
     _, text = holder.exposition.render(None, None)
     kept = holder.exposition._live_fragments._kept[0][key]
-    _, openmetrics = holder.exposition.render(PROMETHEUS_ACCEPT, None)
+    _, scraped = holder.exposition.render(PROMETHEUS_ACCEPT, None)
     assert holder.exposition._live_fragments._kept[0][key] is kept  # not encoded again
     assert text == generate_latest(holder.reference())
-    assert openmetrics == generate_openmetrics(holder.reference())
+    assert scraped == openmetrics(holder.reference())
 
 
 def test_a_new_snapshot_is_rendered_again() -> None:
