@@ -28,6 +28,7 @@ that does not accept gzip gets the segments inflated a piece at a time as the an
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import operator
 import struct
@@ -805,24 +806,21 @@ INFLATE_PIECE = 1 << 18  # bytes of an uncompressed body made at a time
 
 
 def _inflated(cached: _Compressed, tail: Sequence[bytes]) -> Iterator[bytes]:
-    """The cached part inflated a piece at a time, then the tail's pieces."""
+    """The cached part inflated a piece at a time, then the tail's pieces, gathered."""
+    return _gathered(itertools.chain(_inflating(cached.pieces[1:]), tail))
+
+
+def _inflating(compressed: Iterable[bytes]) -> Iterator[bytes]:
+    """What compressed pieces of one raw deflate stream hold, at most `INFLATE_PIECE` bytes
+    at a time."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    out: list[bytes] = []
-    size = 0
-    for compressed in cached.pieces[1:]:  # a chunk's each: gathered into pieces of that size
-        data = memoryview(compressed)
+    for one in compressed:
+        data = memoryview(one)
         while data:
             piece = inflater.decompress(data, INFLATE_PIECE)
             data = memoryview(inflater.unconsumed_tail)
             if piece:
-                out.append(piece)
-                size += len(piece)
-                if size >= INFLATE_PIECE:
-                    yield b"".join(out)
-                    out, size = [], 0
-    if out:
-        yield b"".join(out)
-    yield from _gathered(tail)
+                yield piece
 
 
 def _gathered(pieces: Iterable[bytes]) -> Iterator[bytes]:
