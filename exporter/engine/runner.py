@@ -379,11 +379,7 @@ class TargetRefresher:
         """Whether a collector is due in the refresh starting at `now`: the refresh nearest
         its due time runs it (a tick a few milliseconds early would otherwise slip it a whole
         refresh interval)."""
-        if scheduled.collector.name in self._made_with:
-            return True
-        last = self._ran_at.get(scheduled.collector.name)
-        every = scheduled.interval if interval is None else interval
-        return last is None or now - last >= every - self.settings.interval / 2
+        return now >= self.due_at(scheduled, interval)
 
     def idle_interval(self, collector: AnyCollector, result: TargetResult) -> float | None:
         """The collector's idle cadence while nothing it reads can have changed since its last
