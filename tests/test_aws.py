@@ -1,13 +1,17 @@
-"""The AWS layer's decisions that need no network: opt-in regions, AssumeRole back-off."""
+"""The AWS layer: opt-in regions, AssumeRole back-off, the timestamp parser its clients use."""
 
 from __future__ import annotations
 
+import datetime
+
+import botocore.utils
 import pytest
 
 from exporter.aws.counting import ApiRequestCounter
 from exporter.aws.errors import ApiError
-from exporter.aws.session import Aws, AwsSettings, _BackedOff
+from exporter.aws.session import Aws, AwsSettings, _BackedOff, parse_timestamp
 from exporter.aws.target import AwsTarget
+from exporter.demo.simulator import Simulator, make_job
 from exporter.model import TargetKey
 
 ACCOUNT = "111122223333"
@@ -57,3 +61,35 @@ def test_a_failed_assume_role_is_not_retried_on_every_call() -> None:
     with pytest.raises(RuntimeError):
         backed_off()
     assert calls == [0.0, 61.0]
+
+
+@pytest.mark.parametrize("value", [
+    "2026-11-30T10:58:09.259Z", "2026-11-30T10:58:09Z", "2026-11-30T10:58:09.123456789Z",
+    "2026-11-30T12:58:09+02:00", "2026-11-30T10:58:09", "2026-11-30",
+    1795000000, 1795000000.5, "1795000000", "Mon, 30 Nov 2026 10:58:09 GMT",
+])
+def test_timestamps_are_the_instant_botocore_reads(value: str | float) -> None:
+    ours, botocores = parse_timestamp(value), botocore.utils.parse_timestamp(value)  # type: ignore[arg-type]  # botocore reads numbers too
+    assert (ours.tzinfo is None) == (botocores.tzinfo is None)
+    assert ours == botocores
+
+
+@pytest.mark.parametrize("value", ["2026-13-45T99:00:00Z", "2026-not-a-time", "", "yesterday"])
+def test_a_bad_timestamp_is_botocores_error(value: str) -> None:
+    for parser in (botocore.utils.parse_timestamp, parse_timestamp):
+        with pytest.raises(ValueError, match="Invalid timestamp"):
+            parser(value)
+
+
+def test_clients_read_iso_timestamps_without_dateutil(sim: Simulator) -> None:
+    """A real round trip: the answer's timestamps come from `datetime.fromisoformat` (UTC as
+    `datetime.timezone.utc`; botocore's own parser gives dateutil's `tzutc()`)."""
+    sim.put_job("eu-west-1", make_job("j1", created_at=1_795_000_000.25))
+    aws = Aws(AwsSettings(endpoint_url=sim.url, retry_mode="standard", max_attempts=1,
+                          connect_timeout=2, read_timeout=5,
+                          static_credentials=("AKIATESTEXAMPLE00001", "x")),
+              ApiRequestCounter())
+    answer = aws.client("macie2", "eu-west-1").describe_classification_job(jobId="j1")
+    assert answer["createdAt"] == datetime.datetime.fromtimestamp(1_795_000_000.25,
+                                                                  datetime.UTC)
+    assert answer["createdAt"].tzinfo is datetime.UTC
