@@ -286,29 +286,41 @@ def jobs_with_status(body: bytes) -> int:
                and line.endswith((b"} 1.0", b"} 1")))
 
 
+def jobs_described(body: bytes) -> int:
+    """Jobs described at least once: their macie_classification_job_runs series
+    (statistics.numberOfRuns, which only DescribeClassificationJob answers)."""
+    return sum(1 for line in body.split(b"\n")
+               if line.startswith(b"macie_classification_job_runs{"))
+
+
 def first_data(url: str, jobs: int, poll: float = 0.25) -> dict[str, float]:
     """Seconds from the exporter's start until every job has a status on /metrics (the first
-    scrape that has them all), and until its first full refresh is done (/readyz 200, every
-    macie_exporter_refresh_success 1)."""
+    scrape that has them all); until its first refresh is done (/readyz 200, every
+    macie_exporter_refresh_success 1: the list whole and the active jobs described); and until
+    every job is described (the first full refresh, which /readyz waited for before issue 23
+    let the terminal jobs' first describes follow it)."""
     began = time.monotonic()
     proc, address = start_exporter(url, interval="60s")
-    statuses: float | None = None
-    full: float | None = None
+    found: dict[str, float] = {}
     try:
-        while statuses is None or full is None:
-            if statuses is None and jobs_with_status(scrape(address, timeout=30)) >= jobs:
-                statuses = time.monotonic() - began
-            if full is None and ready(address):
-                body = scrape(address, timeout=30).decode()
-                success = re.findall(r"^macie_exporter_refresh_success\{[^}]*\} (\S+)$", body,
+        while len(found) < 3:
+            body = scrape(address, timeout=30)
+            now = time.monotonic() - began
+            if "statuses_s" not in found and jobs_with_status(body) >= jobs:
+                found["statuses_s"] = now
+            if "described_s" not in found and jobs_described(body) >= jobs:
+                found["described_s"] = now
+            if "full_s" not in found and ready(address):
+                text = scrape(address, timeout=30).decode()
+                success = re.findall(r"^macie_exporter_refresh_success\{[^}]*\} (\S+)$", text,
                                      re.MULTILINE)
                 if success and all(float(v) == 1 for v in success):
-                    full = time.monotonic() - began
+                    found["full_s"] = time.monotonic() - began
             time.sleep(poll)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
-    return {"statuses_s": statuses, "full_s": full}
+    return found
 
 
 BURST = 250  # new jobs between two refreshes: more than a list page (200)
@@ -468,8 +480,12 @@ def first_data_rows(early: dict[str, float]) -> list[tuple[str, str]]:
     return [
         ("exporter process: every job's status on /metrics after, s",
          f"{early['statuses_s']:.1f}"),
-        ("exporter process: first full refresh (readyz 200) after, s", f"{early['full_s']:.1f}"),
-        ("ratio (target <= 0.25)", f"{early['statuses_s'] / early['full_s']:.2f}"),
+        ("exporter process: first refresh (readyz 200) after, s", f"{early['full_s']:.1f}"),
+        ("exporter process: every job described (the first full refresh) after, s",
+         f"{early['described_s']:.1f}"),
+        ("ratio to readiness", f"{early['statuses_s'] / early['full_s']:.2f}"),
+        ("ratio to the first full refresh (target <= 0.25; before issue 23 readiness was it)",
+         f"{early['statuses_s'] / early['described_s']:.2f}"),
     ]
 
 
