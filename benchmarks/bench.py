@@ -278,19 +278,22 @@ def process_memory(url: str, refreshes: int, pages: int,
             "rss_growth_pct": (late_mb - early_mb) / early_mb * 100}
 
 
+def _lines(body: bytes, name: bytes, ends: tuple[bytes, ...] = (b"",)) -> int:
+    """Sample lines of the series `name` in `body` whose value line ends with one of `ends`."""
+    return sum(1 for line in body.split(b"\n")
+               if line.startswith(name + b"{") and line.endswith(ends))
+
+
 def jobs_with_status(body: bytes) -> int:
     """Jobs that have a status on /metrics: macie_classification_job_status series at 1 (one
     per job, whatever its status)."""
-    return sum(1 for line in body.split(b"\n")
-               if line.startswith(b"macie_classification_job_status{")
-               and line.endswith((b"} 1.0", b"} 1")))
+    return _lines(body, b"macie_classification_job_status", (b"} 1.0", b"} 1"))
 
 
 def jobs_described(body: bytes) -> int:
     """Jobs described at least once: their macie_classification_job_runs series
     (statistics.numberOfRuns, which only DescribeClassificationJob answers)."""
-    return sum(1 for line in body.split(b"\n")
-               if line.startswith(b"macie_classification_job_runs{"))
+    return _lines(body, b"macie_classification_job_runs")
 
 
 def first_data(url: str, jobs: int, poll: float = 0.25) -> dict[str, float]:

@@ -125,14 +125,18 @@ def default_region() -> str | None:
 PARSE_ERRORS = (ValueError, TypeError, AttributeError, KeyError)
 
 
-def _is_json(body: object) -> bool:
+def _unread(parsed: dict[str, Any] | None, body: object) -> bool:
+    """True when a JSON answer's body is not JSON (botocore reads it as an empty answer). The
+    body is parsed again only when botocore's answer holds nothing besides its metadata."""
+    if parsed and any(key != "ResponseMetadata" for key in parsed):
+        return False
     if not isinstance(body, bytes | str) or not body:
-        return True  # nothing to parse: botocore's empty answer is the real one
+        return False  # nothing to parse: botocore's empty answer is the real one
     try:
         json.loads(body)
     except ValueError:
-        return False
-    return True
+        return True
+    return False
 
 
 def parse_timestamp(value: Any) -> datetime.datetime:
@@ -146,11 +150,6 @@ def parse_timestamp(value: Any) -> datetime.datetime:
         except ValueError:
             pass
     return botocore.utils.parse_timestamp(value)
-
-
-def _has_members(parsed: dict[str, Any] | None) -> bool:
-    """True when botocore's answer holds something besides its metadata: the body parsed."""
-    return bool(parsed) and any(key != "ResponseMetadata" for key in parsed)  # type: ignore[union-attr]
 
 
 def error_of(operation: Operation, err: Exception) -> ApiError:
@@ -226,8 +225,7 @@ class Aws:
             outcome = "success"
             if binding.credentials is not None and service == MACIE:
                 self._working.add(id(binding.credentials))
-            if (json_protocol and not _has_members(parsed_response)
-                    and not _is_json(response_dict.get("body"))):
+            if json_protocol and _unread(parsed_response, response_dict.get("body")):
                 # botocore reads a body that is not JSON as an empty answer: flag it.
                 outcome = "MalformedResponse"
                 binding.malformed = True
