@@ -50,6 +50,7 @@ REQUIRED_ALERTS = {
     "MacieExporterDown",
     "MacieExporterShardsMissing",
     "MacieExporterShardingMismatch",
+    "MacieExporterConfigReloadFailing",
 }
 # The demo account's USER_PAUSED job, four days from cancellation (exporter/demo/story.py).
 PAUSED_JOB_ID = "legalhold0000000000000000000001"
@@ -140,21 +141,13 @@ def test_the_bucket_errors_runbook_explains_every_documented_event_type() -> Non
         assert f"| `{event_type}` |" in section, event_type
 
 
-@pytest.mark.tools
-def test_bucket_errors_mute_the_last_run_errors_of_the_same_job(
-        tmp_path: Path, processes: list[Stoppable]) -> None:
-    """The example config's inhibit rule, applied by a real Alertmanager."""
+def alert_states(tmp_path: Path, processes: list[Stoppable], posted: list[dict[str, Any]],
+                 label: str) -> dict[tuple[str, str], str]:
+    """The alerts `posted` to a real Alertmanager running the example config, once it holds
+    them all: (alertname, the alert's `label`) -> active or suppressed."""
     alertmanager = Alertmanager(tmp_path, yaml.safe_load(
         ALERTMANAGER_CONFIG.read_text(encoding="utf-8")))
     processes.append(alertmanager)
-
-    def alert(name: str, job_id: str) -> dict[str, Any]:
-        return {"labels": {"alertname": name, "severity": "warning", "job_id": job_id,
-                           "account_id": "111122223333", "region": "eu-west-1"}}
-
-    posted = [alert("MacieClassificationJobLastRunErrors", "weekly"),
-              alert("MacieClassificationJobBucketErrors", "weekly"),
-              alert("MacieClassificationJobLastRunErrors", "unparsed-only")]
     request = urllib.request.Request(f"{alertmanager.url}/api/v2/alerts", method="POST",
                                      data=json.dumps(posted).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -164,14 +157,45 @@ def test_bucket_errors_mute_the_last_run_errors_of_the_same_job(
     def states() -> dict[tuple[str, str], str]:
         with urllib.request.urlopen(f"{alertmanager.url}/api/v2/alerts", timeout=10) as answer:
             found = json.loads(answer.read())
-        return {(a["labels"]["alertname"], a["labels"]["job_id"]): a["status"]["state"]
+        return {(a["labels"]["alertname"], a["labels"][label]): a["status"]["state"]
                 for a in found}
 
-    wait_for(lambda: len(states()) == 3, what="the three alerts")
-    assert states() == {
+    wait_for(lambda: len(states()) == len(posted), what=f"the {len(posted)} alerts")
+    return states()
+
+
+@pytest.mark.tools
+def test_bucket_errors_mute_the_last_run_errors_of_the_same_job(
+        tmp_path: Path, processes: list[Stoppable]) -> None:
+    """The example config's inhibit rule, applied by a real Alertmanager."""
+    def alert(name: str, job_id: str) -> dict[str, Any]:
+        return {"labels": {"alertname": name, "severity": "warning", "job_id": job_id,
+                           "account_id": "111122223333", "region": "eu-west-1"}}
+
+    posted = [alert("MacieClassificationJobLastRunErrors", "weekly"),
+              alert("MacieClassificationJobBucketErrors", "weekly"),
+              alert("MacieClassificationJobLastRunErrors", "unparsed-only")]
+    assert alert_states(tmp_path, processes, posted, "job_id") == {
         ("MacieClassificationJobLastRunErrors", "weekly"): "suppressed",
         ("MacieClassificationJobBucketErrors", "weekly"): "active",
         ("MacieClassificationJobLastRunErrors", "unparsed-only"): "active"}
+
+
+@pytest.mark.tools
+def test_an_exporter_down_mutes_the_shards_missing_of_its_job(
+        tmp_path: Path, processes: list[Stoppable]) -> None:
+    """A shard that is down is reported once, as down; another job's missing shard is not
+    muted."""
+    posted = [{"labels": {"alertname": "MacieExporterDown", "severity": "critical",
+                          "job": "macie-exporter", "instance": "macie-exporter-1:9729"}},
+              {"labels": {"alertname": "MacieExporterShardsMissing", "severity": "critical",
+                          "job": "macie-exporter"}},
+              {"labels": {"alertname": "MacieExporterShardsMissing", "severity": "critical",
+                          "job": "macie-exporter-eu"}}]
+    assert alert_states(tmp_path, processes, posted, "job") == {
+        ("MacieExporterDown", "macie-exporter"): "active",
+        ("MacieExporterShardsMissing", "macie-exporter"): "suppressed",
+        ("MacieExporterShardsMissing", "macie-exporter-eu"): "active"}
 
 
 def test_pause_expiring_description_uses_humanized_time_left() -> None:
