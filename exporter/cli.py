@@ -30,7 +30,13 @@ from exporter.engine.runner import TargetRefresher, refresh_all_once
 from exporter.engine.selfmetrics import SelfCollector, SnapshotCollector, runtime_collectors
 from exporter.engine.store import SnapshotStore
 from exporter.logs import fields
-from exporter.model import DiscoveryConfig, OrganizationsConfig, TargetConfig, TargetKey
+from exporter.model import (
+    DiscoveryConfig,
+    OrganizationsConfig,
+    Snapshot,
+    TargetConfig,
+    TargetKey,
+)
 from exporter.reload import Plan, Reloader, ReloadStatus, check_interval, families_of
 from exporter.reload import refresh_settings as _refresh_settings
 from exporter.render.exposition import CachedExposition
@@ -131,6 +137,7 @@ class Exporter:
     """The assembled process: AWS plumbing, call pool, fleet, registry, optional demo."""
 
     def __init__(self, config: Config) -> None:
+        self._began = time.monotonic()
         self.simulator: Simulator | None = None
         # What the demo, or the process's own region, sets in every AwsSettings.
         self._adjust: Callable[[AwsSettings], AwsSettings]
@@ -164,11 +171,13 @@ class Exporter:
         # Targets in phase order: those that refresh in the same seconds are neighbours in
         # every family, so a render encodes again a few chunks, not nearly all of them.
         self.store = SnapshotStore(pending=config.discovery is not None, order=_phase)
-        # Until /readyz is 200, background calls (the collectors, the first describes of
-        # terminal jobs) take only the turns the refreshes leave.
+        # Until every target has refreshed, background calls (the collectors, the first
+        # describes of terminal jobs) take only the turns the refreshes leave; then none until
+        # the render that turns /readyz 200 is published.
         self.pool = CallPool(config.concurrency, rate=config.requests_per_second,
                              on_wait=self._waited, calls_made=Aws.calls_made,
-                             hold_background=lambda: not self.store.ready())
+                             hold_background=lambda: not self.store.ready(),
+                             pause_background=lambda: self.exposition.readying())
         self.fleet = Fleet(self.aws, self.pool, self.store, plan.refresh, self.requests,
                            self.waits, shard_index=config.shard_index,
                            shard_total=config.shard_total, status=self.status)
@@ -202,11 +211,23 @@ class Exporter:
                                            settle=RENDER_SETTLE, max_delay=RENDER_MAX_DELAY,
                                            min_gap=RENDER_MIN_GAP,
                                            gap_full_at=RENDER_GAP_FULL_AT,
-                                           published=self.store.published,
+                                           published=self._published,
                                            ready=self.store.ready)
         self.store.subscribe(self.exposition.snapshot_changed)
         self._frozen = False
+        self._served_ready = False
         self.store.subscribe(self._freeze_when_ready)
+
+    def _published(self, snapshot: Snapshot | None) -> None:
+        """The renderer published `snapshot` (None: it stopped): the store learns it, paused
+        background calls may go on, and the first ready one is logged (/readyz turns 200)."""
+        self.store.published(snapshot)
+        self.pool.wake()
+        if snapshot is not None and snapshot.ready and not self._served_ready:
+            self._served_ready = True
+            log.info("ready: /metrics serves every target's first refresh",
+                     extra=fields(targets=len(snapshot.targets),
+                                  after_s=round(time.monotonic() - self._began, 1)))
 
     def _freeze_when_ready(self) -> None:
         """Once ready, what the process holds (the start-up's results, caches and chunks: over
@@ -217,6 +238,9 @@ class Exporter:
         if self._frozen or not self.store.ready():
             return
         self._frozen = True
+        log.info("every target refreshed once; rendering", extra=fields(
+            targets=len(self.store.get().targets),
+            after_s=round(time.monotonic() - self._began, 1)))
         gc.collect()  # garbage in cycles first: frozen, it would never be collected
         gc.freeze()
 

@@ -691,6 +691,30 @@ def test_each_published_snapshot_is_announced_and_a_stop_too() -> None:
     assert holder.published[-1] is None
 
 
+def test_readying_holds_from_the_ready_snapshot_until_it_is_published() -> None:
+    holder = Background()
+    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
+    holder.snapshot = pending
+    assert not holder.exposition.readying()  # no background renderer: nothing to wait for
+    holder.exposition.start()
+    try:
+        wait_for(lambda: holder.published == [pending], what="the first publication")
+        holder.scrape_without_waiting()  # asks for a format, so the renderer renders it
+        assert not holder.exposition.readying()  # not every target refreshed yet
+        holder.render.gate.clear()
+        ready = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        holder.put(ready)
+        wait_for(lambda: holder.render.last() is ready, what="the render of the ready snapshot")
+        assert holder.exposition.readying()  # rendering it: the pool pauses background calls
+        holder.render.gate.set()
+        wait_for(lambda: holder.published[-1] is ready, what="the ready snapshot published")
+        assert not holder.exposition.readying()
+    finally:
+        holder.render.gate.set()
+        holder.exposition.stop()
+    assert not holder.exposition.readying()
+
+
 def test_the_snapshot_that_makes_the_exporter_ready_is_not_held_back_by_swaps() -> None:
     holder = Holder()
     pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))

@@ -206,3 +206,52 @@ def test_until_ready_background_calls_still_take_idle_turns() -> None:
     pool.start()
     assert done.wait(10)  # nothing else to do: the held call runs
     pool.stop()
+
+
+def test_while_paused_no_background_call_starts_even_on_idle_workers() -> None:
+    paused = [True]
+    asked = [0]
+
+    def pause() -> bool:
+        asked[0] += 1
+        return paused[0]
+
+    pool = CallPool(2, pause_background=pause)
+    ran: list[str] = []
+    pool.submit("t0", functools.partial(ran.append, "findings"), background=True)
+    for i in range(3):
+        pool.submit(f"t{i}", functools.partial(ran.append, f"list{i}"), urgent=True)
+    pool.start()
+    wait_for(lambda: len(ran) == 3, what="the refresh calls")
+    # Both workers idle, each looking again at the pause: the background call still waits.
+    seen = asked[0]
+    wait_for(lambda: asked[0] >= seen + 4, what="workers looking at the pause again")
+    assert ran == ["list0", "list1", "list2"]
+    paused[0] = False
+    pool.wake()
+    wait_for(lambda: len(ran) == 4, timeout=5, what="the background call after the pause")
+    pool.stop()
+    assert ran[-1] == "findings"
+
+
+def test_a_pause_holds_background_calls_that_waited_their_limit_too() -> None:
+    now = [0.0]
+    paused = [True]
+    pool = CallPool(1, clock=lambda: now[0], pause_background=lambda: paused[0])
+    ran: list[str] = []
+
+    def call(name: str) -> None:
+        ran.append(name)
+        now[0] += 1.0
+        if name == "describe79":
+            paused[0] = False
+
+    pool.submit("t", functools.partial(call, "findings"), background=True)
+    for i in range(100):
+        pool.submit("b", functools.partial(call, f"describe{i}"))
+    pool.start()
+    wait_for(lambda: len(ran) == 101, what="every call")
+    pool.stop()
+    # Waited 30 s by the 30th call, but paused until the 80th: then its every-other turn.
+    assert ran[:80] == [f"describe{i}" for i in range(80)]
+    assert ran[80] == "findings"

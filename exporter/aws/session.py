@@ -192,6 +192,9 @@ class Aws:
             self._session.set_credentials(*settings.static_credentials)
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str], Any] = {}
+        # One paginator per (client, operation): botocore's get_paginator builds a new class
+        # each time (~40 us, every list page's first call).
+        self._paginators: dict[tuple[int, str], tuple[Any, Any]] = {}
         self._credentials: dict[tuple[str, str | None], Credentials] = {}
         self._caller_account: str | None = None
         # Credentials (by id) that AWS has accepted at least once.
@@ -208,6 +211,7 @@ class Aws:
             self.settings = settings
             self._config = settings.botocore_config()
             self._clients.clear()
+            self._paginators.clear()
 
     # ------------------------------------------------------------ event handlers
 
@@ -264,6 +268,15 @@ class Aws:
                 client.meta.events.register("before-sign", self._sign_as_bound_target)
                 self._clients[(service, region)] = client
             return client
+
+    def paginator(self, client: Any, method: str) -> Any:
+        """The client's paginator of `method`, made once (paginate() keeps no state in it)."""
+        found = self._paginators.get((id(client), method))
+        if found is None or found[0] is not client:
+            found = (client, client.get_paginator(method))
+            with self._lock:
+                self._paginators[(id(client), method)] = found
+        return found[1]
 
     def default_credentials(self) -> Credentials | None:
         """The SDK's default credential chain (or the demo's keys); None when it finds none."""

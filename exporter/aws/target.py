@@ -89,7 +89,7 @@ class AwsTarget:
                     arguments["PaginationConfig"] = {"PageSize": operation.page_size}
                 with self._bound():
                     client = self.aws.client(operation.service, region or self.key.region)
-                    pages._pages = iter(client.get_paginator(operation.method)
+                    pages._pages = iter(self.aws.paginator(client, operation.method)
                                         .paginate(**arguments))
             with self._bound():
                 page = next(pages._pages, None)

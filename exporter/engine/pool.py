@@ -2,16 +2,19 @@
 
 Work is queued per owner (one owner per target). Workers take one call at a time from the
 owners in turn, so a target with 10,000 describes gets its share of the workers and no more
-while others wait. Within an owner, urgent calls (list pages, status checks) go before the
-rest (describes), so that a target's list finishes early. Background calls (the collectors)
-are queued apart and taken when no other call is waiting, or, every other turn, when the
-owner has waited `BACKGROUND_MAX_WAIT` for its turn: at start-up every target's jobs come
-before anyone's findings, and the collectors still run under a constant load. While
-`hold_background()` is true (the exporter is not ready yet), background calls take only the
-turns no other call wants: at 10,200 targets the 24,833 first describes of terminal jobs
-otherwise took every other turn from the 30th second on, and readiness waited for them. An optional
-token bucket per owner caps its calls per second, background ones included; while an owner
-waits for a token, workers serve the others.
+while others wait. Within an owner, urgent calls (list pages, status checks) go before the rest
+(describes), so that a target's list finishes early. Background calls (the collectors) are
+queued apart and taken when no other call is waiting, or, every other turn, when the owner has
+waited `BACKGROUND_MAX_WAIT` for its turn: at start-up every target's jobs come before anyone's
+findings, and the collectors still run under a constant load. While `hold_background()` is true
+(the exporter is not ready yet), background calls take only the turns no other call wants: at
+10,200 targets the 24,833 first describes of terminal jobs otherwise took every other turn from
+the 30th second on, and readiness waited for them. While `pause_background()` is true (every
+target has refreshed and the snapshot that turns /readyz 200 is being rendered), no background
+call starts at all: at 10,200 targets the terminal describes took every turn the finished
+refreshes left, and that render, on the same GIL as 16 busy call workers, took 60-90 s instead
+of 11 s. An optional token bucket per owner caps its calls per second, background ones
+included; while an owner waits for a token, workers serve the others.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 Task = Callable[[], None]
 # The longest a background call waits behind other calls once it is next in its ring.
 BACKGROUND_MAX_WAIT = 30.0
+# How often workers idle behind paused background calls look whether the pause ended.
+PAUSE_POLL = 0.5
 
 
 class TokenBucket:
@@ -78,10 +83,14 @@ class CallPool:
                  on_wait: Callable[[Hashable, float], None] | None = None,
                  calls_made: Callable[[], int] | None = None,
                  hold_background: Callable[[], bool] | None = None,
+                 pause_background: Callable[[], bool] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.workers = workers
         # While true, a background call that waited its limit still waits (see the docstring).
         self._hold_background = hold_background
+        # While true, no background call starts (see the docstring); `wake()` when it turns
+        # false, else workers look again within PAUSE_POLL.
+        self._pause_background = pause_background
         self._rate = rate
         self._on_wait = on_wait
         # How many AWS calls the calling thread made since last asked: a task that makes several
@@ -152,6 +161,11 @@ class CallPool:
             self._threads.remove(current)
         return True
 
+    def wake(self) -> None:
+        """Look again at what may run (`pause_background` may have turned false)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def stop(self) -> None:
         """Drop what is queued; calls under way finish on their own (threads are daemons)."""
         with self._cond:
@@ -218,13 +232,17 @@ class CallPool:
             while self._deferred and self._deferred[0][0] <= now:
                 _, _, deferred = heapq.heappop(self._deferred)
                 self._join_ring(deferred, now)
-            if not self._ring and not self._background:
+            paused = (bool(self._background) and self._pause_background is not None
+                      and self._pause_background())
+            if not self._ring and (not self._background or paused):
                 timeout = self._deferred[0][0] - now if self._deferred else None
+                if paused:
+                    timeout = PAUSE_POLL if timeout is None else min(timeout, PAUSE_POLL)
                 self._cond.wait(timeout)
                 continue
             # A background queue that waited its limit gets every other turn (not all of them:
             # at start-up, thousands wait about as long).
-            waited = (bool(self._background) and not self._took_background
+            waited = (bool(self._background) and not self._took_background and not paused
                       and self._background[0].ready_since <= now - BACKGROUND_MAX_WAIT
                       and not (self._hold_background is not None and self._hold_background()))
             ring = self._ring if self._ring and not waited else self._background

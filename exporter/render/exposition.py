@@ -1092,6 +1092,11 @@ class CachedExposition:
                                          self._render_all(snapshot, layout) if wanted else None)
             self._failed = False
 
+    def readying(self) -> bool:
+        """True while the background renderer has yet to publish the snapshot that makes the
+        exporter ready (every target refreshed): /readyz waits for that render."""
+        return self._background() and self._readying()
+
     def _readying(self) -> bool:
         """Whether the current snapshot makes the exporter ready and /metrics does not show
         it yet."""
