@@ -93,3 +93,27 @@ def test_clients_read_iso_timestamps_without_dateutil(sim: Simulator) -> None:
     assert answer["createdAt"] == datetime.datetime.fromtimestamp(1_795_000_000.25,
                                                                   datetime.UTC)
     assert answer["createdAt"].tzinfo is datetime.UTC
+
+
+def test_request_counts_by_target_follow_every_change_between_asks() -> None:
+    counter = ApiRequestCounter()
+    b, a, c = TargetKey("2" * 12, "eu-west-1"), TargetKey("1" * 12, "eu-west-1"), \
+        TargetKey("3" * 12, "us-east-1")
+    counter.inc(b, "ListClassificationJobs", "success")
+    counter.inc(a, "GetMacieSession", "success")
+    assert counter.by_target() == [(a, (("GetMacieSession", "success", 1),)),
+                                   (b, (("ListClassificationJobs", "success", 1),))]
+    first = counter.by_target()
+    counter.inc(b, "DescribeClassificationJob", "AccessDeniedException")
+    counter.inc(b, "ListClassificationJobs", "success")
+    assert first[1] == (b, (("ListClassificationJobs", "success", 1),))  # answers are copies
+    assert counter.by_target() == [
+        (a, (("GetMacieSession", "success", 1),)),
+        (b, (("DescribeClassificationJob", "AccessDeniedException", 1),
+             ("ListClassificationJobs", "success", 2)))]
+    counter.inc(c, "GetMacieSession", "success")  # a new target takes its sorted place
+    counter.forget(a)
+    assert [key for key, _ in counter.by_target()] == [b, c]
+    counter.rekey(c, TargetKey("0" * 12, "us-east-1"))
+    assert [key.account_id for key, _ in counter.by_target()] == ["0" * 12, "2" * 12]
+    assert counter.items()[0] == (("0" * 12, "us-east-1", "GetMacieSession", "success"), 1)
