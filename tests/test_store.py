@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import random
 
+import pytest
+
 from exporter.engine.store import SnapshotStore
-from exporter.model import Health, TargetKey, TargetResult
+from exporter.model import Health, TargetKey, TargetResult, changed_places
 
 
 def keys(count: int) -> list[TargetKey]:
@@ -93,3 +95,18 @@ def test_the_process_makes_full_collections_at_most_once_per_100_middle_ones() -
             before[0], before[1], 100)
     finally:
         gc.set_threshold(*before)
+
+
+def test_changed_places_are_the_places_holding_another_object() -> None:
+    a, b, c = object(), object(), object()
+    old = (a, b, c, a)
+    new = (a, c, c, b)
+    assert changed_places(old, new) == [1, 3]
+    assert changed_places(old, new) is changed_places(old, new)  # the last pair is kept
+    assert changed_places(new, new) == []
+    assert changed_places((), ()) == []
+    assert changed_places([[5]], [[5]]) == [0]  # equal is not the same object
+    same = [[5]]
+    assert changed_places(same, list(same)) == []
+    with pytest.raises(ValueError, match="same length"):
+        changed_places(old, new[:2])

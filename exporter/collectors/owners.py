@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from exporter.model import Snapshot, TargetKey, TargetResult
+from exporter.model import Snapshot, TargetKey, TargetResult, changed_places
 
 I = TypeVar("I")  # noqa: E741
 
@@ -98,9 +98,9 @@ class ShownOnce(Generic[I]):
         if foreign and old.polled is not new.polled and old.polled != new.polled:
             return None
         out = None
-        for place, (before, after) in enumerate(zip(old.targets, new.targets, strict=True)):
-            if before is after:
-                continue
+        olds, news = old.targets, new.targets
+        for place in changed_places(olds, news):
+            before, after = olds[place], news[place]
             if before.key != after.key:
                 return None
             mine = self._items(after) or ()

@@ -48,7 +48,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from exporter.model import Snapshot, TargetKey, TargetResult
+from exporter.model import Snapshot, TargetKey, TargetResult, changed_places
 from exporter.render.families import AnySpec, one_unit
 
 log = logging.getLogger(__name__)
@@ -422,12 +422,15 @@ class Segments(_Kept):
         if len(old) != len(new):
             changed = None
         elif by_target:
-            changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a is not b]
+            changed = changed_places(old, new)
             if any(old[i].key != new[i].key for i in changed):
                 changed = None
-        else:  # (key, part) pairs, made again for every snapshot
-            changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True))
-                       if a[1] is not b[1] or a[0] is not b[0]]
+        else:  # (key, part) pairs, made again for every snapshot: compared at C speed
+            second, first = operator.itemgetter(1), operator.itemgetter(0)
+            changed = sorted(set(itertools.compress(itertools.count(), map(
+                operator.is_not, map(second, old), map(second, new)))).union(
+                itertools.compress(itertools.count(), map(
+                    operator.is_not, map(first, old), map(first, new)))))
             if any(old[i][0] != new[i][0] for i in changed):
                 changed = None
         self._diffs[memo] = (old, new, changed)
