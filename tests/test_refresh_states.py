@@ -54,6 +54,33 @@ def test_macie_off_is_a_successful_refresh_without_jobs_and_is_not_polled(
     assert api.calls["GetMacieSession"] == 2
 
 
+def test_macie_off_is_stamped_at_the_idle_cadence_and_listed_once_found_on(
+        pool: CallPool) -> None:
+    clock = Clock()
+    api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING"}, status=NOT_ENABLED)
+    refresher, store, _ = make(api, pool, clock, interval=60, idle_interval=300,
+                               status_interval=3600, spread_collectors=False)
+    assert refresher.refresh(10)
+    start = clock.now
+    stamps = []
+    results = []
+    for _ in range(10):  # nothing to ask, and nothing new to show between the stamps
+        clock.now += 60
+        refresher.refresh(10)
+        stamps.append((result(store).last_success_at or 0) - start)
+        results.append(store.get().targets[0])
+    assert api.calls == Counter({"GetMacieSession": 1})
+    assert stamps == [0.0] * 4 + [300.0] * 5 + [600.0]  # every 300 s, not every 60 s
+    assert len({id(r) for r in results}) == 3  # the result replaced at each stamp only
+    api.status = "ENABLED"
+    clock.now = start + 3600 + 120  # the status check is due; the idle stamp is not (at 3,900 s)
+    assert refresher.refresh(10)
+    assert result(store).macie_status == "ENABLED"
+    assert {j.job_id for j in result(store).jobs} == {"a"}  # listed in the same refresh
+    assert api.calls == Counter({"GetMacieSession": 2, "ListClassificationJobs": 1,
+                                 "DescribeClassificationJob": 1})
+
+
 def test_the_status_check_runs_in_the_refresh_nearest_its_due_time(pool: CallPool) -> None:
     clock = Clock()
     api = FakeMacie(TargetKey(ACCOUNT, REGION), {"a": "RUNNING"})

@@ -391,6 +391,10 @@ class TargetRefresher:
         health = result.health_of(collector.name)
         if every <= 0 or (health is not None and not health.success):
             return None  # a failing collector is tried again at its own interval
+        if collector is jobs.COLLECTOR and status.status_of(result) == status.DISABLED:
+            # Macie off: nothing to list until a status check finds it on; the refresh only
+            # stamps its time, at the idle cadence (1,020 targets re-rendered each minute).
+            return every
         if not collector.idle(result, self._ran_at.get(collector.name)):
             return None
         return every
@@ -656,15 +660,19 @@ class _Refresh:
         result = self.result = refresher.store.result(refresher.key)
         self.steps = []
         self.soonest = math.inf  # when the first step not due now is
+        checking = False  # the status is checked in this refresh
         for scheduled in refresher.settings.refresh:
             idle = refresher.idle_interval(scheduled.collector, result)
             if idle is not None:
-                due = refresher.due(scheduled, self.now, idle)
+                # Macie off: a status check that finds it on lists the jobs at once.
+                due = refresher.due(scheduled, self.now, idle) or (
+                    checking and status.status_of(result) == status.DISABLED)
             else:
                 due = scheduled.collector.health == "refresh" or refresher.due(scheduled,
                                                                               self.now)
             if due:
                 self.steps.append(scheduled)
+                checking = checking or scheduled.collector is status.COLLECTOR
             else:
                 self.soonest = min(self.soonest, refresher.due_at(scheduled, idle))
         self.idle = not self.steps
@@ -695,6 +703,7 @@ class _Refresh:
             return
         scheduled = self.steps.pop(0)
         if scheduled.collector is jobs.COLLECTOR and r.macie_status == status.DISABLED:
+            r.mark_started(scheduled, self.now)  # due again at its phase of the idle cadence
             r.disable(self.now, time.monotonic() - self.started)
             self.end(True)
             return
