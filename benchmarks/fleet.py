@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import gzip
 import json
+import math
 import re
 import signal
 import statistics
@@ -122,6 +123,7 @@ class Scrapes:
     # When (time.monotonic()) each scrape and text scrape began, in the same order.
     began_at: list[float] = field(default_factory=list)
     text_began_at: list[float] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # when each failure ended
     text_bytes: int = 0
     gzip_bytes: int = 0
     text_every: int = TEXT_EVERY  # 0: OpenMetrics only, as Prometheus scrapes
@@ -134,6 +136,7 @@ class Scrapes:
             compressed = fetch_metrics(self.address, timeout=10)
         except Exception as err:
             self.failures.append(repr(err))
+            self.failed_at.append(time.monotonic())
             return b""
         self.latencies.append(time.perf_counter() - began)
         self.began_at.append(time.monotonic() - self.latencies[-1])
@@ -154,6 +157,7 @@ class Scrapes:
                 self.text_bytes = len(response.read())
         except Exception as err:
             self.failures.append(f"text: {err!r}")
+            self.failed_at.append(time.monotonic())
             return
         self.text_latencies.append(time.perf_counter() - began)
         self.text_began_at.append(time.monotonic() - self.text_latencies[-1])
@@ -407,14 +411,17 @@ def run(fleet: Fleet, cycles: int, interval: float, latency: float,
     result.max_threads = sampler.max_threads
     result.max_rss_mb = max(sampler.max_rss_kb, sampler.hwm_kb) / 1024
     # The issue's bound holds from readiness on; the scrapes before it are reported apart.
-    ready_at = began + (result.ready_s if result.ready_s is not None else 0.0)
+    # /readyz is polled every 0.25 s: a scrape begun up to that much before it was seen 200
+    # counts as after. Without readiness, every scrape counts as before it.
+    ready_at = (began + result.ready_s - READY_POLL if result.ready_s is not None
+                else math.inf)
     result.scrape_latencies = [lat for lat, at in zip(scrapes.latencies, scrapes.began_at,
                                                       strict=True) if at >= ready_at]
     result.early_scrapes = [lat for lats, ats in ((scrapes.latencies, scrapes.began_at),
                                                   (scrapes.text_latencies,
                                                    scrapes.text_began_at))
                             for lat, at in zip(lats, ats, strict=True) if at < ready_at]
-    result.scrape_failures = len(scrapes.failures)
+    result.scrape_failures = sum(at >= ready_at for at in scrapes.failed_at)  # from readiness on
     result.series = series(body)
     result.assume_roles_per_account = assume_roles_per_account(body)
     result.log_warnings = warnings
@@ -487,6 +494,9 @@ def _sleep_until(when: float) -> None:
     time.sleep(max(0.0, when - time.monotonic()))
 
 
+READY_POLL = 0.25  # seconds between two /readyz polls until it turns 200
+
+
 def _wait_served(address: str, targets: int, began: float,
                  timeout: float = 600) -> tuple[float | None, float | None]:
     """(seconds to /readyz 200, seconds to every target's refresh_success 1 on /metrics)."""
@@ -498,7 +508,7 @@ def _wait_served(address: str, targets: int, began: float,
         if (ready_s is not None and served_s is None
                 and targets_served(scrape(address, timeout=10)) >= targets):
             served_s = time.monotonic() - began
-        time.sleep(0.25 if ready_s is None else 1.0)
+        time.sleep(READY_POLL if ready_s is None else 1.0)
     return ready_s, served_s
 
 

@@ -715,6 +715,26 @@ def test_readying_holds_from_the_ready_snapshot_until_it_is_published() -> None:
     assert not holder.exposition.readying()
 
 
+def test_a_stopped_renderer_holds_nothing_back() -> None:
+    holder = Background()
+    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
+    holder.snapshot = pending
+    holder.exposition.start()
+    try:
+        wait_for(lambda: holder.published == [pending], what="the first publication")
+        holder.scrape_without_waiting()
+        holder.render.gate.clear()
+        ready = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        holder.put(ready)
+        wait_for(lambda: holder.render.last() is ready, what="the render of the ready snapshot")
+        assert holder.exposition.readying()
+        holder.exposition.stop()  # mid-render: that render will never be waited for
+        assert not holder.exposition.readying()
+    finally:
+        holder.render.gate.set()
+        holder.exposition.stop()
+
+
 def test_the_snapshot_that_makes_the_exporter_ready_is_not_held_back_by_swaps() -> None:
     holder = Holder()
     pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))

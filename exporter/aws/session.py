@@ -274,8 +274,9 @@ class Aws:
         found = self._paginators.get((id(client), method))
         if found is None or found[0] is not client:
             found = (client, client.get_paginator(method))
-            with self._lock:
-                self._paginators[(id(client), method)] = found
+            with self._lock:  # a client a reload replaced meanwhile is not kept alive
+                if client in self._clients.values():
+                    self._paginators[(id(client), method)] = found
         return found[1]
 
     def default_credentials(self) -> Credentials | None:

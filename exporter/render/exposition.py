@@ -1149,8 +1149,11 @@ class CachedExposition:
 
     def readying(self) -> bool:
         """True while the background renderer has yet to publish the snapshot that makes the
-        exporter ready (every target refreshed): /readyz waits for that render."""
-        return self._background() and self._readying()
+        exporter ready (every target refreshed): /readyz waits for that render. False once
+        the renderer stops or is gone (nothing would end the wait)."""
+        thread = self._thread
+        return (thread is not None and not self._failed and not self._stopping.is_set()
+                and thread.is_alive() and self._readying())
 
     def _readying(self) -> bool:
         """Whether the current snapshot makes the exporter ready and /metrics does not show
