@@ -175,25 +175,35 @@ def test_background_calls_that_waited_get_every_other_turn_not_all() -> None:
     assert [name[:8] for name in ran[first:first + 20]] == ["findings", "describe"] * 10
 
 
-def test_until_ready_background_calls_take_only_the_turns_left_over() -> None:
+def clocked_run(backgrounds: list[str], flip_after: int, gate: str) -> list[str]:
+    """One worker, a clock that moves 1 s per call: the `backgrounds` calls (each of its own
+    target, in the background), then 100 describes of one target; `gate` names the pool's
+    `hold_background` or `pause_background`, a flag that turns false once the describe
+    numbered `flip_after` ran. The order the calls ran in."""
     now = [0.0]
-    ready = [False]
-    pool = CallPool(1, clock=lambda: now[0], hold_background=lambda: not ready[0])
+    flag = [True]
+    pool = CallPool(1, clock=lambda: now[0], **{gate: lambda: flag[0]})  # type: ignore[arg-type]
     ran: list[str] = []
 
     def call(name: str) -> None:
         ran.append(name)
         now[0] += 1.0
-        if name == "describe59":
-            ready[0] = True  # the last refresh call made the exporter ready
+        if name == f"describe{flip_after}":
+            flag[0] = False
 
-    for i in range(5):
-        pool.submit(f"t{i}", functools.partial(call, f"findings{i}"), background=True)
+    for i, name in enumerate(backgrounds):
+        pool.submit(f"t{i}", functools.partial(call, name), background=True)
     for i in range(100):
         pool.submit("b", functools.partial(call, f"describe{i}"))
     pool.start()
-    wait_for(lambda: len(ran) == 105, what="every call")
+    wait_for(lambda: len(ran) == len(backgrounds) + 100, what="every call")
     pool.stop()
+    return ran
+
+
+def test_until_ready_background_calls_take_only_the_turns_left_over() -> None:
+    # Held (not ready) until the 60th describe, the last refresh call.
+    ran = clocked_run([f"findings{i}" for i in range(5)], 59, "hold_background")
     # 60 calls, twice the limit, and no background call while not ready; then every other turn.
     assert ran[:60] == [f"describe{i}" for i in range(60)]
     assert [name[:8] for name in ran[60:70]] == ["findings", "describe"] * 5
@@ -235,23 +245,7 @@ def test_while_paused_no_background_call_starts_even_on_idle_workers() -> None:
 
 
 def test_a_pause_holds_background_calls_that_waited_their_limit_too() -> None:
-    now = [0.0]
-    paused = [True]
-    pool = CallPool(1, clock=lambda: now[0], pause_background=lambda: paused[0])
-    ran: list[str] = []
-
-    def call(name: str) -> None:
-        ran.append(name)
-        now[0] += 1.0
-        if name == "describe79":
-            paused[0] = False
-
-    pool.submit("t", functools.partial(call, "findings"), background=True)
-    for i in range(100):
-        pool.submit("b", functools.partial(call, f"describe{i}"))
-    pool.start()
-    wait_for(lambda: len(ran) == 101, what="every call")
-    pool.stop()
+    ran = clocked_run(["findings"], 79, "pause_background")
     # Waited 30 s by the 30th call, but paused until the 80th: then its every-other turn.
     assert ran[:80] == [f"describe{i}" for i in range(80)]
     assert ran[80] == "findings"
