@@ -534,6 +534,29 @@ def test_a_snapshot_is_not_rendered_while_nobody_scrapes() -> None:
         holder.exposition.stop()
 
 
+def test_the_snapshot_that_makes_the_exporter_ready_is_rendered_though_nobody_scraped() -> None:
+    holder = Background()
+    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
+    holder.snapshot = pending
+    holder.exposition.start()
+    try:
+        wait_for(lambda: holder.published == [pending], what="the first publication")
+        assert holder.render.rendered == []  # nobody scraped: nothing rendered
+        ready = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        holder.put(ready)
+        wait_for(lambda: holder.published[-1] is ready, what="the ready snapshot published")
+        assert holder.render.rendered == [ready]  # rendered before /readyz turns 200
+        later = Snapshot(ready.targets[1:])
+        holder.put(later)  # still nobody scraped: the TTL rule again
+        wait_for(lambda: holder.published[-1] is later, what="the next snapshot published")
+        assert holder.render.rendered == [ready]
+        # The scrape renders it on the scrape path.
+        assert holder.scrape_without_waiting() == generate_latest(holder.reference())
+        assert holder.render.rendered == [ready]
+    finally:
+        holder.exposition.stop()
+
+
 def test_after_a_failed_render_scrapes_render_and_fail_until_a_render_succeeds(
         background: Background, caplog: pytest.LogCaptureFixture) -> None:
     background.scrape_without_waiting()

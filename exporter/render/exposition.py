@@ -962,7 +962,8 @@ class CachedExposition:
     exporter ready is rendered without waiting for the swaps to pause or the gap.
 
     The background renderer renders only while /metrics is scraped (a scrape in the last
-    `SCRAPE_TTL` seconds); the scrape that comes after a pause renders the snapshot itself.
+    `SCRAPE_TTL` seconds), and the snapshot that makes the exporter ready; the scrape that
+    comes after a pause renders the snapshot itself.
     After a failed background render, scrapes render every snapshot until a render succeeds:
     a render that keeps failing fails the scrapes, never serves stale data in silence.
     """
@@ -1142,7 +1143,11 @@ class CachedExposition:
             if snapshot is self._published.snapshot and layout is self._published.layout:
                 return
             scraped = self._scraped
-            wanted = scraped is not None and self._clock() - scraped <= self.SCRAPE_TTL
+            # The snapshot that makes the exporter ready is rendered even if nobody scraped
+            # yet: Prometheus scrapes once /readyz turns 200, and that render would otherwise
+            # run on its scrape, beside the background calls readiness lets go.
+            wanted = (scraped is not None and self._clock() - scraped <= self.SCRAPE_TTL) or (
+                snapshot.ready and not self._published.snapshot.ready)
             self._published = _Published(snapshot, layout,
                                          self._render_all(snapshot, layout) if wanted else None)
             self._failed = False
