@@ -197,7 +197,6 @@ def api_requests_spec(requests: ApiRequestCounter) -> AnySpec:
 
     def add(family: Family, key: TargetKey, counts: tuple[tuple[str, str, int], ...],
             lo: int, hi: int) -> None:
-        assert isinstance(family, CounterFamily)
         for operation, outcome, count in counts:
             family.add_metric([key.account_id, key.region, operation, outcome], count)
 
