@@ -85,14 +85,14 @@ def test_the_exporter_freezes_what_it_holds_once_it_is_ready() -> None:
         gc.unfreeze()
 
 
-def test_the_process_makes_full_collections_at_most_once_per_100_middle_ones() -> None:
-    from exporter.cli import FULL_COLLECTION_EVERY, main
+def test_the_process_collects_young_objects_per_10000_and_full_per_100_middle_ones() -> None:
+    from exporter.cli import FULL_COLLECTION_EVERY, YOUNG_COLLECTION_EVERY, main
 
     before = gc.get_threshold()
     try:
         assert main(["--config.check", "--aws.regions=eu-west-1"]) == 0
-        assert gc.get_threshold() == (before[0], before[1], FULL_COLLECTION_EVERY) == (
-            before[0], before[1], 100)
+        assert gc.get_threshold() == (YOUNG_COLLECTION_EVERY, before[1],
+                                      FULL_COLLECTION_EVERY) == (10_000, before[1], 100)
     finally:
         gc.set_threshold(*before)
 
