@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import random
 import threading
@@ -534,15 +535,31 @@ def test_a_snapshot_is_not_rendered_while_nobody_scrapes() -> None:
         holder.exposition.stop()
 
 
-def test_the_snapshot_that_makes_the_exporter_ready_is_rendered_though_nobody_scraped() -> None:
+def _completed(snapshot: Snapshot, done: bool = True) -> Snapshot:
+    """The snapshot with every target's first refresh finished (or, done=False, not yet)."""
+    return Snapshot(tuple(replace(t, completed=done) for t in snapshot.targets))
+
+
+@contextlib.contextmanager
+def _started_pending() -> Iterator[tuple[Background, Snapshot]]:
+    """A started Background whose first publication has no target refreshed yet."""
     holder = Background()
-    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
-    holder.snapshot = pending
+    pending = holder.snapshot = _completed(holder.snapshot, done=False)
+    assert not holder.exposition.readying()  # no background renderer: nothing to wait for
     holder.exposition.start()
     try:
         wait_for(lambda: holder.published == [pending], what="the first publication")
+        yield holder, pending
+    finally:
+        holder.render.gate.set()
+        holder.exposition.stop()
+    assert not holder.exposition.readying()
+
+
+def test_the_snapshot_that_makes_the_exporter_ready_is_rendered_though_nobody_scraped() -> None:
+    with _started_pending() as (holder, pending):
         assert holder.render.rendered == []  # nobody scraped: nothing rendered
-        ready = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        ready = _completed(pending)
         holder.put(ready)
         wait_for(lambda: holder.published[-1] is ready, what="the ready snapshot published")
         assert holder.render.rendered == [ready]  # rendered before /readyz turns 200
@@ -553,8 +570,6 @@ def test_the_snapshot_that_makes_the_exporter_ready_is_rendered_though_nobody_sc
         # The scrape renders it on the scrape path.
         assert holder.scrape_without_waiting() == generate_latest(holder.reference())
         assert holder.render.rendered == [ready]
-    finally:
-        holder.exposition.stop()
 
 
 def test_after_a_failed_render_scrapes_render_and_fail_until_a_render_succeeds(
@@ -649,8 +664,7 @@ def test_the_gap_is_in_proportion_to_the_targets_below_its_full_size(full_at: in
 
 def test_the_gap_between_renders_does_not_hold_back_readiness() -> None:
     holder = Holder()
-    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
-    holder.snapshot = pending
+    pending = holder.snapshot = _completed(holder.snapshot, done=False)
     exposition = CachedExposition(lambda: holder.snapshot, FAMILIES, [holder.live],
                                   settle=0.05, max_delay=60, min_gap=600)
     exposition.render(None, "gzip")
@@ -659,7 +673,7 @@ def test_the_gap_between_renders_does_not_hold_back_readiness() -> None:
         wait_for(lambda: exposition.served() is pending, what="the first render")
         holder.snapshot = Snapshot(pending.targets[1:])  # not ready yet: waits for the gap
         exposition.snapshot_changed()
-        ready = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        ready = _completed(pending)
         holder.snapshot = ready
         exposition.snapshot_changed()
         wait_for(lambda: exposition.served() is ready, what="the ready snapshot served")
@@ -715,53 +729,34 @@ def test_each_published_snapshot_is_announced_and_a_stop_too() -> None:
 
 
 def test_readying_holds_from_the_ready_snapshot_until_it_is_published() -> None:
-    holder = Background()
-    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
-    holder.snapshot = pending
-    assert not holder.exposition.readying()  # no background renderer: nothing to wait for
-    holder.exposition.start()
-    try:
-        wait_for(lambda: holder.published == [pending], what="the first publication")
+    with _started_pending() as (holder, pending):
         holder.scrape_without_waiting()  # asks for a format, so the renderer renders it
         assert not holder.exposition.readying()  # not every target refreshed yet
         holder.render.gate.clear()
-        ready = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        ready = _completed(pending)
         holder.put(ready)
         wait_for(lambda: holder.render.last() is ready, what="the render of the ready snapshot")
         assert holder.exposition.readying()  # rendering it: the pool pauses background calls
         holder.render.gate.set()
         wait_for(lambda: holder.published[-1] is ready, what="the ready snapshot published")
         assert not holder.exposition.readying()
-    finally:
-        holder.render.gate.set()
-        holder.exposition.stop()
-    assert not holder.exposition.readying()
 
 
 def test_a_stopped_renderer_holds_nothing_back() -> None:
-    holder = Background()
-    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
-    holder.snapshot = pending
-    holder.exposition.start()
-    try:
-        wait_for(lambda: holder.published == [pending], what="the first publication")
+    with _started_pending() as (holder, pending):
         holder.scrape_without_waiting()
         holder.render.gate.clear()
-        ready = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        ready = _completed(pending)
         holder.put(ready)
         wait_for(lambda: holder.render.last() is ready, what="the render of the ready snapshot")
         assert holder.exposition.readying()
         holder.exposition.stop()  # mid-render: that render will never be waited for
         assert not holder.exposition.readying()
-    finally:
-        holder.render.gate.set()
-        holder.exposition.stop()
 
 
 def test_the_snapshot_that_makes_the_exporter_ready_is_not_held_back_by_swaps() -> None:
     holder = Holder()
-    pending = Snapshot(tuple(replace(t, completed=False) for t in holder.snapshot.targets))
-    holder.snapshot = pending
+    pending = holder.snapshot = _completed(holder.snapshot, done=False)
     exposition = CachedExposition(lambda: holder.snapshot, FAMILIES, [holder.live],
                                   settle=1.0, max_delay=60)
     exposition.start()
@@ -777,7 +772,7 @@ def test_the_snapshot_that_makes_the_exporter_ready_is_not_held_back_by_swaps() 
         wait_for(lambda: exposition.served() is pending, what="the first publication")
         swapper.start()
         # Every target has finished its first refresh.
-        holder.snapshot = Snapshot(tuple(replace(t, completed=True) for t in pending.targets))
+        holder.snapshot = _completed(pending)
         exposition.snapshot_changed()
         wait_for(lambda: exposition.served().ready, timeout=10, what="a ready snapshot served")
     finally:
