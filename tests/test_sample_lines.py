@@ -12,7 +12,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.model import TargetKey
-from exporter.render.exposition import _Batch, _body, _part_body, _sample_lines
+from exporter.render.exposition import _Batch, _body, _Lines, _part_body, _sample_lines
 from exporter.render.families import CounterFamily, Family, FamilySpec
 
 values = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
@@ -112,7 +112,7 @@ def test_a_batch_writes_each_targets_lines_as_prometheus_client_does(
     bytes, target by target, as prometheus-client's encoding of the family made from them."""
     spec = _spec(counter, ["zone", "account_id"])  # not sorted: the encoder sorts them
     header = reference_with_header(spec.make())
-    batch = _Batch(spec, header, generate_latest)
+    batch = _Batch(_Lines(spec), header, generate_latest)
     keys = [TargetKey(f"{n:012d}", "eu-west-1") for n in range(len(parts))]
     made = [[([zone, account], value) for zone, account, value in part] for part in parts]
     for key, part in zip(keys, made, strict=True):
@@ -120,7 +120,7 @@ def test_a_batch_writes_each_targets_lines_as_prometheus_client_does(
     encoded = batch.flush()
     for key, part in zip(keys, made, strict=True):
         assert encoded[key] == reference(_made(spec, key, part))
-        assert _part_body(spec, generate_latest, header, key, part, 0, len(part)) == (
+        assert _part_body(_Lines(spec), generate_latest, header, key, part, 0, len(part)) == (
             encoded[key])
 
 
@@ -132,7 +132,7 @@ def test_what_the_batch_does_not_write_itself_is_encoded_by_prometheus_client() 
     ]
     for spec, part in cases:
         header = reference_with_header(spec.make())
-        batch = _Batch(spec, header, generate_latest)
+        batch = _Batch(_Lines(spec), header, generate_latest)
         batch.add(key, part, len(part))
         assert batch.flush()[key] == reference(_made(spec, key, part))
 
@@ -140,6 +140,6 @@ def test_what_the_batch_does_not_write_itself_is_encoded_by_prometheus_client() 
                          lambda family, _key, _part, _lo, _hi: family.add_metric(
                              ["1"], 2.0, 12.5), part=lambda _t: None)
     header = reference_with_header(stamped.make())
-    batch = _Batch(stamped, header, generate_latest)
+    batch = _Batch(_Lines(stamped), header, generate_latest)
     batch.add(key, None, 1)
     assert batch.flush()[key] == b'macie_x{a="1"} 2.0 12500\n'

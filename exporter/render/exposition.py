@@ -193,6 +193,7 @@ class _Kept:
         self.lock = threading.Lock()  # one render at a time
         self._families: tuple[AnySpec, ...] | None = None
         self._headers: dict[int, bytes] = {}
+        self._writers: dict[int, _Lines] = {}  # id(spec) -> its writer
 
     def families(self, families: Sequence[AnySpec]) -> Sequence[AnySpec]:
         """`families`, the ones to render (what is kept is dropped if they are not the last
@@ -200,8 +201,16 @@ class _Kept:
         if self._families is None or tuple(families) != self._families:
             self._families = tuple(families)
             self._headers.clear()
+            self._writers.clear()
             self._forget()
         return families
+
+    def writer(self, spec: AnySpec) -> _Lines:
+        """The family's sample-line writer, kept while the families stay the same."""
+        writer = self._writers.get(id(spec))
+        if writer is None or writer.spec is not spec:
+            writer = self._writers[id(spec)] = _Lines(spec)
+        return writer
 
     def _forget(self) -> None:
         """Drop what was kept of the last families."""
@@ -246,7 +255,8 @@ class Fragments(_Kept):
             yield own
         kept = self._kept.get(index, {})
         fresh: dict[TargetKey, tuple[Any, bytes]] = {}
-        batch = _Batch(spec, header, encoder)
+        writer = self.writer(spec)
+        batch = _Batch(writer, header, encoder)
         queue: list[bytes | tuple[TargetKey, Any]] = []  # in order, behind the batch
 
         def drain() -> Iterator[bytes]:
@@ -274,7 +284,7 @@ class Fragments(_Kept):
                 yield from drain()
                 slices = []
                 for lo in range(0, size, units_per_batch):
-                    encoded = _part_body(spec, encoder, header, key, part, lo,
+                    encoded = _part_body(writer, encoder, header, key, part, lo,
                                          min(lo + units_per_batch, size))
                     if spec.keep_large:
                         slices.append(encoded)
@@ -346,65 +356,59 @@ class _Lines:
             family.add_metric(labels, value, timestamp)
         return family
 
+    def encoded(self, encoder: Encoder, header: bytes,
+                samples: Sequence[tuple[Sequence[str], float, float | None]],
+                marks: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The sample lines of `samples[first:last]` for each (first, last) of `marks`, in
+        `encoder`'s format: written directly where `lines` can, else the family replayed,
+        encoded, and its body split back by line. A single mark is every sample."""
+        lines = self.lines(samples) if encoder is generate_latest else None
+        if lines is not None:
+            if len(marks) == 1:
+                return ["".join(lines).encode()]
+            return ["".join(lines[first:last]).encode() for first, last in marks]
+        body = _body(encoder, self.replay(samples), header)
+        if len(marks) == 1:
+            return [body]
+        split = body.split(b"\n")
+        return [b"\n".join(split[first:last]) + b"\n" if last > first else b""
+                for first, last in marks]
 
-_WRITERS: dict[int, tuple[AnySpec, _Lines]] = {}  # id(spec) -> (the spec, its writer)
 
-
-def _writer(spec: AnySpec) -> _Lines:
-    held = _WRITERS.get(id(spec))
-    if held is None or held[0] is not spec:
-        if len(_WRITERS) > 1024:  # specs made again and again (reloads, tests)
-            _WRITERS.clear()
-        held = _WRITERS[id(spec)] = (spec, _Lines(spec))
-    return held[1]
-
-
-def _part_body(spec: AnySpec, encoder: Encoder, header: bytes, key: TargetKey, part: object,
+def _part_body(writer: _Lines, encoder: Encoder, header: bytes, key: TargetKey, part: object,
                lo: int, hi: int) -> bytes:
     """Units `lo` to `hi` of one target's part, as sample lines."""
     recorded = _Recorded()
-    spec.add(cast(Family, recorded), key, part, lo, hi)
-    writer = _writer(spec)
-    lines = writer.lines(recorded.samples) if encoder is generate_latest else None
-    if lines is not None:
-        return "".join(lines).encode()
-    return _body(encoder, writer.replay(recorded.samples), header)
+    writer.spec.add(cast(Family, recorded), key, part, lo, hi)
+    return writer.encoded(encoder, header, recorded.samples, ((0, len(recorded.samples)),))[0]
 
 
 class _Batch:
     """Small parts of one family encoded together, then split back per target by their
     sample counts (one line per sample)."""
 
-    def __init__(self, spec: AnySpec, header: bytes, encoder: Encoder) -> None:
-        self._spec, self._header, self._encoder = spec, header, encoder
+    def __init__(self, writer: _Lines, header: bytes, encoder: Encoder) -> None:
+        self._writer, self._header, self._encoder = writer, header, encoder
         self._family = _Recorded()
-        self._marks: list[tuple[TargetKey, int, int]] = []
+        self._keys: list[TargetKey] = []
+        self._marks: list[tuple[int, int]] = []
         self.units = 0
 
     def add(self, key: TargetKey, part: object, size: int) -> None:
         samples = self._family.samples
         first = len(samples)
-        self._spec.add(cast(Family, self._family), key, part, 0, size)
-        self._marks.append((key, first, len(samples)))
+        self._writer.spec.add(cast(Family, self._family), key, part, 0, size)
+        self._keys.append(key)
+        self._marks.append((first, len(samples)))
         self.units += max(1, size)
 
     def flush(self) -> dict[TargetKey, bytes]:
         if not self._marks:
             return {}
-        recorded, marks = self._family.samples, self._marks
-        self._family, self._marks, self.units = _Recorded(), [], 0
-        writer = _writer(self._spec)
-        lines = writer.lines(recorded) if self._encoder is generate_latest else None
-        if lines is not None:
-            if len(marks) == 1:
-                return {marks[0][0]: "".join(lines).encode()}
-            return {key: "".join(lines[first:last]).encode() for key, first, last in marks}
-        body = _body(self._encoder, writer.replay(recorded), self._header)
-        if len(marks) == 1:
-            return {marks[0][0]: body}
-        split = body.split(b"\n")
-        return {key: b"\n".join(split[first:last]) + b"\n" if last > first else b""
-                for key, first, last in marks}
+        recorded, keys, marks = self._family.samples, self._keys, self._marks
+        self._family, self._keys, self._marks, self.units = _Recorded(), [], [], 0
+        return dict(zip(keys, self._writer.encoded(self._encoder, self._header, recorded,
+                                                   marks), strict=True))
 
 
 TARGETS_PER_CHUNK = 64
@@ -715,7 +719,8 @@ class Segments(_Kept):
                  lookup: Callable[[TargetKey], tuple[_Chunk, int] | None],
                  samples_of: Callable[[_Chunk, int], bytes], units_per_batch: int) -> _Chunk:
         pieces: list[bytes] = [b""] * len(group)
-        batch = _Batch(spec, header, self.encoder)
+        writer = self.writer(spec)
+        batch = _Batch(writer, header, self.encoder)
         pending: list[tuple[int, TargetKey]] = []
 
         def flush() -> None:
@@ -751,7 +756,7 @@ class Segments(_Kept):
     def _slices(self, spec: AnySpec, header: bytes, key: TargetKey, part: object, size: int,
                 units_per_batch: int) -> Iterator[bytes]:
         for lo in range(0, size, units_per_batch):
-            yield _part_body(spec, self.encoder, header, key, part, lo,
+            yield _part_body(self.writer(spec), self.encoder, header, key, part, lo,
                              min(lo + units_per_batch, size))
 
 
