@@ -133,6 +133,17 @@ def _regions(targets: Sequence[TargetConfig], fallback: Sequence[str]) -> list[T
             for region in _expand([target.region], fallback, partition_of(target.role_arn))]
 
 
+def _targets_and_regions(config: Config, fallback: Sequence[str]
+                         ) -> tuple[tuple[TargetConfig, ...], tuple[str, ...]]:
+    """The configured targets one per region, and the regions discovery looks in (none
+    without discovery), `all` and the default region filled in; raises ConfigError."""
+    regions: Sequence[str] = ()
+    if config.discovery is not None:
+        partition = partition_of(config.discovery.organizations.role_arn)
+        regions = _expand(config.regions or (None,), fallback, partition)
+    return tuple(_regions(config.targets, fallback)), tuple(regions)
+
+
 class Exporter:
     """The assembled process: AWS plumbing, call pool, fleet, registry, optional demo."""
 
@@ -248,12 +259,9 @@ class Exporter:
         """What `config` means for this process (the demo's organisation, regions filled in);
         raises ConfigError as loading does. Changes nothing."""
         config = _demo(config) if config.demo else config
-        regions: Sequence[str] = ()
-        if config.discovery is not None:
-            partition = partition_of(config.discovery.organizations.role_arn)
-            regions = _expand(config.regions or (None,), self._fallback, partition)
-        return Plan(config, tuple(_regions(config.targets, self._fallback)), tuple(regions),
-                    _refresh_settings(config), self._adjust(_settings(config)))
+        targets, regions = _targets_and_regions(config, self._fallback)
+        return Plan(config, targets, regions, _refresh_settings(config),
+                    self._adjust(_settings(config)))
 
     def set_families(self, families: Sequence[AnySpec]) -> None:
         """The snapshot's families from now on (a reload switched collectors or tag labels)."""
@@ -371,10 +379,7 @@ def check(config: Config) -> None:
         except WebConfigError as err:
             raise ConfigError(f"--web.config.file: {err}") from None
     if not config.demo:  # the demo's own story fills in its targets and regions
-        _regions(config.targets, ())
-        if config.discovery is not None:
-            _expand(config.regions or (None,), (),
-                    partition_of(config.discovery.organizations.role_arn))
+        _targets_and_regions(config, ())
 
 
 # Full garbage collections at most once per this many of the middle generation's (Python's
